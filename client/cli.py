@@ -1,0 +1,72 @@
+"""The ``chatloop`` command: one entry point for serving, set-up, and (in later parts) training and operations.
+
+Each subcommand imports what it needs when it runs, so ``chatloop --help`` does not load torch or vLLM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from core.config import Settings, get_settings
+from core.logs import configure_logging
+
+log = logging.getLogger("chatloop")
+
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> None:
+    import uvicorn
+
+    from server.app import create_app
+
+    settings = settings.model_copy(update={"host": args.host or settings.host, "port": args.port or settings.port})
+    if settings.uses_default_keys and settings.host not in LOOPBACK_HOSTS:
+        log.warning("serving beyond loopback with the documented local keys: set CHATLOOP_API_KEYS and CHATLOOP_ADMIN_KEY")
+    log.info("chatloop serving", extra={"url": f"http://{settings.host}:{settings.port}"})
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        log_config=None,
+        loop="uvloop",
+        http="httptools",
+    )
+
+
+def _prepare_model(_: argparse.Namespace, settings: Settings) -> None:
+    from core.default_model import prepare_default_model
+
+    if settings.model is not None:
+        log.info("a model folder is configured; nothing to prepare", extra={"model": str(settings.model)})
+        return
+    print(prepare_default_model(settings.model_path))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="chatloop", description="A chat server that learns from its users.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the OpenAI-compatible server with the embedded engine")
+    serve.add_argument("--host", help="interface to listen on (default: CHATLOOP_HOST)")
+    serve.add_argument("--port", type=int, help="port to listen on (default: CHATLOOP_PORT)")
+    serve.set_defaults(run=_serve)
+    prepare = commands.add_parser("prepare-model", help="convert the default model into the data folder")
+    prepare.set_defaults(run=_prepare_model)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    run: Callable[[argparse.Namespace, Settings], None] = args.run
+    run(args, settings)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

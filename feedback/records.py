@@ -1,0 +1,67 @@
+"""Completion records: what was asked, what each choice answered, and which policy version wrote it.
+
+Every answer the server gives is recorded, because every answer may later be rated, regenerated or compared,
+and the trainer draws its prompts from what users really asked. A record is one JSON value with a TTL
+(the retention setting), and its id is appended to a stream trimmed to the same window, so that readers can walk
+recent completions in order without scanning keys.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import redis.asyncio as aioredis
+from pydantic import BaseModel
+
+from core import keys
+
+log = logging.getLogger(__name__)
+
+
+class RecordedMessage(BaseModel):
+    role: str
+    content: str
+
+
+class RecordedChoice(BaseModel):
+    index: int
+    text: str
+    finish_reason: str | None
+    completion_tokens: int
+
+
+class CompletionRecord(BaseModel):
+    id: str
+    created: float
+    finished: float
+    status: str
+    """``complete``, or ``aborted`` when the client went away before the end."""
+    model: str
+    version: str
+    key_id: str
+    user: str | None
+    metadata: dict[str, str]
+    stream: bool
+    conversation: list[RecordedMessage]
+    choices: list[RecordedChoice]
+    params: dict[str, object]
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class CompletionStore:
+    def __init__(self, client: aioredis.Redis, retention_s: float):
+        self.client = client
+        self.retention_s = retention_s
+
+    async def save(self, record: CompletionRecord) -> None:
+        oldest_kept_ms = int((time.time() - self.retention_s) * 1000)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(keys.completion_key(record.id), record.model_dump_json(), ex=int(self.retention_s))
+        pipe.xadd(keys.COMPLETIONS_STREAM, {"id": record.id}, minid=oldest_kept_ms, approximate=True)
+        await pipe.execute()
+
+    async def get(self, completion_id: str) -> CompletionRecord | None:
+        raw = await self.client.get(keys.completion_key(completion_id))
+        return None if raw is None else CompletionRecord.model_validate_json(raw)

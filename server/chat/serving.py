@@ -1,0 +1,372 @@
+"""Chat completions on the embedded vLLM engine: validation against the model, generation, streaming, recording.
+
+One ``ChoiceAccumulator`` collects what the engine emits for both the streamed and the plain answer, so the two
+paths cannot drift apart. The completion record is written before the answer's last byte leaves (the last
+chunk before ``[DONE]``, or the JSON body), so a client that rates an answer right after reading it finds the
+record in place. Recording never fails a chat: a Redis error is logged and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from vllm import SamplingParams
+from vllm.exceptions import VLLMClientError
+from vllm.inputs.engine import tokens_input
+from vllm.outputs import CompletionOutput, RequestOutput
+from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
+from vllm.v1.engine.async_llm import AsyncLLM
+
+from core.config import Settings
+from core.policy import BASE_VERSION, split_model_name
+from feedback.records import CompletionRecord, CompletionStore, RecordedChoice, RecordedMessage
+from server import metrics
+from server.auth import Caller
+from server.chat.protocol import (
+    AssistantMessage,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    Choice,
+    ChoiceLogprobs,
+    ChunkChoice,
+    Delta,
+    TokenLogprob,
+    TopLogprob,
+    Usage,
+)
+from server.errors import ApiError
+
+log = logging.getLogger(__name__)
+
+MIN_LOGPROB = -9999.0  # JSON has no -inf; OpenAI clients expect a finite float
+RECORDED_PARAMS = {
+    "n", "temperature", "top_p", "seed", "stop", "presence_penalty", "frequency_penalty",
+    "logprobs", "top_logprobs", "response_format",
+}  # fmt: skip
+
+
+@dataclass
+class PreparedChat:
+    """A request checked against the model and turned into engine inputs, ready to generate."""
+
+    request: ChatCompletionRequest
+    caller: Caller
+    completion_id: str
+    created: int
+    version: str
+    prompt_ids: list[int]
+    params: SamplingParams
+    started: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class ChoiceState:
+    text: list[str] = field(default_factory=list)
+    tokens: int = 0
+    finish_reason: str | None = None
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+
+
+class ChoiceAccumulator:
+    """Folds the engine's delta outputs into per-choice state, and reports each step's new tokens."""
+
+    def __init__(self, n: int, top_logprobs: int | None):
+        self.choices = [ChoiceState() for _ in range(n)]
+        self.top_logprobs = top_logprobs
+
+    def add(self, output: CompletionOutput) -> list[TokenLogprob] | None:
+        state = self.choices[output.index]
+        state.text.append(output.text)
+        state.tokens += len(output.token_ids)
+        state.finish_reason = output.finish_reason
+        if self.top_logprobs is None or output.logprobs is None:
+            return None
+        step = token_logprobs(output.token_ids, output.logprobs, self.top_logprobs)
+        state.logprobs.extend(step)
+        return step
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(choice.tokens for choice in self.choices)
+
+
+async def _prepend(first: RequestOutput, rest: AsyncIterator[RequestOutput]) -> AsyncIterator[RequestOutput]:
+    yield first
+    async for out in rest:
+        yield out
+
+
+def _finite(logprob: float) -> float:
+    return max(logprob, MIN_LOGPROB)
+
+
+def token_logprobs(token_ids: Sequence[int], logprobs: Sequence[dict[int, Any]], top_n: int) -> list[TokenLogprob]:
+    """vLLM's per-position candidate dicts, in OpenAI's ``logprobs.content`` shape."""
+    entries = []
+    for token_id, candidates in zip(token_ids, logprobs, strict=True):
+        chosen = candidates[token_id]
+        ranked = sorted(candidates.values(), key=lambda candidate: candidate.rank)[:top_n]
+        entries.append(
+            TokenLogprob(
+                token=chosen.decoded_token or "",
+                logprob=_finite(chosen.logprob),
+                bytes=list((chosen.decoded_token or "").encode()),
+                top_logprobs=[
+                    TopLogprob(
+                        token=candidate.decoded_token or "",
+                        logprob=_finite(candidate.logprob),
+                        bytes=list((candidate.decoded_token or "").encode()),
+                    )
+                    for candidate in ranked
+                ],
+            )
+        )
+    return entries
+
+
+def _structured_outputs(request: ChatCompletionRequest) -> StructuredOutputsParams | None:
+    response_format = request.response_format
+    if response_format is None or response_format.type == "text":
+        return None
+    if response_format.type == "json_object":
+        return StructuredOutputsParams(json_object=True, disable_any_whitespace=True)
+    spec = response_format.json_schema
+    if spec is None or spec.json_schema is None:
+        raise ApiError(
+            400, "response_format of type json_schema needs json_schema.schema.", param="response_format.json_schema"
+        )
+    return StructuredOutputsParams(json=spec.json_schema, disable_any_whitespace=True)
+
+
+class ChatService:
+    def __init__(self, engine: AsyncLLM, settings: Settings, store: CompletionStore):
+        self.engine = engine
+        self.settings = settings
+        self.store = store
+        self.tokenizer = engine.get_tokenizer()
+        self._background: set[asyncio.Task[None]] = set()
+
+    # ---- validation -------------------------------------------------------------------------------------
+
+    def prepare(self, request: ChatCompletionRequest, caller: Caller) -> PreparedChat:
+        version = self._resolve_version(request.model)
+        self._check_limits(request)
+        prompt_ids = self._render(request)
+        max_tokens = self._answer_budget(len(prompt_ids), request.answer_token_limit)
+        return PreparedChat(
+            request=request,
+            caller=caller,
+            completion_id=f"chatcmpl-{uuid.uuid4().hex}",
+            created=int(time.time()),
+            version=version,
+            prompt_ids=prompt_ids,
+            params=self._sampling_params(request, max_tokens),
+        )
+
+    def _resolve_version(self, model: str) -> str:
+        alias, version = split_model_name(model)
+        if alias == self.settings.model_alias and version in (None, BASE_VERSION):
+            return BASE_VERSION
+        raise ApiError(
+            404, f"The model '{model}' does not exist or you do not have access to it.",
+            param="model", code="model_not_found",
+        )  # fmt: skip
+
+    def _check_limits(self, request: ChatCompletionRequest) -> None:
+        if request.n > self.settings.max_n:
+            raise ApiError(400, f"n must be at most {self.settings.max_n}.", param="n")
+        if request.top_logprobs is not None:
+            if not request.logprobs:
+                raise ApiError(400, "top_logprobs needs logprobs set to true.", param="top_logprobs")
+            if request.top_logprobs > self.settings.max_top_logprobs:
+                limit = self.settings.max_top_logprobs
+                raise ApiError(400, f"top_logprobs must be at most {limit}.", param="top_logprobs")
+
+    def _render(self, request: ChatCompletionRequest) -> list[int]:
+        conversation = [{"role": m.template_role(), "content": m.text()} for m in request.messages]
+        text = self.tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def _answer_budget(self, prompt_tokens: int, requested: int | None) -> int:
+        limit = self.settings.max_model_len
+        if prompt_tokens >= limit:
+            raise ApiError(
+                400,
+                f"This model's maximum context length is {limit} tokens. However, your messages resulted in "
+                f"{prompt_tokens} tokens. Please reduce the length of the messages.",
+                param="messages", code="context_length_exceeded",
+            )  # fmt: skip
+        if requested is not None and prompt_tokens + requested > limit:
+            raise ApiError(
+                400,
+                f"This model's maximum context length is {limit} tokens. However, you requested "
+                f"{prompt_tokens + requested} tokens ({prompt_tokens} in the messages, {requested} in the "
+                "completion). Please reduce the length of the messages or completion.",
+                param="max_tokens", code="context_length_exceeded",
+            )  # fmt: skip
+        return requested if requested is not None else limit - prompt_tokens
+
+    def _sampling_params(self, request: ChatCompletionRequest, max_tokens: int) -> SamplingParams:
+        try:
+            return self._build_sampling_params(request, max_tokens)
+        except (VLLMClientError, ValueError) as exc:
+            raise ApiError(400, f"Invalid sampling parameters: {exc}") from exc
+
+    def _build_sampling_params(self, request: ChatCompletionRequest, max_tokens: int) -> SamplingParams:
+        return SamplingParams(
+            n=request.n,
+            max_tokens=max_tokens,
+            temperature=1.0 if request.temperature is None else request.temperature,
+            top_p=1.0 if request.top_p is None else request.top_p,
+            seed=request.seed,
+            stop=request.stop,
+            presence_penalty=request.presence_penalty or 0.0,
+            frequency_penalty=request.frequency_penalty or 0.0,
+            logprobs=(request.top_logprobs or 0) if request.logprobs else None,
+            structured_outputs=_structured_outputs(request),
+            output_kind=RequestOutputKind.DELTA,
+        )
+
+    # ---- generation ---------------------------------------------------------------------------------------
+
+    async def _open(self, chat: PreparedChat) -> AsyncIterator[RequestOutput]:
+        """Start generating and wait for the first output, so that a request the engine refuses (a JSON schema
+        it cannot compile, say) still gets a 400 before any byte of the answer has been sent."""
+        outputs = self.engine.generate(tokens_input(chat.prompt_ids), chat.params, chat.completion_id)
+        try:
+            first = await anext(outputs)
+        except (VLLMClientError, ValueError) as exc:
+            raise ApiError(400, f"The engine refused this request: {exc}") from exc
+        metrics.TIME_TO_FIRST_TOKEN.observe(time.perf_counter() - chat.started)
+        return _prepend(first, outputs)
+
+    async def complete(self, chat: PreparedChat) -> ChatCompletion:
+        """The whole answer as one JSON body."""
+        outputs = await self._open(chat)
+        acc = ChoiceAccumulator(chat.request.n, chat.params.logprobs)
+        try:
+            async for out in outputs:
+                for output in out.outputs:
+                    acc.add(output)
+        except asyncio.CancelledError:
+            self._record_in_background(chat, acc, status="aborted")
+            raise
+        await self._record(chat, acc, status="complete")
+        return ChatCompletion(
+            id=chat.completion_id,
+            created=chat.created,
+            model=chat.request.model,
+            system_fingerprint=chat.version,
+            choices=[
+                Choice(
+                    index=index,
+                    message=AssistantMessage(content="".join(state.text)),
+                    logprobs=ChoiceLogprobs(content=state.logprobs) if chat.request.logprobs else None,
+                    finish_reason=state.finish_reason,
+                )
+                for index, state in enumerate(acc.choices)
+            ],
+            usage=self._usage(chat, acc),
+        )
+
+    async def stream(self, chat: PreparedChat) -> AsyncIterator[str]:
+        """The answer as SSE ``data`` payloads: role chunks, content deltas, finish chunks, usage, ``[DONE]``."""
+        return self._stream_chunks(chat, await self._open(chat))
+
+    async def _stream_chunks(self, chat: PreparedChat, outputs: AsyncIterator[RequestOutput]) -> AsyncIterator[str]:
+        acc = ChoiceAccumulator(chat.request.n, chat.params.logprobs)
+        with_usage = chat.request.include_usage_in_stream
+        roles = [ChunkChoice(index=i, delta=Delta(role="assistant", content="")) for i in range(chat.request.n)]
+        yield self._chunk(chat, roles, with_usage=with_usage)
+        try:
+            async for out in outputs:
+                choices = []
+                for output in out.outputs:
+                    step_logprobs = acc.add(output)
+                    choices.append(
+                        ChunkChoice(
+                            index=output.index,
+                            delta=Delta(content=output.text),
+                            logprobs=ChoiceLogprobs(content=step_logprobs) if step_logprobs is not None else None,
+                            finish_reason=output.finish_reason,
+                        )
+                    )
+                yield self._chunk(chat, choices, with_usage=with_usage)
+        except asyncio.CancelledError:
+            self._record_in_background(chat, acc, status="aborted")
+            raise
+        await self._record(chat, acc, status="complete")
+        if with_usage:
+            yield self._chunk(chat, [], usage=self._usage(chat, acc))
+        yield "[DONE]"
+
+    def _chunk(
+        self, chat: PreparedChat, choices: list[ChunkChoice], *, with_usage: bool = False, usage: Usage | None = None
+    ) -> str:
+        chunk = ChatCompletionChunk(
+            id=chat.completion_id,
+            created=chat.created,
+            model=chat.request.model,
+            system_fingerprint=chat.version,
+            choices=choices,
+            usage=usage,
+        )
+        # OpenAI sends `"usage": null` on every chunk but the last when usage was asked for, and omits it otherwise.
+        exclude = None if (with_usage or usage is not None) else {"usage"}
+        return chunk.model_dump_json(exclude=exclude)
+
+    def _usage(self, chat: PreparedChat, acc: ChoiceAccumulator) -> Usage:
+        prompt, completion = len(chat.prompt_ids), acc.completion_tokens
+        return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+
+    # ---- recording ----------------------------------------------------------------------------------------
+
+    def _record_in_background(self, chat: PreparedChat, acc: ChoiceAccumulator, *, status: str) -> None:
+        """For a request being cancelled: its task cannot wait for Redis any more."""
+        metrics.ABORTED.inc()
+        task = asyncio.get_running_loop().create_task(self._record(chat, acc, status=status))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _record(self, chat: PreparedChat, acc: ChoiceAccumulator, *, status: str) -> None:
+        metrics.PROMPT_TOKENS.inc(len(chat.prompt_ids))
+        metrics.COMPLETION_TOKENS.inc(acc.completion_tokens)
+        if chat.request.store is False:
+            return
+        try:
+            await self.store.save(self._build_record(chat, acc, status))
+        except Exception:
+            metrics.RECORD_FAILURES.inc()
+            log.warning("completion record not written", exc_info=True, extra={"completion_id": chat.completion_id})
+
+    def _build_record(self, chat: PreparedChat, acc: ChoiceAccumulator, status: str) -> CompletionRecord:
+        request = chat.request
+        params = request.model_dump(include=RECORDED_PARAMS, exclude_none=True, mode="json")
+        params["max_tokens"] = chat.params.max_tokens
+        return CompletionRecord(
+            id=chat.completion_id,
+            created=chat.created,
+            finished=time.time(),
+            status=status,
+            model=request.model,
+            version=chat.version,
+            key_id=chat.caller.key_id,
+            user=request.user,
+            metadata=request.metadata or {},
+            stream=request.stream,
+            conversation=[RecordedMessage(role=m.template_role(), content=m.text()) for m in request.messages],
+            choices=[
+                RecordedChoice(index=i, text="".join(s.text), finish_reason=s.finish_reason, completion_tokens=s.tokens)
+                for i, s in enumerate(acc.choices)
+            ],
+            params=params,
+            prompt_tokens=len(chat.prompt_ids),
+            completion_tokens=acc.completion_tokens,
+        )

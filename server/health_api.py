@@ -1,0 +1,32 @@
+"""Liveness, readiness and Prometheus metrics: the endpoints an orchestrator and a scraper call.
+
+They need no key, as load balancers and Prometheus carry none; they reveal no secret and no user data.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from server.errors import error_response
+
+router = APIRouter()
+
+
+@router.get("/health")
+async def health() -> dict[str, str]:
+    """The process is up and answering (the engine may still be loading)."""
+    return {"status": "ok"}
+
+
+@router.get("/ready", response_model=None)
+async def ready(request: Request) -> dict[str, str] | Response:
+    """The engine is loaded and requests will be served."""
+    if request.app.state.chat is None:
+        return error_response(503, "The model is still loading.", code="engine_loading")
+    return {"status": "ready"}
+
+
+@router.get("/metrics")
+async def prometheus_metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

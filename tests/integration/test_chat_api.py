@@ -1,0 +1,288 @@
+"""The chat API as the official OpenAI SDK sees it, against a real server, engine and Redis."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import httpx
+import openai
+import pytest
+from openai import OpenAI
+
+from core import keys
+from tests.conftest import ServerHandle
+
+pytestmark = pytest.mark.integration
+
+QUESTION = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
+LONG_TASK = [{"role": "user", "content": "Count from 1 to 1000, separated by commas."}]
+
+
+@pytest.fixture(scope="module")
+def client(server: ServerHandle) -> OpenAI:
+    return OpenAI(base_url=f"{server.base_url}/v1", api_key=server.user_key, max_retries=0, timeout=120)
+
+
+def metric(server: ServerHandle, name: str) -> float:
+    """Sum of a Prometheus metric's samples (all label sets) from /metrics."""
+    text = httpx.get(f"{server.base_url}/metrics").text
+    pattern = re.compile(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", re.MULTILINE)
+    return sum(float(value) for value in pattern.findall(text))
+
+
+def record(server: ServerHandle, completion_id: str) -> dict:
+    raw = server.redis.client().get(keys.completion_key(completion_id))
+    assert raw is not None, f"no record of {completion_id}"
+    return json.loads(raw)
+
+
+def test_plain_answer(client: OpenAI) -> None:
+    answer = client.chat.completions.create(model="chatloop", messages=QUESTION, max_tokens=40, temperature=0)
+    assert answer.id.startswith("chatcmpl-")
+    assert answer.system_fingerprint == "base"
+    assert answer.model == "chatloop"
+    assert "Paris" in answer.choices[0].message.content
+    assert answer.choices[0].finish_reason == "stop"
+    usage = answer.usage
+    assert usage.prompt_tokens > 0 and usage.completion_tokens > 0
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+
+
+def test_stream_matches_plain_answer_and_reports_usage(client: OpenAI) -> None:
+    kwargs = dict(model="chatloop", messages=QUESTION, max_tokens=40, temperature=0)
+    plain = client.chat.completions.create(**kwargs)
+    chunks = list(client.chat.completions.create(**kwargs, stream=True, stream_options={"include_usage": True}))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    content_chunks = [c for c in chunks if c.choices and c.choices[0].delta.content]
+    assert len(content_chunks) > 3, "the answer should arrive in several pieces"
+    assert "".join(c.choices[0].delta.content for c in content_chunks) == plain.choices[0].message.content
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert all(c.usage is None for c in chunks[:-1])
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == plain.usage.completion_tokens
+    assert len({c.id for c in chunks}) == 1
+
+
+def test_stream_without_usage_has_no_usage_chunk(client: OpenAI) -> None:
+    chunks = list(client.chat.completions.create(model="chatloop", messages=QUESTION, max_tokens=8, stream=True))
+    assert all(c.choices for c in chunks) and all(c.usage is None for c in chunks)
+
+
+def test_n_choices(client: OpenAI) -> None:
+    answer = client.chat.completions.create(model="chatloop", messages=QUESTION, max_tokens=20, n=2, seed=3)
+    assert [choice.index for choice in answer.choices] == [0, 1]
+    assert all(choice.message.content for choice in answer.choices)
+    assert answer.usage.completion_tokens > 0
+
+
+def test_stream_n_choices_interleave(client: OpenAI) -> None:
+    chunks = list(client.chat.completions.create(model="chatloop", messages=QUESTION, max_tokens=10, n=2, stream=True))
+    finished = {c.choices[0].index for c in chunks if c.choices and c.choices[0].finish_reason}
+    assert finished == {0, 1}
+
+
+def test_stop_sequence_ends_answer_before_it(client: OpenAI) -> None:
+    kwargs = dict(model="chatloop", messages=LONG_TASK, max_tokens=30, temperature=0)
+    free = client.chat.completions.create(**kwargs).choices[0].message.content
+    stop_word = free.split(",")[3]  # a number the model wrote mid-answer
+    stopped = client.chat.completions.create(**kwargs, stop=[stop_word, "nonexistent"]).choices[0]
+    assert stopped.finish_reason == "stop"
+    assert stop_word not in stopped.message.content
+    assert free.startswith(stopped.message.content)
+
+
+def test_max_tokens_ends_with_length(client: OpenAI) -> None:
+    for limit in ({"max_tokens": 5}, {"max_completion_tokens": 5}):
+        answer = client.chat.completions.create(model="chatloop", messages=LONG_TASK, **limit)
+        assert answer.choices[0].finish_reason == "length"
+        assert answer.usage.completion_tokens == 5
+
+
+def test_seed_repeats_a_sampled_answer(client: OpenAI) -> None:
+    kwargs = dict(model="chatloop", messages=QUESTION, max_tokens=30, temperature=1.0, seed=1234)
+    first = client.chat.completions.create(**kwargs).choices[0].message.content
+    second = client.chat.completions.create(**kwargs).choices[0].message.content
+    assert first == second
+
+
+def test_json_object_response_parses(client: OpenAI) -> None:
+    messages = [{"role": "user", "content": "Describe a cat as a JSON object with a name and an age."}]
+    answer = client.chat.completions.create(
+        model="chatloop", messages=messages, max_tokens=120, response_format={"type": "json_object"}
+    )
+    assert isinstance(json.loads(answer.choices[0].message.content), dict)
+
+
+def test_json_schema_response_follows_schema(client: OpenAI) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string", "maxLength": 20}, "age": {"type": "integer"}},
+        "required": ["name", "age"],
+        "additionalProperties": False,
+    }
+    answer = client.chat.completions.create(
+        model="chatloop",
+        messages=[{"role": "user", "content": "Invent a person."}],
+        max_tokens=60,
+        response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": schema}},
+    )
+    person = json.loads(answer.choices[0].message.content)
+    assert set(person) == {"name", "age"} and isinstance(person["age"], int)
+
+
+def test_logprobs(client: OpenAI) -> None:
+    answer = client.chat.completions.create(
+        model="chatloop", messages=QUESTION, max_tokens=6, logprobs=True, top_logprobs=3
+    )
+    content = answer.choices[0].logprobs.content
+    assert len(content) == answer.usage.completion_tokens
+    assert "".join(entry.token for entry in content) == answer.choices[0].message.content
+    for entry in content:
+        assert entry.logprob <= 0 and 1 <= len(entry.top_logprobs) <= 3
+        assert entry.top_logprobs[0].logprob >= entry.logprob
+
+
+def test_text_parts_and_developer_role(client: OpenAI) -> None:
+    messages = [
+        {"role": "developer", "content": "Answer in one word."},
+        {"role": "user", "content": [{"type": "text", "text": "What is the capital "}, {"type": "text", "text": "of France?"}]},
+    ]
+    answer = client.chat.completions.create(model="chatloop", messages=messages, max_tokens=10, temperature=0)
+    assert answer.choices[0].message.content
+
+
+def test_models_list_names_the_alias_and_pinned_base(client: OpenAI) -> None:
+    assert {model.id for model in client.models.list()} == {"chatloop", "chatloop@base"}
+    pinned = client.chat.completions.create(model="chatloop@base", messages=QUESTION, max_tokens=3)
+    assert pinned.system_fingerprint == "base"
+
+
+BAD_REQUESTS = {
+    "unknown role": ({"messages": [{"role": "wizard", "content": "hi"}]}, 400, None),
+    "empty messages": ({"messages": []}, 400, None),
+    "n too large": ({"n": 10000}, 400, None),
+    "n zero": ({"n": 0}, 400, None),
+    "max_tokens zero": ({"max_tokens": 0}, 400, None),
+    "temperature out of range": ({"temperature": 5}, 400, None),
+    "too many stops": ({"stop": ["a", "b", "c", "d", "e"]}, 400, None),
+    "top_logprobs without logprobs": ({"top_logprobs": 2}, 400, None),
+    "unknown model": ({"model": "gpt-17"}, 404, "model_not_found"),
+    "unknown pinned version": ({"model": "chatloop@v999"}, 404, "model_not_found"),
+    "prompt too long": ({"messages": [{"role": "user", "content": "hello " * 3000}]}, 400, "context_length_exceeded"),
+    "prompt plus answer too long": ({"max_tokens": 2040}, 400, "context_length_exceeded"),
+    "image content": ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}, 400, None),
+    "schema missing": ({"response_format": {"type": "json_schema"}}, 400, None),
+}
+
+
+@pytest.mark.parametrize("case", BAD_REQUESTS)
+def test_bad_input_gets_openai_error(client: OpenAI, case: str) -> None:
+    change, status, code = BAD_REQUESTS[case]
+    kwargs = {"model": "chatloop", "messages": QUESTION, "max_tokens": 5, **change}
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.chat.completions.create(**kwargs)
+    assert caught.value.status_code == status
+    error = caught.value.body
+    assert error["message"] and error["type"] and error["code"] == code
+    assert "Traceback" not in error["message"]
+
+
+def test_malformed_json_and_server_keeps_serving(server: ServerHandle, client: OpenAI) -> None:
+    with server.http() as http:
+        response = http.post("/v1/chat/completions", content=b'{"model": "chatloop", "messages": [', headers={"content-type": "application/json"})
+    assert response.status_code == 400
+    assert response.json()["error"]["type"] == "invalid_request_error"
+    assert client.chat.completions.create(model="chatloop", messages=QUESTION, max_tokens=3).choices
+
+
+@pytest.mark.parametrize("key", [None, "sk-wrong"])
+def test_missing_or_wrong_key_is_401(server: ServerHandle, key: str | None) -> None:
+    with server.http(key) as http:
+        response = http.post("/v1/chat/completions", json={"model": "chatloop", "messages": QUESTION})
+    assert response.status_code == 401
+    assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+    assert "sk-wrong" not in response.text
+
+
+def test_admin_key_may_chat(server: ServerHandle) -> None:
+    admin = OpenAI(base_url=f"{server.base_url}/v1", api_key=server.admin_key, max_retries=0)
+    assert admin.chat.completions.create(model="chatloop", messages=QUESTION, max_tokens=3).choices
+
+
+def test_health_ready_metrics(server: ServerHandle, client: OpenAI) -> None:
+    client.chat.completions.create(model="chatloop", messages=QUESTION, max_tokens=3)
+    assert httpx.get(f"{server.base_url}/health").json() == {"status": "ok"}
+    assert httpx.get(f"{server.base_url}/ready").json() == {"status": "ready"}
+    assert metric(server, "chatloop_requests_total") > 0
+    assert metric(server, "chatloop_time_to_first_token_seconds_count") > 0
+    assert metric(server, "chatloop_completion_tokens_total") > 0
+    assert metric(server, "chatloop_requests_in_flight") == 1.0  # this very /metrics request
+    assert metric(server, "vllm:num_requests_running") == 0
+
+
+def test_completion_is_recorded_in_redis(server: ServerHandle, client: OpenAI) -> None:
+    answer = client.chat.completions.create(
+        model="chatloop", messages=QUESTION, max_tokens=12, n=2, seed=5, user="alice",
+        metadata={"conversation": "c-1"},
+    )  # fmt: skip
+    saved = record(server, answer.id)
+    assert saved["status"] == "complete" and saved["version"] == "base"
+    assert saved["user"] == "alice" and saved["metadata"] == {"conversation": "c-1"}
+    assert saved["conversation"] == QUESTION
+    assert [c["text"] for c in saved["choices"]] == [c.message.content for c in answer.choices]
+    assert saved["params"]["seed"] == 5 and saved["params"]["max_tokens"] == 12
+    assert saved["prompt_tokens"] == answer.usage.prompt_tokens
+    assert saved["completion_tokens"] == answer.usage.completion_tokens
+    assert saved["key_id"] and server.user_key not in json.dumps(saved)
+    ttl = server.redis.client().ttl(keys.completion_key(answer.id))
+    assert 0 < ttl <= 30 * 86400
+    stream_ids = [fields["id"] for _, fields in server.redis.client().xrevrange(keys.COMPLETIONS_STREAM, count=5)]
+    assert answer.id in stream_ids
+
+
+def test_streamed_completion_is_recorded_before_done(server: ServerHandle, client: OpenAI) -> None:
+    chunks = list(client.chat.completions.create(model="chatloop", messages=QUESTION, max_tokens=10, stream=True))
+    saved = record(server, chunks[0].id)
+    assert saved["stream"] is True
+    assert saved["choices"][0]["text"] == "".join(c.choices[0].delta.content or "" for c in chunks)
+
+
+def test_store_false_keeps_no_record(server: ServerHandle, client: OpenAI) -> None:
+    answer = client.chat.completions.create(model="chatloop", messages=QUESTION, max_tokens=3, store=False)
+    assert server.redis.client().get(keys.completion_key(answer.id)) is None
+
+
+def test_disconnect_mid_stream_aborts_generation(server: ServerHandle) -> None:
+    aborted_before = metric(server, "chatloop_completions_aborted_total")
+    body = {"model": "chatloop", "messages": LONG_TASK, "max_tokens": 1500, "temperature": 0, "stream": True}
+    with server.http() as http, http.stream("POST", "/v1/chat/completions", json=body) as response:
+        lines = response.iter_lines()
+        first = json.loads(next(line for line in lines if line.startswith("data: "))[6:])
+        for _ in range(5):
+            next(lines)
+    deadline = time.monotonic() + 10
+    while metric(server, "vllm:num_requests_running") > 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    generated = metric(server, "vllm:generation_tokens_total")
+    time.sleep(1.5)
+    assert metric(server, "vllm:num_requests_running") == 0
+    assert metric(server, "vllm:generation_tokens_total") == generated, "tokens still generated for nobody"
+    assert metric(server, "chatloop_completions_aborted_total") == aborted_before + 1
+    saved = record(server, first["id"])
+    assert saved["status"] == "aborted" and saved["completion_tokens"] < 1500
+
+
+def test_redis_outage_does_not_fail_chat_and_loses_nothing(server: ServerHandle, client: OpenAI) -> None:
+    kept = client.chat.completions.create(model="chatloop", messages=QUESTION, max_tokens=3)
+    failures_before = metric(server, "chatloop_record_failures_total")
+    server.redis.server.stop()
+    try:
+        during = client.chat.completions.create(model="chatloop", messages=QUESTION, max_tokens=3)
+        assert during.choices[0].message.content is not None
+        assert metric(server, "chatloop_record_failures_total") == failures_before + 1
+    finally:
+        server.redis.restart()
+    assert record(server, kept.id)["id"] == kept.id, "a record written before the outage was lost"
+    after = client.chat.completions.create(model="chatloop", messages=QUESTION, max_tokens=3)
+    assert record(server, after.id)["status"] == "complete"

@@ -1,0 +1,40 @@
+"""Pure helpers of the shared core: model names, settings parsing, log formatting."""
+
+from __future__ import annotations
+
+import logging
+
+from core.config import LOCAL_API_KEY, Settings
+from core.logs import FieldsFormatter
+from core.policy import pinned_name, split_model_name
+
+
+def test_model_names_round_trip() -> None:
+    assert split_model_name(pinned_name("chatloop", "v3")) == ("chatloop", "v3")
+    assert split_model_name("chatloop") == ("chatloop", None)
+    assert split_model_name("chatloop@") == ("chatloop", "")
+
+
+def test_api_keys_from_comma_separated_env(monkeypatch) -> None:
+    monkeypatch.setenv("CHATLOOP_API_KEYS", " k1, k2 ,,")
+    settings = Settings(_env_file=None)
+    assert [key.get_secret_value() for key in settings.api_keys] == ["k1", "k2"]
+    assert "k1" not in repr(settings)
+
+
+def test_default_keys_are_flagged(monkeypatch) -> None:
+    assert Settings(_env_file=None).uses_default_keys
+    monkeypatch.setenv("CHATLOOP_API_KEYS", "k1")
+    monkeypatch.setenv("CHATLOOP_ADMIN_KEY", "k2")
+    assert not Settings(_env_file=None).uses_default_keys
+    assert LOCAL_API_KEY not in {key.get_secret_value() for key in Settings(_env_file=None).api_keys}
+
+
+def test_redis_url_from_conventional_variable(monkeypatch) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis://example:6379/0")
+    assert Settings(_env_file=None).redis_url == "redis://example:6379/0"
+
+
+def test_log_fields_are_appended() -> None:
+    record = logging.makeLogRecord({"msg": "hello", "levelname": "INFO", "name": "x", "completion_id": "c1"})
+    assert FieldsFormatter("%(message)s").format(record) == "hello completion_id='c1'"
