@@ -39,6 +39,21 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
     )
 
 
+def _up(args: argparse.Namespace, settings: Settings) -> None:
+    """The whole system on the embedded defaults: today the server (which starts its own Redis)."""
+    _prepare_model(args, settings)
+    base = f"http://{args.host or settings.host}:{args.port or settings.port}"
+    print(
+        f"chatloop is starting (the engine takes about a minute to load)\n"
+        f"  OpenAI API   {base}/v1   (model '{settings.model_alias}')\n"
+        f"  readiness    {base}/ready\n"
+        f"  metrics      {base}/metrics\n"
+        f"  keys         see README (local defaults apply unless CHATLOOP_API_KEYS is set)",
+        flush=True,
+    )
+    _serve(args, settings)
+
+
 def _prepare_model(_: argparse.Namespace, settings: Settings) -> None:
     from core.default_model import prepare_default_model
 
@@ -48,13 +63,20 @@ def _prepare_model(_: argparse.Namespace, settings: Settings) -> None:
     print(prepare_default_model(settings.model_path))
 
 
+def _add_listen_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="interface to listen on (default: CHATLOOP_HOST)")
+    parser.add_argument("--port", type=int, help="port to listen on (default: CHATLOOP_PORT)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chatloop", description="A chat server that learns from its users.")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the OpenAI-compatible server with the embedded engine")
-    serve.add_argument("--host", help="interface to listen on (default: CHATLOOP_HOST)")
-    serve.add_argument("--port", type=int, help="port to listen on (default: CHATLOOP_PORT)")
+    _add_listen_args(serve)
     serve.set_defaults(run=_serve)
+    up = commands.add_parser("up", help="prepare the model and start the whole system (what `make run` does)")
+    _add_listen_args(up)
+    up.set_defaults(run=_up)
     prepare = commands.add_parser("prepare-model", help="convert the default model into the data folder")
     prepare.set_defaults(run=_prepare_model)
     return parser

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 
+from vllm.config import StructuredOutputsConfig
 from vllm.engine.arg_utils import AsyncEngineArgs
 from vllm.v1.engine.async_llm import AsyncLLM
 
@@ -26,6 +27,9 @@ def engine_args(settings: Settings) -> AsyncEngineArgs:
         enforce_eager=settings.enforce_eager,
         gpu_memory_utilization=settings.gpu_memory_utilization,
         seed=0,
+        # Compact JSON only: with whitespace allowed, a small model under a JSON grammar can emit blank lines
+        # until max_tokens. xgrammar reads this engine-wide setting, not the per-request flag.
+        structured_outputs_config=StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True),
     )
 
 

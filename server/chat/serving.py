@@ -136,13 +136,13 @@ def _structured_outputs(request: ChatCompletionRequest) -> StructuredOutputsPara
     if response_format is None or response_format.type == "text":
         return None
     if response_format.type == "json_object":
-        return StructuredOutputsParams(json_object=True, disable_any_whitespace=True)
+        return StructuredOutputsParams(json_object=True)
     spec = response_format.json_schema
     if spec is None or spec.json_schema is None:
         raise ApiError(
             400, "response_format of type json_schema needs json_schema.schema.", param="response_format.json_schema"
         )
-    return StructuredOutputsParams(json=spec.json_schema, disable_any_whitespace=True)
+    return StructuredOutputsParams(json=spec.json_schema)
 
 
 class ChatService:
