@@ -8,7 +8,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+import redis
 
 from core.config import Settings, get_settings
 from core.logs import configure_logging
@@ -25,7 +30,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
 
     settings = settings.model_copy(update={"host": args.host or settings.host, "port": args.port or settings.port})
     if settings.uses_default_keys and settings.host not in LOOPBACK_HOSTS:
-        log.warning("serving beyond loopback with the documented local keys: set CHATLOOP_API_KEYS and CHATLOOP_ADMIN_KEY")
+        log.warning(
+            "serving beyond loopback with the documented local keys: set CHATLOOP_API_KEYS and CHATLOOP_ADMIN_KEY"
+        )
     log.info("chatloop serving", extra={"url": f"http://{settings.host}:{settings.port}"})
     uvicorn.run(
         create_app(settings),
@@ -63,6 +70,29 @@ def _prepare_model(_: argparse.Namespace, settings: Settings) -> None:
     print(prepare_default_model(settings.model_path))
 
 
+@contextmanager
+def _redis(settings: Settings) -> Iterator[redis.Redis]:
+    """The configured Redis, or the local one of the data folder (started for the command if not running)."""
+    from core.local_redis import start_local_redis
+
+    local = None if settings.redis_url else start_local_redis(settings.redis_dir)
+    client = redis.Redis.from_url(settings.redis_url or local.url)
+    try:
+        yield client
+    finally:
+        client.close()
+        if local is not None:
+            local.stop()
+
+
+def _export(args: argparse.Namespace, settings: Settings) -> None:
+    from feedback.export import export_pairs
+
+    with _redis(settings) as client:
+        written = export_pairs(client, args.out, since=args.since, version=args.version)
+    print(f"{written} pairs written to {args.out}")
+
+
 def _add_listen_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="interface to listen on (default: CHATLOOP_HOST)")
     parser.add_argument("--port", type=int, help="port to listen on (default: CHATLOOP_PORT)")
@@ -77,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     up = commands.add_parser("up", help="prepare the model and start the whole system (what `make run` does)")
     _add_listen_args(up)
     up.set_defaults(run=_up)
+    feedback = commands.add_parser("feedback", help="preference data").add_subparsers(dest="action", required=True)
+    export = feedback.add_parser("export", help="write preference pairs as JSON lines (TRL's preference format)")
+    export.add_argument("--out", type=Path, required=True, help="the .jsonl file to write")
+    export.add_argument("--since", type=datetime.fromisoformat, help="only pairs made from this ISO date/time on")
+    export.add_argument("--version", help="only pairs with an answer of this policy version")
+    export.set_defaults(run=_export)
     prepare = commands.add_parser("prepare-model", help="convert the default model into the data folder")
     prepare.set_defaults(run=_prepare_model)
     return parser

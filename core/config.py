@@ -42,7 +42,14 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("REDIS_URL", "CHATLOOP_REDIS_URL"),
         description="External Redis; empty starts a local redis-server in the data folder.",
     )
-    record_retention_days: float = Field(30.0, gt=0, description="How long completion records are kept.")
+    record_retention_days: float = Field(
+        30.0, gt=0, description="How long completion records and conversations' feedback state are kept."
+    )
+    event_retention_days: float = Field(
+        90.0, gt=0, description="How long feedback events and preference pairs stay in their streams."
+    )
+    feedback_per_minute: int = Field(120, ge=1, description="Feedback gestures one user may send per minute.")
+    pairs_per_hour: int = Field(200, ge=1, description="Preference pairs one user may contribute per hour.")
 
     max_model_len: int = Field(2048, ge=64, description="Context window (prompt + answer tokens).")
     dtype: str = "bfloat16"

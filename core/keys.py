@@ -1,7 +1,7 @@
 """Every Redis key name the system uses, in one place.
 
-All keys share the ``chatloop:`` prefix so that one Redis can host other data too. Keys of one completion are
-built from its id alone, which keeps them usable on Redis Cluster (no multi-key operation spans two ids).
+All keys share the ``chatloop:`` prefix so that one Redis can host other data too. Keys of one completion or one
+conversation are built from its id alone, so that no multi-key operation spans two of them.
 """
 
 from __future__ import annotations
@@ -11,7 +11,45 @@ PREFIX = "chatloop"
 COMPLETIONS_STREAM = f"{PREFIX}:completions"
 """Append-only log of recorded completion ids, oldest first; the trainer reads real prompts from it."""
 
+EVENTS_STREAM = f"{PREFIX}:events"
+"""Append-only log of every accepted feedback gesture (ratings, comparisons, regenerations)."""
+
+PAIRS_STREAM = f"{PREFIX}:pairs"
+"""Preference pairs derived from the events, read by the trainer through a consumer group."""
+
+TRAINER_GROUP = "trainer"
+"""The consumer group whose acknowledgements mean "trained on"."""
+
 
 def completion_key(completion_id: str) -> str:
     """The JSON record of one completion."""
     return f"{PREFIX}:completion:{completion_id}"
+
+
+def in_flight_key(completion_id: str) -> str:
+    """Present while a completion is still being generated, so that rating it early is a clear 409."""
+    return f"{PREFIX}:in-flight:{completion_id}"
+
+
+def conversation_key(conversation_id: str) -> str:
+    """The feedback state of one conversation: current ratings, regeneration links, pairs already emitted."""
+    return f"{PREFIX}:conversation:{conversation_id}"
+
+
+def version_stats_key(version: str) -> str:
+    """Counters of one policy version: answers served, thumbs, regenerations, comparisons won and lost."""
+    return f"{PREFIX}:stats:{version}"
+
+
+VERSIONS_SEEN = f"{PREFIX}:stats-versions"
+"""The set of versions that have counters."""
+
+
+def rate_limit_key(user_id: str, window: int) -> str:
+    """Feedback gestures of one user in one time window."""
+    return f"{PREFIX}:rate:{user_id}:{window}"
+
+
+def pair_quota_key(user_id: str, window: int) -> str:
+    """Pairs one user contributed in one time window."""
+    return f"{PREFIX}:pair-quota:{user_id}:{window}"

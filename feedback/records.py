@@ -8,6 +8,8 @@ recent completions in order without scanning keys.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 
@@ -15,6 +17,7 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel
 
 from core import keys
+from feedback.stats import count
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +32,17 @@ class RecordedChoice(BaseModel):
     text: str
     finish_reason: str | None
     completion_tokens: int
+
+
+def user_id(key_id: str, user: str | None) -> str:
+    """Who gave feedback, as pairs and stats name them: a hash of the API key's id and the `user` field."""
+    return hashlib.sha256(f"{key_id}\0{user or ''}".encode()).hexdigest()[:16]
+
+
+def conversation_id(user: str, messages: list[RecordedMessage]) -> str:
+    """Answers of one user to the same messages share it: the scope of the pair rules (feedback/rules.py)."""
+    canonical = json.dumps([m.model_dump() for m in messages], sort_keys=True)
+    return hashlib.sha256(f"{user}\0{canonical}".encode()).hexdigest()[:24]
 
 
 class CompletionRecord(BaseModel):
@@ -49,17 +63,31 @@ class CompletionRecord(BaseModel):
     prompt_tokens: int
     completion_tokens: int
 
+    @property
+    def user_id(self) -> str:
+        return user_id(self.key_id, self.user)
+
+    @property
+    def conversation_id(self) -> str:
+        return conversation_id(self.user_id, self.conversation)
+
 
 class CompletionStore:
     def __init__(self, client: aioredis.Redis, retention_s: float):
         self.client = client
         self.retention_s = retention_s
 
+    async def mark_in_flight(self, completion_id: str, owner: str, ttl_s: int) -> None:
+        await self.client.set(keys.in_flight_key(completion_id), owner, ex=ttl_s)
+
     async def save(self, record: CompletionRecord) -> None:
         oldest_kept_ms = int((time.time() - self.retention_s) * 1000)
         pipe = self.client.pipeline(transaction=False)
         pipe.set(keys.completion_key(record.id), record.model_dump_json(), ex=int(self.retention_s))
+        pipe.delete(keys.in_flight_key(record.id))
         pipe.xadd(keys.COMPLETIONS_STREAM, {"id": record.id}, minid=oldest_kept_ms, approximate=True)
+        if record.status == "complete":
+            count(pipe, record.version, "served", len(record.choices))
         await pipe.execute()
 
     async def get(self, completion_id: str) -> CompletionRecord | None:

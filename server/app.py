@@ -20,11 +20,13 @@ from fastapi import FastAPI
 from core.config import Settings
 from core.local_redis import LocalRedis, start_local_redis
 from feedback.records import CompletionStore
+from feedback.store import FeedbackStore
 from server import health_api, models_api
 from server.chat import api_router as chat_api
 from server.chat.serving import ChatService
-from server.engine import build_engine
+from server.engine import build_engine, keep_off_engine_cores
 from server.errors import install_error_handlers
+from server.feedback import api_router as feedback_api
 from server.metrics import MetricsMiddleware
 
 log = logging.getLogger(__name__)
@@ -32,10 +34,11 @@ log = logging.getLogger(__name__)
 REDIS_TIMEOUT_S = 2.0
 
 
-async def _load_engine(app: FastAPI, settings: Settings, store: CompletionStore) -> None:
+async def _load_engine(app: FastAPI, settings: Settings, local: LocalRedis | None) -> None:
     try:
         app.state.engine = await asyncio.to_thread(build_engine, settings)
-        app.state.chat = ChatService(app.state.engine, settings, store)
+        keep_off_engine_cores(also=[local.process.pid] if local is not None and local.process is not None else [])
+        app.state.chat = ChatService(app.state.engine, settings, app.state.feedback)
     except Exception:
         log.critical("engine failed to start; shutting down", exc_info=True)
         os.kill(os.getpid(), signal.SIGTERM)
@@ -52,8 +55,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         local = start_local_redis(settings.redis_dir)
         redis_url = local.url
     client = aioredis.from_url(redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S)
-    store = CompletionStore(client, retention_s=settings.record_retention_days * 86400)
-    loader = asyncio.create_task(_load_engine(app, settings, store))
+    records = CompletionStore(client, retention_s=settings.record_retention_days * 86400)
+    app.state.feedback = FeedbackStore(client, records, settings)
+    loader = asyncio.create_task(_load_engine(app, settings, local))
     try:
         yield
     finally:
@@ -73,6 +77,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.chat = None
     app.add_middleware(MetricsMiddleware)
     install_error_handlers(app)
-    for module in (chat_api, models_api, health_api):
+    for module in (chat_api, feedback_api, models_api, health_api):
         app.include_router(module.router)
     return app

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from core.config import Settings
-from server.errors import ApiError
+from core.errors import ApiError
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,12 @@ and streams results out, the same split as vLLM's own OpenAI server, which our b
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterable
 
+import psutil
 from vllm.config import StructuredOutputsConfig
 from vllm.engine.arg_utils import AsyncEngineArgs
 from vllm.v1.engine.async_llm import AsyncLLM
@@ -34,7 +37,38 @@ def engine_args(settings: Settings) -> AsyncEngineArgs:
 
 
 def build_engine(settings: Settings) -> AsyncLLM:
+    if not (settings.model_path / "config.json").exists():
+        raise RuntimeError(
+            f"no model at {settings.model_path}: run `make setup` (or `chatloop prepare-model`), "
+            "or set CHATLOOP_MODEL to a Hugging Face model folder"
+        )
     # The CPU worker reads its KV cache size from the environment only; without it, it claims 92% of NUMA node 0.
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.kv_cache_gib))
     log.info("starting engine", extra={"model": str(settings.model_path), "dtype": settings.dtype})
     return AsyncLLM.from_engine_args(engine_args(settings))
+
+
+def keep_off_engine_cores(also: Iterable[int] = ()) -> set[int]:
+    """Move this process's threads (and the processes in ``also``) off the cores vLLM's CPU worker is bound to.
+
+    On the CPU backend the worker binds its OpenMP threads to all cores but a reserved few, and every forward pass
+    waits for its slowest thread. An HTTP process that wakes on a worker core to stream a token stalls the whole
+    step; on a reserved core it only takes time from the scheduler's busy-wait. Returns the cores left to us
+    (empty, and nothing changed, where the worker is not bound, as on GPUs).
+    """
+    ours = os.sched_getaffinity(0)
+    bound: set[int] = set()
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            cores = set(child.cpu_affinity())
+            if cores < ours:
+                bound |= cores
+    free = ours - bound
+    if not bound or not free:
+        return set()
+    pids = [int(tid) for tid in os.listdir("/proc/self/task")] + list(also)
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(pid, free)
+    log.info("HTTP layer kept off the engine's cores", extra={"engine_cores": sorted(bound), "ours": sorted(free)})
+    return free

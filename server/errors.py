@@ -13,7 +13,10 @@ from http import HTTPStatus
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from core.errors import ApiError
 
 log = logging.getLogger(__name__)
 
@@ -30,21 +33,14 @@ ERROR_TYPES = {
 }
 
 
-class ApiError(Exception):
-    """An error meant for the client, raised anywhere below a route."""
-
-    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.param = param
-        self.code = code
-
-    def response(self) -> JSONResponse:
-        return error_response(self.status, self.message, param=self.param, code=self.code)
-
-
-def error_response(status: int, message: str, *, param: str | None = None, code: str | None = None) -> JSONResponse:
+def error_response(
+    status: int,
+    message: str,
+    *,
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     body = {
         "error": {
             "message": message,
@@ -53,7 +49,8 @@ def error_response(status: int, message: str, *, param: str | None = None, code:
             "code": code,
         }
     }
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if status == 401:
+        headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -75,7 +72,7 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return exc.response()
+        return error_response(exc.status, exc.message, param=exc.param, code=exc.code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -86,6 +83,16 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
         return error_response(exc.status_code, message)
+
+    @app.exception_handler(RedisError)
+    async def _store_down(request: Request, exc: RedisError) -> JSONResponse:
+        log.warning("redis unavailable", extra={"path": request.url.path, "error": type(exc).__name__})
+        return error_response(
+            503,
+            "The feedback store is unavailable; retry shortly.",
+            code="store_unavailable",
+            headers={"Retry-After": "1"},
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -28,7 +28,7 @@ ABORTED = Counter("chatloop_completions_aborted_total", "Chat completions stoppe
 RECORD_FAILURES = Counter("chatloop_record_failures_total", "Completion records that could not be written to Redis")
 
 KNOWN_ENDPOINTS = frozenset(
-    {"/v1/chat/completions", "/v1/models", "/health", "/ready", "/metrics"}
+    {"/v1/chat/completions", "/v1/feedback", "/v1/feedback/stats", "/v1/models", "/health", "/ready", "/metrics"}
 )
 
 

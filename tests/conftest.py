@@ -23,6 +23,10 @@ from core.config import LOCAL_ADMIN_KEY, LOCAL_API_KEY, Settings
 from core.local_redis import LocalRedis, start_local_redis
 
 READY_TIMEOUT_S = 300
+OTHER_USER_KEY = "sk-chatloop-other"
+"""A second user key: its callers must not reach answers given to the first."""
+FEEDBACK_PER_MINUTE = 20
+PAIRS_PER_HOUR = 3
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -106,8 +110,10 @@ def start_server(
         "REDIS_URL": redis_url,
         "CHATLOOP_DATA_DIR": str(tmp_path / "data"),
         "CHATLOOP_MODEL": str(model_path),
-        "CHATLOOP_API_KEYS": LOCAL_API_KEY,
+        "CHATLOOP_API_KEYS": f"{LOCAL_API_KEY},{OTHER_USER_KEY}",
         "CHATLOOP_ADMIN_KEY": LOCAL_ADMIN_KEY,
+        "CHATLOOP_FEEDBACK_PER_MINUTE": str(FEEDBACK_PER_MINUTE),
+        "CHATLOOP_PAIRS_PER_HOUR": str(PAIRS_PER_HOUR),
         **(extra_env or {}),
     }
     with log_path.open("wb") as log_file:
@@ -129,7 +135,9 @@ def stop_server(process: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisHandle, model_path: Path) -> Iterator[ServerHandle]:
+def server(
+    tmp_path_factory: pytest.TempPathFactory, redis_server: RedisHandle, model_path: Path
+) -> Iterator[ServerHandle]:
     process, base_url, log_path = start_server(tmp_path_factory.mktemp("server"), redis_server.url, model_path)
     yield ServerHandle(base_url, LOCAL_API_KEY, LOCAL_ADMIN_KEY, redis_server, log_path)
     stop_server(process)

@@ -81,6 +81,8 @@ class ChatCompletionRequest(BaseModel):
     user: str | None = Field(None, max_length=256)
     store: bool | None = None
     metadata: dict[str, str] | None = None
+    ignore_eos: bool = False
+    """vLLM's extension, which its benchmark client sends: generate to the token limit, past end-of-sequence."""
 
     @field_validator("stop")
     @classmethod

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from redis.exceptions import RedisError
 from vllm import SamplingParams
 from vllm.exceptions import VLLMClientError
 from vllm.inputs.engine import tokens_input
@@ -24,8 +25,10 @@ from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 from vllm.v1.engine.async_llm import AsyncLLM
 
 from core.config import Settings
+from core.errors import ApiError
 from core.policy import BASE_VERSION, split_model_name
-from feedback.records import CompletionRecord, CompletionStore, RecordedChoice, RecordedMessage
+from feedback.records import CompletionRecord, RecordedChoice, RecordedMessage, conversation_id, user_id
+from feedback.store import FeedbackStore
 from server import metrics
 from server.auth import Caller
 from server.chat.protocol import (
@@ -41,15 +44,19 @@ from server.chat.protocol import (
     TopLogprob,
     Usage,
 )
-from server.errors import ApiError
 
 log = logging.getLogger(__name__)
 
+IN_FLIGHT_TTL_S = 3600
 MIN_LOGPROB = -9999.0  # JSON has no -inf; OpenAI clients expect a finite float
 RECORDED_PARAMS = {
     "n", "temperature", "top_p", "seed", "stop", "presence_penalty", "frequency_penalty",
-    "logprobs", "top_logprobs", "response_format",
+    "logprobs", "top_logprobs", "response_format", "ignore_eos",
 }  # fmt: skip
+
+
+def recorded_conversation(request: ChatCompletionRequest) -> list[RecordedMessage]:
+    return [RecordedMessage(role=m.template_role(), content=m.text()) for m in request.messages]
 
 
 @dataclass
@@ -146,10 +153,11 @@ def _structured_outputs(request: ChatCompletionRequest) -> StructuredOutputsPara
 
 
 class ChatService:
-    def __init__(self, engine: AsyncLLM, settings: Settings, store: CompletionStore):
+    def __init__(self, engine: AsyncLLM, settings: Settings, feedback: FeedbackStore):
         self.engine = engine
         self.settings = settings
-        self.store = store
+        self.feedback = feedback
+        self.store = feedback.records
         self.tokenizer = engine.get_tokenizer()
         self._background: set[asyncio.Task[None]] = set()
 
@@ -231,14 +239,33 @@ class ChatService:
             frequency_penalty=request.frequency_penalty or 0.0,
             logprobs=(request.top_logprobs or 0) if request.logprobs else None,
             structured_outputs=_structured_outputs(request),
+            ignore_eos=request.ignore_eos,
             output_kind=RequestOutputKind.DELTA,
         )
 
     # ---- generation ---------------------------------------------------------------------------------------
 
+    async def _before_generation(self, chat: PreparedChat) -> None:
+        """Check a regeneration's link and mark the answer in flight. Redis being down fails neither: the chat
+        is served, unlinked and unmarked, and the problem logged."""
+        if chat.request.store is False:
+            return
+        metadata = chat.request.metadata or {}
+        user = chat.request.user
+        try:
+            if "regenerate_of" in metadata:
+                await self.feedback.check_regeneration(
+                    chat.caller.key_id, user, metadata["regenerate_of"], metadata.get("regenerate_choice"),
+                    conversation_id(user_id(chat.caller.key_id, user), recorded_conversation(chat.request)),
+                )  # fmt: skip
+            await self.store.mark_in_flight(chat.completion_id, user_id(chat.caller.key_id, user), IN_FLIGHT_TTL_S)
+        except RedisError:
+            log.warning("redis unavailable before generation", extra={"completion_id": chat.completion_id})
+
     async def _open(self, chat: PreparedChat) -> AsyncIterator[RequestOutput]:
         """Start generating and wait for the first output, so that a request the engine refuses (a JSON schema
         it cannot compile, say) still gets a 400 before any byte of the answer has been sent."""
+        await self._before_generation(chat)
         outputs = self.engine.generate(tokens_input(chat.prompt_ids), chat.params, chat.completion_id)
         try:
             first = await anext(outputs)
@@ -283,22 +310,20 @@ class ChatService:
     async def _stream_chunks(self, chat: PreparedChat, outputs: AsyncIterator[RequestOutput]) -> AsyncIterator[str]:
         acc = ChoiceAccumulator(chat.request.n, chat.params.logprobs)
         with_usage = chat.request.include_usage_in_stream
-        roles = [ChunkChoice(index=i, delta=Delta(role="assistant", content="")) for i in range(chat.request.n)]
-        yield self._chunk(chat, roles, with_usage=with_usage)
+        for index in range(chat.request.n):
+            role = ChunkChoice(index=index, delta=Delta(role="assistant", content=""))
+            yield self._chunk(chat, [role], with_usage=with_usage)
         try:
             async for out in outputs:
-                choices = []
-                for output in out.outputs:
+                for output in out.outputs:  # one choice a chunk, as OpenAI streams: clients read choices[0]
                     step_logprobs = acc.add(output)
-                    choices.append(
-                        ChunkChoice(
-                            index=output.index,
-                            delta=Delta(content=output.text),
-                            logprobs=ChoiceLogprobs(content=step_logprobs) if step_logprobs is not None else None,
-                            finish_reason=output.finish_reason,
-                        )
+                    choice = ChunkChoice(
+                        index=output.index,
+                        delta=Delta(content=output.text),
+                        logprobs=ChoiceLogprobs(content=step_logprobs) if step_logprobs is not None else None,
+                        finish_reason=output.finish_reason,
                     )
-                yield self._chunk(chat, choices, with_usage=with_usage)
+                    yield self._chunk(chat, [choice], with_usage=with_usage)
         except asyncio.CancelledError:
             self._record_in_background(chat, acc, status="aborted")
             raise
@@ -341,7 +366,10 @@ class ChatService:
         if chat.request.store is False:
             return
         try:
-            await self.store.save(self._build_record(chat, acc, status))
+            record = self._build_record(chat, acc, status)
+            await self.store.save(record)
+            if "regenerate_of" in record.metadata and status == "complete":
+                await self.feedback.link_regeneration(record)
         except Exception:
             metrics.RECORD_FAILURES.inc()
             log.warning("completion record not written", exc_info=True, extra={"completion_id": chat.completion_id})
@@ -361,7 +389,7 @@ class ChatService:
             user=request.user,
             metadata=request.metadata or {},
             stream=request.stream,
-            conversation=[RecordedMessage(role=m.template_role(), content=m.text()) for m in request.messages],
+            conversation=recorded_conversation(request),
             choices=[
                 RecordedChoice(index=i, text="".join(s.text), finish_reason=s.finish_reason, completion_tokens=s.tokens)
                 for i, s in enumerate(acc.choices)

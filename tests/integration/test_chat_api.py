@@ -148,7 +148,10 @@ def test_logprobs(client: OpenAI) -> None:
 def test_text_parts_and_developer_role(client: OpenAI) -> None:
     messages = [
         {"role": "developer", "content": "Answer in one word."},
-        {"role": "user", "content": [{"type": "text", "text": "What is the capital "}, {"type": "text", "text": "of France?"}]},
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "What is the capital "}, {"type": "text", "text": "of France?"}],
+        },
     ]
     answer = client.chat.completions.create(model="chatloop", messages=messages, max_tokens=10, temperature=0)
     assert answer.choices[0].message.content
@@ -173,7 +176,11 @@ BAD_REQUESTS = {
     "unknown pinned version": ({"model": "chatloop@v999"}, 404, "model_not_found"),
     "prompt too long": ({"messages": [{"role": "user", "content": "hello " * 3000}]}, 400, "context_length_exceeded"),
     "prompt plus answer too long": ({"max_tokens": 2040}, 400, "context_length_exceeded"),
-    "image content": ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}, 400, None),
+    "image content": (
+        {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
+        400,
+        None,
+    ),
     "schema missing": ({"response_format": {"type": "json_schema"}}, 400, None),
 }
 
@@ -192,7 +199,11 @@ def test_bad_input_gets_openai_error(client: OpenAI, case: str) -> None:
 
 def test_malformed_json_and_server_keeps_serving(server: ServerHandle, client: OpenAI) -> None:
     with server.http() as http:
-        response = http.post("/v1/chat/completions", content=b'{"model": "chatloop", "messages": [', headers={"content-type": "application/json"})
+        response = http.post(
+            "/v1/chat/completions",
+            content=b'{"model": "chatloop", "messages": [',
+            headers={"content-type": "application/json"},
+        )
     assert response.status_code == 400
     assert response.json()["error"]["type"] == "invalid_request_error"
     assert client.chat.completions.create(model="chatloop", messages=QUESTION, max_tokens=3).choices

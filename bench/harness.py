@@ -1,0 +1,163 @@
+"""What the benchmarks share: start a server on a free port, wait until it answers, drive it with vLLM's client.
+
+Servers and clients are placed as our server places itself (``server/engine.py``): off the cores the engine's
+CPU worker is bound to, for every server alike, so that figures compare HTTP layers rather than scheduling luck.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from core.config import LOCAL_API_KEY, Settings  # noqa: E402
+from server.engine import keep_off_engine_cores  # noqa: E402
+
+READY_TIMEOUT_S = 600
+SERVED_NAME = "chatloop"
+ALL_CORES = os.sched_getaffinity(0)
+CLIENT_METRICS = ("output_throughput", "median_ttft_ms", "p99_ttft_ms", "median_tpot_ms", "completed", "failed")
+
+
+@dataclass
+class Server:
+    url: str
+    process: psutil.Process
+    data_dir: Path
+
+    @property
+    def redis_url(self) -> str:
+        """The local Redis our server started in its data folder."""
+        return f"unix://{(self.data_dir / 'redis' / 'redis.sock').resolve()}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def chatloop_command(port: int) -> list[str]:
+    return [sys.executable, "-m", "client.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
+    """Until a one-token chat completion succeeds: the one readiness check every server answers alike."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    headers = {"Authorization": f"Bearer {LOCAL_API_KEY}"}
+    probe = {"model": SERVED_NAME, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}; see {log_path}")
+        try:
+            if httpx.post(f"{url}/v1/chat/completions", json=probe, headers=headers, timeout=30).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(1)
+    raise RuntimeError(f"server not ready after {READY_TIMEOUT_S} s; see {log_path}")
+
+
+def restore_affinity() -> None:
+    """Give this process all its cores back, so that the next server's engine may bind the ones it wants."""
+    for tid in os.listdir("/proc/self/task"):
+        os.sched_setaffinity(int(tid), ALL_CORES)
+
+
+@contextmanager
+def running(
+    name: str,
+    command: Callable[[int], list[str]],
+    settings: Settings,
+    out: Path,
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[Server]:
+    """A server process for the duration of the block, its log in ``out``, this process kept off engine cores."""
+    port = free_port()
+    log_path = out / f"{name}-server.log"
+    data_dir = Path(tempfile.mkdtemp(prefix="chatloop-bench-"))
+    env = {
+        **os.environ,
+        "VLLM_CPU_KVCACHE_SPACE": str(settings.kv_cache_gib),
+        "CHATLOOP_DATA_DIR": str(data_dir),
+        "CHATLOOP_MODEL": str(settings.model_path.resolve()),
+        "CHATLOOP_API_KEYS": LOCAL_API_KEY,
+        "CHATLOOP_LOG_LEVEL": "WARNING",
+        **(extra_env or {}),
+    }
+    env.pop("REDIS_URL", None)  # ours records into its own local Redis, as `make run` does
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(command(port), cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        started = time.monotonic()
+        wait_ready(url, process, log_path)
+        print(f"{name}: ready after {time.monotonic() - started:.0f} s at {url}", flush=True)
+        keep_off_engine_cores()
+        yield Server(url, psutil.Process(process.pid), data_dir)
+    finally:
+        restore_affinity()
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
+
+
+def drive_chat(
+    server: Server, settings: Settings, concurrency: int, num_prompts: int, input_len: int = 128, output_len: int = 128
+) -> dict:
+    """One run of vLLM's own benchmark client (openai-chat, random prompts, ignore_eos); also the CPU the server's
+    API process spent per output token (HTTP, tokenizing, detokenizing: the engine core is a child process)."""
+    from vllm.benchmarks.serve import add_cli_args, main
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    os.environ["OPENAI_API_KEY"] = LOCAL_API_KEY  # the client sends it as the bearer key
+    parser = FlexibleArgumentParser()
+    add_cli_args(parser)
+    args: argparse.Namespace = parser.parse_args([
+        "--backend", "openai-chat", "--base-url", server.url, "--endpoint", "/v1/chat/completions",
+        "--model", str(settings.model_path.resolve()), "--served-model-name", SERVED_NAME,
+        "--dataset-name", "random", "--random-input-len", str(input_len), "--random-output-len", str(output_len),
+        "--num-prompts", str(num_prompts), "--max-concurrency", str(concurrency), "--ignore-eos", "--seed", "0",
+        "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,99", "--disable-tqdm",
+    ])  # fmt: skip
+    cpu_before = cpu_seconds(server.process)
+    result = main(args)
+    figures = {key: result[key] for key in CLIENT_METRICS}
+    spent = cpu_seconds(server.process) - cpu_before
+    figures["api_cpu_ms_per_token"] = 1000 * spent / max(result["total_output_tokens"], 1)
+    return figures
+
+
+def default_out(kind: str) -> Path:
+    return REPO / "bench" / "results" / time.strftime(f"{kind}-%Y%m%d-%H%M%S")
+
+
+def write_results(out: Path, args: argparse.Namespace, results: dict, table: str) -> None:
+    """``results.json`` (every figure, with the arguments that produced it) and ``report.md``; print the table."""
+    summary = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, **results}
+    (out / "results.json").write_text(json.dumps(summary, indent=2))
+    (out / "report.md").write_text(table + "\n")
+    print(table)

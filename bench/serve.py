@@ -1,0 +1,97 @@
+"""Our HTTP layer against vLLM's own OpenAI server, on the same model and the same engine settings.
+
+Each server is started in turn on a free port and driven by vLLM's own benchmark client
+(``vllm.benchmarks.serve``, openai-chat backend, random prompts of --input-len tokens, --output-len answer tokens
+with ignore_eos) at each concurrency. The script prints a table of both and the ratios ours / vLLM's, and writes
+every figure as JSON into the output folder. Run it with nothing else loading the machine:
+
+    .venv/bin/python bench/serve.py                       # concurrency 1, 4, 16; 64 prompts each
+    .venv/bin/python bench/serve.py --concurrency 16 --num-prompts 32   # a quicker look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from functools import partial
+from pathlib import Path
+
+from harness import SERVED_NAME, chatloop_command, default_out, drive_chat, running, write_results
+
+from core.config import LOCAL_API_KEY, Settings
+
+
+def engine_flags(settings: Settings) -> list[str]:
+    """vLLM server flags for the engine settings our server uses, so that only the HTTP layer differs."""
+    flags = [
+        "--model", str(settings.model_path.resolve()), "--served-model-name", SERVED_NAME,
+        "--dtype", settings.dtype, "--max-model-len", str(settings.max_model_len),
+        "--max-num-seqs", str(settings.max_num_seqs), "--seed", "0",
+        "--structured-outputs-config", json.dumps({"backend": "xgrammar", "disable_any_whitespace": True}),
+    ]  # fmt: skip
+    return flags + (["--enforce-eager"] if settings.enforce_eager else [])
+
+
+def vllm_command(settings: Settings, port: int) -> list[str]:
+    return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", *engine_flags(settings),
+            "--host", "127.0.0.1", "--port", str(port), "--api-key", LOCAL_API_KEY]  # fmt: skip
+
+
+def ratio(ours: float, theirs: float) -> float:
+    return ours / theirs if theirs else float("nan")
+
+
+def report(results: dict[str, dict[int, dict]], concurrencies: list[int]) -> str:
+    columns = ["concurrency", "server", "output tok/s", "TTFT median ms", "TTFT p99 ms", "TPOT median ms",
+               "API CPU ms/token", "failed"]  # fmt: skip
+    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    for c in concurrencies:
+        for name in ("vllm", "chatloop"):
+            r = results[name][c]
+            lines.append(
+                f"| {c} | {name} | {r['output_throughput']:.1f} | {r['median_ttft_ms']:.0f} | "
+                f"{r['p99_ttft_ms']:.0f} | {r['median_tpot_ms']:.1f} | {r['api_cpu_ms_per_token']:.2f} | "
+                f"{r['failed']} |"
+            )
+    lines += ["", "| concurrency | throughput ratio (ours/vLLM) | TTFT median ratio | TTFT p99 ratio |"]
+    lines += ["| --- | --- | --- | --- |"]
+    for c in concurrencies:
+        ours, theirs = results["chatloop"][c], results["vllm"][c]
+        lines.append(
+            f"| {c} | {ratio(ours['output_throughput'], theirs['output_throughput']):.3f} | "
+            f"{ratio(ours['median_ttft_ms'], theirs['median_ttft_ms']):.3f} | "
+            f"{ratio(ours['p99_ttft_ms'], theirs['p99_ttft_ms']):.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--num-prompts", type=int, default=64)
+    parser.add_argument("--input-len", type=int, default=128)
+    parser.add_argument("--output-len", type=int, default=128)
+    parser.add_argument("--order", nargs=2, default=["vllm", "chatloop"], help="which server runs first")
+    parser.add_argument("--warmup-prompts", type=int, default=8, help="sent at concurrency 4 before measuring")
+    parser.add_argument("--out", type=Path, default=default_out("serve"))
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    settings = Settings()
+    args.out.mkdir(parents=True, exist_ok=True)
+    commands = {"vllm": partial(vllm_command, settings), "chatloop": chatloop_command}
+    lengths = {"input_len": args.input_len, "output_len": args.output_len}
+    results: dict[str, dict[int, dict]] = {}
+    for name in args.order:
+        with running(name, commands[name], settings, args.out) as server:
+            drive_chat(server, settings, concurrency=4, num_prompts=args.warmup_prompts, **lengths)
+            results[name] = {c: drive_chat(server, settings, c, args.num_prompts, **lengths) for c in args.concurrency}
+    table = report(results, args.concurrency)
+    write_results(args.out, args, {"results": results}, table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,324 @@
+"""Feedback in Redis: accept a gesture, update its conversation's state, emit pairs, count per policy version.
+
+Each gesture is one optimistic transaction (``WATCH`` the conversation's state and the user's pair quota, decide
+with the pure rules of ``feedback/rules.py``, then ``MULTI``/``EXEC``), so that two gestures on one conversation
+racing each other still see each other's ratings and never emit a pair twice. The transaction appends the event
+to the event stream, the new pairs to the pair stream, and moves the per-version counters, all or nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+from redis.exceptions import WatchError
+
+from core import keys
+from core.config import Settings
+from core.errors import ApiError
+from feedback.pairs import Pair, PairAnswer
+from feedback.records import CompletionRecord, CompletionStore, user_id
+from feedback.rules import (
+    ConversationState,
+    PairDraft,
+    Rating,
+    answer_ref,
+    pairs_after_comparison,
+    pairs_after_rating,
+    split_ref,
+)
+from feedback.stats import count
+
+log = logging.getLogger(__name__)
+
+RATE_WINDOW_S = 60
+QUOTA_WINDOW_S = 3600
+
+
+@dataclass
+class Change:
+    """What one gesture does to its conversation, decided from the state before it."""
+
+    fields: dict[str, str] = field(default_factory=dict)
+    deleted: list[str] = field(default_factory=list)
+    counters: list[tuple[str, str, int]] = field(default_factory=list)
+    """(version, counter, delta)"""
+    drafts: list[PairDraft] = field(default_factory=list)
+
+
+@dataclass
+class Outcome:
+    event_id: str
+    pairs: list[Pair]
+    capped: int
+    """Pairs the user's quota kept out of the training data."""
+
+
+def state_from_hash(raw: dict[bytes, bytes]) -> ConversationState:
+    state = ConversationState()
+    for key, value in raw.items():
+        kind, _, ref = key.decode().partition(":")
+        if kind == "rating":
+            state.ratings[ref] = value.decode()  # type: ignore[assignment]
+        elif kind == "replaces":
+            state.replaces[ref] = value.decode()
+        elif kind == "pair":
+            state.emitted.add(ref)
+    return state
+
+
+def _not_found(completion_id: str) -> ApiError:
+    return ApiError(
+        404, f"No completion found with id '{completion_id}'.", param="completion_id", code="completion_not_found"
+    )
+
+
+class FeedbackStore:
+    def __init__(self, client: aioredis.Redis, records: CompletionStore, settings: Settings):
+        self.client = client
+        self.records = records
+        self.settings = settings
+        self.record_ttl_s = int(settings.record_retention_days * 86400)
+        self.event_retention_s = settings.event_retention_days * 86400
+
+    # ---- checks -----------------------------------------------------------------------------------------
+
+    async def owned_record(self, key_id: str, user: str | None, completion_id: str) -> CompletionRecord:
+        """The record, if this key and user received it; a 404 otherwise, which says nothing of whether it exists
+        for someone else. An answer still streaming is a 409 (for its owner only)."""
+        record = await self.records.get(completion_id)
+        if record is None:
+            owner = await self.client.get(keys.in_flight_key(completion_id))
+            if owner is not None and owner.decode() == user_id(key_id, user):
+                raise ApiError(
+                    409, "This completion is still being generated; rate it once it has finished.",
+                    param="completion_id", code="completion_in_progress",
+                )  # fmt: skip
+            raise _not_found(completion_id)
+        if record.key_id != key_id or record.user != user:
+            raise _not_found(completion_id)
+        return record
+
+    @staticmethod
+    def check_choice(record: CompletionRecord, choice_index: int, param: str) -> str:
+        if not 0 <= choice_index < len(record.choices):
+            raise ApiError(
+                400, f"choice_index {choice_index} is out of range: completion {record.id} has "
+                f"{len(record.choices)} choice(s).", param=param,
+            )  # fmt: skip
+        return answer_ref(record.id, choice_index)
+
+    async def check_rate(self, uid: str) -> None:
+        """A fixed one-minute window per user: cheap (one INCR), and the limit is per person, not per key."""
+        window = int(time.time() // RATE_WINDOW_S)
+        key = keys.rate_limit_key(uid, window)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.incr(key)
+        pipe.expire(key, RATE_WINDOW_S * 2)
+        count, _ = await pipe.execute()
+        if count > self.settings.feedback_per_minute:
+            retry = RATE_WINDOW_S - int(time.time()) % RATE_WINDOW_S
+            raise ApiError(
+                429, f"Too much feedback: at most {self.settings.feedback_per_minute} per minute. Retry in {retry} s.",
+                code="rate_limit_exceeded", headers={"Retry-After": str(retry)},
+            )  # fmt: skip
+
+    # ---- gestures ---------------------------------------------------------------------------------------
+
+    async def rate(
+        self,
+        key_id: str,
+        user: str | None,
+        completion_id: str,
+        choice_index: int,
+        rating: Rating | None,
+        reason: str | None,
+    ) -> Outcome:
+        record = await self.owned_record(key_id, user, completion_id)
+        ref = self.check_choice(record, choice_index, "choice_index")
+        await self.check_rate(record.user_id)
+
+        def plan(state: ConversationState) -> Change:
+            change = Change(drafts=pairs_after_rating(state, ref, rating))
+            old = state.ratings.get(ref)
+            if old == rating:
+                return change
+            if old is not None:
+                change.counters.append((record.version, old, -1))
+            if rating is None:
+                change.deleted.append(f"rating:{ref}")
+            else:
+                change.fields[f"rating:{ref}"] = rating
+                change.counters.append((record.version, rating, 1))
+            return change
+
+        event = {"type": "rating", "answer": ref, "rating": rating, "reason": reason}
+        return await self._commit(record, event, plan)
+
+    async def compare(
+        self, key_id: str, user: str | None, chosen: tuple[str, int], rejected: tuple[str, int]
+    ) -> Outcome:
+        chosen_record = await self.owned_record(key_id, user, chosen[0])
+        rejected_record = await self.owned_record(key_id, user, rejected[0])
+        chosen_ref = self.check_choice(chosen_record, chosen[1], "chosen.choice_index")
+        rejected_ref = self.check_choice(rejected_record, rejected[1], "rejected.choice_index")
+        if chosen_ref == rejected_ref:
+            raise ApiError(400, "chosen and rejected are the same answer.", param="rejected")
+        if chosen_record.conversation_id != rejected_record.conversation_id:
+            raise ApiError(
+                400, "chosen and rejected answer different conversations; only answers to the same messages "
+                "can be compared.", param="rejected", code="different_conversations",
+            )  # fmt: skip
+        await self.check_rate(chosen_record.user_id)
+
+        def plan(state: ConversationState) -> Change:
+            drafts = pairs_after_comparison(state, chosen_ref, rejected_ref)
+            counters = [(chosen_record.version, "wins", 1), (rejected_record.version, "losses", 1)] if drafts else []
+            return Change(drafts=drafts, counters=counters)
+
+        event = {"type": "comparison", "chosen": chosen_ref, "rejected": rejected_ref}
+        return await self._commit(chosen_record, event, plan)
+
+    # ---- regenerations ----------------------------------------------------------------------------------
+
+    async def check_regeneration(
+        self, key_id: str, user: str | None, replaced: str, choice: str | None, conversation_id: str
+    ) -> None:
+        """A regeneration must name an answer its caller received, to the same conversation."""
+        record = await self.owned_record(key_id, user, replaced)
+        index = self._regenerated_choice(choice)
+        self.check_choice(record, index, "metadata.regenerate_choice")
+        if record.conversation_id != conversation_id:
+            raise ApiError(
+                400, f"A regeneration must repeat the messages of the completion it replaces ({replaced}).",
+                param="messages", code="different_conversations",
+            )  # fmt: skip
+
+    @staticmethod
+    def _regenerated_choice(choice: str | None) -> int:
+        if choice is None:
+            return 0
+        if not choice.isdigit():
+            raise ApiError(
+                400, "metadata.regenerate_choice must be a choice index.", param="metadata.regenerate_choice"
+            )
+        return int(choice)
+
+    async def link_regeneration(self, record: CompletionRecord) -> None:
+        """Record that each choice of ``record`` replaces the answer its metadata names."""
+        replaced_ref = answer_ref(
+            record.metadata["regenerate_of"], self._regenerated_choice(record.metadata.get("regenerate_choice"))
+        )
+        replaced = await self.records.get(split_ref(replaced_ref)[0])
+        if replaced is None:
+            return  # expired in between: nothing left to link to
+        conversation = keys.conversation_key(record.conversation_id)
+        event = {"type": "regeneration", "answer": record.id, "replaces": replaced_ref}
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(
+            conversation, mapping={f"replaces:{answer_ref(record.id, c.index)}": replaced_ref for c in record.choices}
+        )
+        pipe.expire(conversation, self.record_ttl_s)
+        count(pipe, replaced.version, "regenerations", 1)
+        self._append_event(pipe, record, event)
+        await pipe.execute()
+
+    # ---- the transaction --------------------------------------------------------------------------------
+
+    async def _commit(
+        self, record: CompletionRecord, event: dict, plan: Callable[[ConversationState], Change]
+    ) -> Outcome:
+        conversation = keys.conversation_key(record.conversation_id)
+        quota = keys.pair_quota_key(record.user_id, int(time.time() // QUOTA_WINDOW_S))
+        async with self.client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(conversation, quota)
+                    change = plan(state_from_hash(await pipe.hgetall(conversation)))
+                    room = max(self.settings.pairs_per_hour - int(await pipe.get(quota) or 0), 0)
+                    pairs = await self._pairs(record, change.drafts[:room])
+                    pipe.multi()
+                    self._write(pipe, record, conversation, quota, change, pairs)
+                    event_id = self._append_event(pipe, record, {**event, "pairs": [p.pair_id for p in pairs]})
+                    await pipe.execute()
+                    break
+                except WatchError:
+                    continue
+        capped = len(change.drafts) - len(pairs)
+        if capped:
+            log.info("pair quota reached", extra={"user_id": record.user_id, "capped": capped})
+        return Outcome(event_id=event_id, pairs=pairs, capped=capped)
+
+    def _write(
+        self, pipe: aioredis.client.Pipeline, record: CompletionRecord, conversation: str, quota: str,
+        change: Change, pairs: list[Pair],
+    ) -> None:  # fmt: skip
+        fields = change.fields | {f"pair:{draft.key}": "1" for draft in change.drafts}
+        if fields:
+            pipe.hset(conversation, mapping=fields)
+        if change.deleted:
+            pipe.hdel(conversation, *change.deleted)
+        pipe.expire(conversation, self.record_ttl_s)
+        for version, counter, delta in change.counters:
+            count(pipe, version, counter, delta)
+        if pairs:
+            pipe.incrby(quota, len(pairs))
+            pipe.expire(quota, QUOTA_WINDOW_S * 2)
+        for pair in pairs:
+            pipe.xadd(
+                keys.PAIRS_STREAM, {"pair": pair.model_dump_json()}, minid=self._oldest_kept_ms(), approximate=True
+            )
+
+    def _append_event(self, pipe: aioredis.client.Pipeline, record: CompletionRecord, event: dict) -> str:
+        """Queue the event and return its id: ours, so that the caller knows it before the pipeline runs."""
+        event_id = f"evt-{uuid.uuid4().hex}"
+        payload = {"id": event_id, "created": time.time(), "user_id": record.user_id,
+                   "conversation_id": record.conversation_id, **event}  # fmt: skip
+        pipe.xadd(keys.EVENTS_STREAM, {"event": json.dumps(payload)}, minid=self._oldest_kept_ms(), approximate=True)
+        return event_id
+
+    def _oldest_kept_ms(self) -> int:
+        return int((time.time() - self.event_retention_s) * 1000)
+
+    async def _pairs(self, record: CompletionRecord, drafts: list[PairDraft]) -> list[Pair]:
+        """Pairs with their texts: the answers may belong to other completions of the same conversation."""
+        ids = {split_ref(ref)[0] for draft in drafts for ref in (draft.chosen, draft.rejected)} - {record.id}
+        fetched = await asyncio.gather(*(self.records.get(completion_id) for completion_id in ids))
+        records = {record.id: record} | {r.id: r for r in fetched if r is not None}
+        now = time.time()
+        pairs = []
+        for draft in drafts:
+            chosen, rejected = self._answer(records, draft.chosen), self._answer(records, draft.rejected)
+            if chosen is None or rejected is None:
+                continue  # one answer's record expired: no text to train on
+            pairs.append(
+                Pair(
+                    pair_id=f"pair-{uuid.uuid4().hex}",
+                    conversation_id=record.conversation_id,
+                    user_id=record.user_id,
+                    prompt=record.conversation,
+                    chosen=chosen,
+                    rejected=rejected,
+                    rule=draft.rule,
+                    weight=draft.weight,
+                    created=now,
+                    answered=max(records[chosen.completion_id].finished, records[rejected.completion_id].finished),
+                )  # fmt: skip
+            )
+        return pairs
+
+    @staticmethod
+    def _answer(records: dict[str, CompletionRecord], ref: str) -> PairAnswer | None:
+        completion_id, index = split_ref(ref)
+        record = records.get(completion_id)
+        if record is None:
+            return None
+        return PairAnswer(
+            completion_id=completion_id, choice_index=index, text=record.choices[index].text, version=record.version
+        )
