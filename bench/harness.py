@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from core.config import LOCAL_API_KEY, Settings  # noqa: E402
-from server.engine import keep_off_engine_cores  # noqa: E402
+from server.engine import engine_cores, pin  # noqa: E402
 
 READY_TIMEOUT_S = 600
 SERVED_NAME = "chatloop"
@@ -74,12 +74,6 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], log_path: Path) -> No
     raise RuntimeError(f"server not ready after {READY_TIMEOUT_S} s; see {log_path}")
 
 
-def restore_affinity() -> None:
-    """Give this process all its cores back, so that the next server's engine may bind the ones it wants."""
-    for tid in os.listdir("/proc/self/task"):
-        os.sched_setaffinity(int(tid), ALL_CORES)
-
-
 @contextmanager
 def running(
     name: str,
@@ -109,10 +103,12 @@ def running(
         started = time.monotonic()
         wait_ready(url, process, log_path)
         print(f"{name}: ready after {time.monotonic() - started:.0f} s at {url}", flush=True)
-        keep_off_engine_cores()
-        yield Server(url, psutil.Process(process.pid), data_dir)
+        server = psutil.Process(process.pid)
+        # The client stays off the engine worker's cores; each server places itself as it does out of the box.
+        pin(psutil.Process(), ALL_CORES - engine_cores(server) or ALL_CORES)
+        yield Server(url, server, data_dir)
     finally:
-        restore_affinity()
+        pin(psutil.Process(), ALL_CORES)  # so that the next server's engine may bind the cores it wants
         process.send_signal(signal.SIGINT)
         try:
             process.wait(timeout=60)

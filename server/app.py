@@ -34,10 +34,10 @@ log = logging.getLogger(__name__)
 REDIS_TIMEOUT_S = 2.0
 
 
-async def _load_engine(app: FastAPI, settings: Settings, local: LocalRedis | None) -> None:
+async def _load_engine(app: FastAPI, settings: Settings) -> None:
     try:
         app.state.engine = await asyncio.to_thread(build_engine, settings)
-        keep_off_engine_cores(also=[local.process.pid] if local is not None and local.process is not None else [])
+        keep_off_engine_cores()
         app.state.chat = ChatService(app.state.engine, settings, app.state.feedback)
     except Exception:
         log.critical("engine failed to start; shutting down", exc_info=True)
@@ -57,7 +57,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     client = aioredis.from_url(redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S)
     records = CompletionStore(client, retention_s=settings.record_retention_days * 86400)
     app.state.feedback = FeedbackStore(client, records, settings)
-    loader = asyncio.create_task(_load_engine(app, settings, local))
+    loader = asyncio.create_task(_load_engine(app, settings))
     try:
         yield
     finally:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterable
 
 import psutil
 from vllm.config import StructuredOutputsConfig
@@ -48,27 +47,45 @@ def build_engine(settings: Settings) -> AsyncLLM:
     return AsyncLLM.from_engine_args(engine_args(settings))
 
 
-def keep_off_engine_cores(also: Iterable[int] = ()) -> set[int]:
-    """Move this process's threads (and the processes in ``also``) off the cores vLLM's CPU worker is bound to.
+def _affinity(process: psutil.Process) -> set[int]:
+    try:
+        return set(process.cpu_affinity())
+    except psutil.Error:
+        return set()  # gone meanwhile
 
-    On the CPU backend the worker binds its OpenMP threads to all cores but a reserved few, and every forward pass
-    waits for its slowest thread. An HTTP process that wakes on a worker core to stream a token stalls the whole
-    step; on a reserved core it only takes time from the scheduler's busy-wait. Returns the cores left to us
-    (empty, and nothing changed, where the worker is not bound, as on GPUs).
+
+def engine_cores(root: psutil.Process) -> set[int]:
+    """The cores that vLLM's CPU worker, somewhere below ``root``, has bound itself to (none on GPUs)."""
+    everything = _affinity(root)
+    return {
+        core for child in root.children(recursive=True) if _affinity(child) < everything for core in _affinity(child)
+    }
+
+
+def pin(process: psutil.Process, cores: set[int]) -> None:
+    """Every thread of ``process`` to ``cores`` (affinity is per thread on Linux)."""
+    with contextlib.suppress(psutil.Error):
+        for thread in process.threads():
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(thread.id, cores)
+
+
+def keep_off_engine_cores() -> None:
+    """Move this process and its unbound children (vLLM's scheduler process, a local Redis) off the cores that
+    vLLM's CPU worker is bound to.
+
+    On the CPU backend the worker binds its OpenMP threads to all cores but a reserved few (meant for the
+    scheduler), and every forward pass waits for its slowest thread: a process that wakes on a worker core, to
+    stream a token or to schedule the next step, stalls the whole step. Nothing changes where the worker is not
+    bound, as on GPUs.
     """
-    ours = os.sched_getaffinity(0)
-    bound: set[int] = set()
-    for child in psutil.Process().children(recursive=True):
-        with contextlib.suppress(psutil.Error):
-            cores = set(child.cpu_affinity())
-            if cores < ours:
-                bound |= cores
-    free = ours - bound
+    me = psutil.Process()
+    everything = _affinity(me)
+    bound = engine_cores(me)
+    free = everything - bound
     if not bound or not free:
-        return set()
-    pids = [int(tid) for tid in os.listdir("/proc/self/task")] + list(also)
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            os.sched_setaffinity(pid, free)
-    log.info("HTTP layer kept off the engine's cores", extra={"engine_cores": sorted(bound), "ours": sorted(free)})
-    return free
+        return
+    unbound = [child for child in me.children(recursive=True) if _affinity(child) == everything]
+    for process in [me, *unbound]:
+        pin(process, free)
+    log.info("kept off the engine's cores", extra={"engine_cores": sorted(bound), "others": sorted(free)})
