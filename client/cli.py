@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import secrets
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import redis
 
-from core.config import Settings, get_settings
+from core.config import LOCAL_API_KEY, Settings, get_settings
 from core.logs import configure_logging
 
 log = logging.getLogger("chatloop")
@@ -93,6 +95,21 @@ def _export(args: argparse.Namespace, settings: Settings) -> None:
     print(f"{written} pairs written to {args.out}")
 
 
+def _chat(args: argparse.Namespace, settings: Settings) -> None:
+    """The terminal client. Library INFO lines (one per HTTP request) would interleave with the answers."""
+    from client.terminal import run
+
+    root = logging.getLogger()
+    root.setLevel(max(root.level, logging.WARNING))
+    run(
+        url=(args.url or f"http://{settings.host}:{settings.port}").rstrip("/"),
+        key=args.key or os.environ.get("CHATLOOP_KEY") or LOCAL_API_KEY,
+        user=args.user or f"term-{secrets.token_hex(4)}",
+        model=settings.model_alias,
+        max_tokens=args.max_tokens,
+    )
+
+
 def _add_listen_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="interface to listen on (default: CHATLOOP_HOST)")
     parser.add_argument("--port", type=int, help="port to listen on (default: CHATLOOP_PORT)")
@@ -113,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--since", type=datetime.fromisoformat, help="only pairs made from this ISO date/time on")
     export.add_argument("--version", help="only pairs with an answer of this policy version")
     export.set_defaults(run=_export)
+    chat = commands.add_parser("chat", help="chat in the terminal, rating answers with /up, /down and /regen")
+    chat.add_argument("--url", help="the server (default: http://CHATLOOP_HOST:CHATLOOP_PORT)")
+    chat.add_argument("--key", help="a user API key (default: CHATLOOP_KEY, else the local default key)")
+    chat.add_argument("--user", help="the end-user id sent with chats and feedback (default: a random term-<hex>)")
+    chat.add_argument("--max-tokens", type=int, default=512, help="longest answer, in tokens (default: 512)")
+    chat.set_defaults(run=_chat)
     prepare = commands.add_parser("prepare-model", help="convert the default model into the data folder")
     prepare.set_defaults(run=_prepare_model)
     return parser

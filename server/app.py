@@ -13,9 +13,11 @@ import signal
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from core.config import Settings
 from core.local_redis import LocalRedis, start_local_redis
@@ -32,6 +34,7 @@ from server.metrics import MetricsMiddleware
 log = logging.getLogger(__name__)
 
 REDIS_TIMEOUT_S = 2.0
+WEB_UI = Path(__file__).resolve().parent.parent / "client" / "web"
 
 
 async def _load_engine(app: FastAPI, settings: Settings) -> None:
@@ -79,4 +82,5 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     for module in (chat_api, feedback_api, models_api, health_api):
         app.include_router(module.router)
+    app.mount("/", StaticFiles(directory=WEB_UI, html=True), name="web")  # last: the API routes win
     return app

@@ -1,0 +1,173 @@
+"""The chat page in a real headless Chromium (Debian's, driven by Playwright) against the real server."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from feedback.pairs import read_all
+from tests.conftest import ServerHandle
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]  # fmt: skip
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def open_page(browser: Browser, server: ServerHandle, viewport: dict, storage: dict | None = None) -> Page:
+    """A fresh browser profile with the API key set, and ``storage`` preloaded into localStorage."""
+    context = browser.new_context(viewport=viewport)
+    preset = {"chatloop.key": server.user_key, **{f"chatloop.{k}": v for k, v in (storage or {}).items()}}
+    context.add_init_script(
+        f"for (const [k, v] of Object.entries({json.dumps(preset)})) localStorage.setItem(k, JSON.stringify(v));"
+    )
+    page = context.new_page()
+    page.goto(server.base_url + "/")
+    return page
+
+
+@pytest.fixture
+def page(browser: Browser, server: ServerHandle) -> Iterator[Page]:
+    page = open_page(browser, server, DESKTOP)
+    yield page
+    page.context.close()
+
+
+def send(page: Page, text: str) -> None:
+    page.fill("#prompt", text)
+    page.press("#prompt", "Enter")
+
+
+def last_answer(page: Page) -> dict:
+    """The last assistant message as the page keeps it in localStorage."""
+    return page.evaluate(
+        """() => {
+            const all = JSON.parse(localStorage.getItem('chatloop.conversations'));
+            const id = JSON.parse(localStorage.getItem('chatloop.active'));
+            return all.find(c => c.id === id).messages.filter(m => m.role === 'assistant').at(-1);
+        }"""
+    )
+
+
+def finished_answer(page: Page) -> dict:
+    expect(page.locator(".message.assistant .actions").last).to_be_visible(timeout=60_000)
+    return last_answer(page)
+
+
+def test_answer_grows_while_it_streams(page: Page) -> None:
+    send(page, "Count from 1 to 60, separated by commas.")
+    streaming = page.locator(".message.assistant.streaming .bubble")
+    expect(streaming).to_be_visible(timeout=30_000)
+    lengths = []
+    while streaming.count() and len(lengths) < 200:
+        lengths.append(len(streaming.inner_text()))
+        time.sleep(0.05)
+    grown = sorted(set(lengths))
+    assert len(grown) >= 3, f"the answer should appear piece by piece, saw lengths {grown}"
+    answer = finished_answer(page)
+    assert answer["content"] and answer["version"] == "base"
+    expect(page.locator(".message.assistant .version").last).to_have_text("base")
+    expect(page.locator("#send")).to_be_visible()
+
+
+def test_stop_cancels_the_stream(page: Page, server: ServerHandle) -> None:
+    send(page, "Write a very long story about a dragon who learns to cook.")
+    streaming = page.locator(".message.assistant.streaming .bubble")
+    expect(streaming).not_to_have_text("", timeout=30_000)
+    page.click("#stop")
+    expect(page.locator("#send")).to_be_visible()
+    answer = finished_answer(page)
+    shown = page.locator(".message.assistant .bubble").last.inner_text()
+    time.sleep(1.0)
+    assert page.locator(".message.assistant .bubble").last.inner_text() == shown, "text kept coming after stop"
+    deadline = time.monotonic() + 10
+    while (raw := server.redis.client().get(f"chatloop:completion:{answer['completionId']}")) is None:
+        assert time.monotonic() < deadline, "the stopped answer was never recorded"
+        time.sleep(0.2)
+    assert json.loads(raw)["status"] == "aborted"
+
+
+def test_thumbs_up_lands_in_redis(page: Page, server: ServerHandle) -> None:
+    send(page, "Say hello.")
+    answer = finished_answer(page)
+    page.locator(".message.assistant .up").last.click()
+    expect(page.locator(".message.assistant .up").last).to_have_attribute("aria-pressed", "true")
+    events = [json.loads(f["event"]) for _, f in server.redis.client().xrevrange("chatloop:events", count=50)]
+    assert any(e.get("answer") == f"{answer['completionId']}:0" and e.get("rating") == "up" for e in events)
+    page.locator(".message.assistant .up").last.click()  # a second click clears it
+    expect(page.locator(".message.assistant .up").last).to_have_attribute("aria-pressed", "false")
+
+
+def test_thumbs_down_takes_an_optional_reason(page: Page, server: ServerHandle) -> None:
+    send(page, "Say goodbye.")
+    answer = finished_answer(page)
+    page.locator(".message.assistant .down").last.click()
+    page.fill(".reason input", "too short")
+    page.click(".reason button:text('Send')")
+    expect(page.locator(".reason")).to_have_count(0)
+    events = [json.loads(f["event"]) for _, f in server.redis.client().xrevrange("chatloop:events", count=50)]
+    assert any(e.get("answer") == f"{answer['completionId']}:0" and e.get("reason") == "too short" for e in events)
+
+
+def test_regenerate_and_choice_make_a_pair(page: Page, server: ServerHandle) -> None:
+    send(page, "Name a planet.")
+    first = finished_answer(page)
+    page.locator(".message.assistant .regenerate").last.click()
+    expect(page.locator(".compare h2")).to_have_text("Which answer is better?", timeout=60_000)
+    page.click(".compare .pick-second")
+    expect(page.locator(".compare")).to_have_count(0)
+    second = last_answer(page)
+    assert second["completionId"] != first["completionId"], "the chosen (second) answer continues the conversation"
+    pairs = [p for _, p in read_all(server.redis.client()) if p.rejected.completion_id == first["completionId"]]
+    assert [(p.rule, p.chosen.completion_id) for p in pairs] == [("comparison", second["completionId"])]
+
+
+def test_script_in_an_answer_does_not_run(browser: Browser, server: ServerHandle) -> None:
+    hostile = (
+        "Here you go:\n\n<script>window.__xss = 'script'</script>\n\n<img src=x onerror=\"window.__xss = 'img'\">\n\n"
+        "[click](javascript:window.__xss='link')"
+    )
+    conversation = {"id": "c-xss", "title": "xss", "messages": [
+        {"role": "user", "content": "<b>hi</b><script>window.__xss = 'user'</script>"},
+        {"role": "assistant", "content": hostile, "completionId": "chatcmpl-x", "choiceIndex": 0, "version": "base"},
+    ]}  # fmt: skip
+    page = open_page(browser, server, DESKTOP, {"conversations": [conversation], "active": "c-xss"})
+    expect(page.locator(".message.assistant .bubble")).to_contain_text("Here you go")
+    page.locator(".message.assistant a").first.click()
+    time.sleep(0.5)
+    assert page.evaluate("window.__xss") is None
+    assert page.locator(".message script").count() == 0
+    assert page.locator(".message [onerror]").count() == 0
+    assert page.locator(".message.user .bubble").inner_text().startswith("<b>hi</b>")  # shown as text
+    page.context.close()
+
+
+def test_phone_width_has_no_horizontal_scroll(browser: Browser, server: ServerHandle) -> None:
+    wide = "```\n" + "x" * 400 + "\n```\n\n" + "averyveryverylongword" * 20
+    conversation = {"id": "c-wide", "title": "wide", "messages": [
+        {"role": "user", "content": "y" * 300},
+        {"role": "assistant", "content": wide, "completionId": "chatcmpl-w", "choiceIndex": 0, "version": "base"},
+    ]}  # fmt: skip
+    page = open_page(browser, server, PHONE, {"conversations": [conversation], "active": "c-wide"})
+    expect(page.locator(".message.assistant pre")).to_be_visible()
+    overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    assert overflow <= 0
+    assert page.locator("#sidebar").bounding_box()["x"] < 0, "the sidebar folds away at phone width"
+    page.click("#toggle-sidebar")
+    expect(page.locator("#sidebar")).to_be_in_viewport()
+    page.context.close()
