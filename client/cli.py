@@ -110,6 +110,17 @@ def _chat(args: argparse.Namespace, settings: Settings) -> None:
     )
 
 
+def _train(args: argparse.Namespace, settings: Settings) -> None:
+    from trainer.loop import run_forever, train_once
+
+    with _redis(settings) as client:
+        if args.once:
+            result = train_once(settings, client)
+            print(f"{result.version.id} {result.version.state}: {result.reason}" if result.version else result.reason)
+        else:
+            run_forever(settings, client)
+
+
 def _add_listen_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="interface to listen on (default: CHATLOOP_HOST)")
     parser.add_argument("--port", type=int, help="port to listen on (default: CHATLOOP_PORT)")
@@ -136,6 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--user", help="the end-user id sent with chats and feedback (default: a random term-<hex>)")
     chat.add_argument("--max-tokens", type=int, default=512, help="longest answer, in tokens (default: 512)")
     chat.set_defaults(run=_chat)
+    trainer = commands.add_parser("trainer", help="run training rounds whenever enough new pairs have come in")
+    trainer.set_defaults(run=_train, once=False)
+    train = commands.add_parser("train", help="run one training round now")
+    train.add_argument("--once", action="store_true", required=True, help="one round, then exit")
+    train.set_defaults(run=_train)
     prepare = commands.add_parser("prepare-model", help="convert the default model into the data folder")
     prepare.set_defaults(run=_prepare_model)
     return parser

@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_MODEL_DIRNAME = "SmolLM2-135M-Instruct"
@@ -19,8 +19,63 @@ LOCAL_API_KEY = "sk-chatloop-local"
 LOCAL_ADMIN_KEY = "sk-chatloop-admin"
 
 
+class RewardSettings(BaseModel):
+    """The reward model: the base model with a scalar head and a LoRA adapter, trained on preference pairs."""
+
+    lora_rank: int = Field(8, ge=1)
+    top_layers: int = Field(6, ge=1, description="LoRA on this many top layers only: backprop stops below them.")
+    epochs: int = Field(3, ge=1)
+    learning_rate: float = Field(3e-4, gt=0)
+    batch_size: int = Field(8, ge=1)
+    max_length: int = Field(384, ge=16, description="Tokens of prompt + answer kept (the start is cut).")
+    held_out_share: float = Field(0.2, ge=0, lt=1, description="Share of conversations held out for evaluation.")
+
+
+class PPOSettings(BaseModel):
+    """PPO on the policy's LoRA adapter (trainer/ppo.py has the losses)."""
+
+    lora_rank: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    rollouts: int = Field(2, ge=1, description="Rollout batches per round.")
+    batch_prompts: int = Field(16, ge=1, description="Prompts per rollout batch.")
+    max_new_tokens: int = Field(96, ge=1)
+    temperature: float = Field(1.0, gt=0)
+    kl_coef: float = Field(0.05, ge=0, description="Per-token KL penalty to the base model.")
+    gamma: float = Field(1.0, gt=0, le=1)
+    lam: float = Field(0.95, ge=0, le=1)
+    clip_range: float = Field(0.2, gt=0)
+    clip_range_value: float = Field(0.2, gt=0)
+    value_coef: float = Field(0.5, ge=0)
+    epochs: int = Field(4, ge=1, description="Passes over each rollout batch.")
+    minibatch_size: int = Field(4, ge=1)
+    learning_rate: float = Field(1e-5, gt=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    target_kl: float = Field(0.1, gt=0, description="Stop a batch's epochs once approximate KL exceeds it.")
+    sft_epochs: int = Field(0, ge=0, description="Supervised epochs on chosen answers first (0: off).")
+
+
+class GateSettings(BaseModel):
+    """What a new policy must show against its parent, on held-out prompts, to become a candidate."""
+
+    eval_prompts: int = Field(16, ge=1)
+    min_reward_gain: float = Field(0.0, description="Mean reward must beat the parent's by more than this.")
+    kl_budget: float = Field(8.0, gt=0, description="Largest mean KL to the base model per answer (nats).")
+    length_band: float = Field(0.5, gt=0, description="Mean answer length within this share of the parent's.")
+    max_repetition: float = Field(0.5, gt=0, le=1, description="Largest share of repeated 3-grams in an answer.")
+
+
+class TrainerLoopSettings(BaseModel):
+    min_new_pairs: int = Field(32, ge=1, description="A round starts once this many unread pairs wait...")
+    max_wait_minutes: float = Field(60.0, gt=0, description="...or this long after the last round, with any.")
+    poll_seconds: float = Field(10.0, gt=0)
+    lock_lease_s: float = Field(120.0, gt=0, description="The trainer lock expires this long after a renewal.")
+    seed: int = 0
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CHATLOOP_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="CHATLOOP_", env_file=".env", extra="ignore", env_nested_delimiter="__"
+    )
 
     data_dir: Path = Field(Path("data"), description="Models, Redis data and artifacts live here.")
     model: Path | None = Field(
@@ -60,6 +115,11 @@ class Settings(BaseSettings):
     max_n: int = Field(8, ge=1, description="Largest `n` a request may ask for.")
     max_top_logprobs: int = Field(20, ge=0, description="Largest `top_logprobs` a request may ask for.")
 
+    reward: RewardSettings = Field(default_factory=RewardSettings)
+    ppo: PPOSettings = Field(default_factory=PPOSettings)
+    gate: GateSettings = Field(default_factory=GateSettings)
+    trainer: TrainerLoopSettings = Field(default_factory=TrainerLoopSettings)
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
@@ -74,6 +134,11 @@ class Settings(BaseSettings):
     @property
     def redis_dir(self) -> Path:
         return self.data_dir / "redis"
+
+    @property
+    def versions_dir(self) -> Path:
+        """One folder per policy version: adapter, reward model, metrics, lineage."""
+        return self.data_dir / "versions"
 
     @property
     def uses_default_keys(self) -> bool:

@@ -53,3 +53,19 @@ def rate_limit_key(user_id: str, window: int) -> str:
 def pair_quota_key(user_id: str, window: int) -> str:
     """Pairs one user contributed in one time window."""
     return f"{PREFIX}:pair-quota:{user_id}:{window}"
+
+
+VERSIONS = f"{PREFIX}:versions"
+"""Hash: policy version id -> its JSON registry entry."""
+
+VERSION_SEQUENCE = f"{PREFIX}:version-seq"
+"""Counter behind version ids v1, v2, ..."""
+
+REGISTRY_CHANNEL = f"{PREFIX}:registry"
+"""Pub/sub channel told of every registry change."""
+
+TRAINER_LOCK = f"{PREFIX}:trainer-lock"
+"""Held (with a lease) by the one trainer that may run rounds."""
+
+TRAINER_ROUNDS = f"{PREFIX}:trainer-rounds"
+"""Stream of finished training rounds and their metrics, for the dashboard."""

@@ -94,3 +94,14 @@ class PairConsumer:
 
     def ack(self, entry_ids: list[str]) -> int:
         return int(self.client.xack(keys.PAIRS_STREAM, self.group, *entry_ids)) if entry_ids else 0
+
+    def ack_in(self, pipe: redis.client.Pipeline, entry_ids: list[str]) -> None:
+        """Queue the acknowledgement in the caller's transaction, to land together with what was made of them."""
+        if entry_ids:
+            pipe.xack(keys.PAIRS_STREAM, self.group, *entry_ids)
+
+    def waiting(self) -> int:
+        """Pairs not yet delivered to the group, plus those delivered and never acknowledged."""
+        groups = {g["name"]: g for g in self.client.xinfo_groups(keys.PAIRS_STREAM)}
+        group = groups.get(self.group.encode(), groups.get(self.group, {}))
+        return int(group.get("lag") or 0) + int(group.get("pending") or 0)

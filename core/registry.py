@@ -1,0 +1,75 @@
+"""The policy registry in Redis: every version, its state, lineage, metrics and audit trail.
+
+The trainer registers versions (``candidate`` when the gate passed, ``rejected`` when not); operators move them
+(``canary``, ``active``, ``retired``); the server reads the registry at start and is told of every change on the
+pub/sub channel ``chatloop:registry``. Ids are ``v1``, ``v2``, ... from one counter; ``base`` (the model with no
+adapter) is the root of every lineage and is never stored.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Literal
+
+import redis
+from pydantic import BaseModel, Field
+
+from core import keys
+from core.policy import BASE_VERSION
+
+State = Literal["candidate", "canary", "active", "retired", "rejected"]
+
+
+class AuditEntry(BaseModel):
+    at: float
+    who: str
+    state: State
+    why: str
+
+
+class Version(BaseModel):
+    id: str
+    parent: str
+    state: State
+    artifact: str
+    """The version's folder: adapter, reward model, hyperparameters, metrics, pair ids."""
+    created: float
+    metrics: dict[str, object] = Field(default_factory=dict)
+    gate: dict[str, object] = Field(default_factory=dict)
+    audit: list[AuditEntry] = Field(default_factory=list)
+
+
+class Registry:
+    def __init__(self, client: redis.Redis):
+        self.client = client
+
+    def next_id(self) -> str:
+        return f"v{self.client.incr(keys.VERSION_SEQUENCE)}"
+
+    def get(self, version_id: str) -> Version | None:
+        raw = self.client.hget(keys.VERSIONS, version_id)
+        return None if raw is None else Version.model_validate_json(raw)
+
+    def all(self) -> list[Version]:
+        versions = [Version.model_validate_json(raw) for raw in self.client.hvals(keys.VERSIONS)]
+        return sorted(versions, key=lambda v: int(v.id.removeprefix("v")))
+
+    def active(self) -> Version | None:
+        return next((v for v in reversed(self.all()) if v.state == "active"), None)
+
+    def parent_for_training(self) -> str:
+        """What the next round continues: the active version, else the base model."""
+        active = self.active()
+        return active.id if active is not None else BASE_VERSION
+
+    def register(self, version: Version, who: str, why: str, pipe: redis.client.Pipeline | None = None) -> Version:
+        """Store the version with an audit entry and announce it; inside ``pipe`` when given, so that the caller
+        can make it atomic with its own writes."""
+        version.audit.append(AuditEntry(at=time.time(), who=who, state=version.state, why=why))
+        target = pipe if pipe is not None else self.client.pipeline(transaction=True)
+        target.hset(keys.VERSIONS, version.id, version.model_dump_json())
+        target.publish(keys.REGISTRY_CHANNEL, json.dumps({"version": version.id, "state": version.state}))
+        if pipe is None:
+            target.execute()
+        return version

@@ -1,0 +1,134 @@
+"""The trainer on the real default model and a real Redis, with settings small enough for a CPU test run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import torch
+
+from core import keys
+from core.config import PPOSettings, RewardSettings
+from core.registry import Registry
+from feedback.pairs import Pair, PairAnswer, PairConsumer
+from feedback.records import RecordedMessage
+from tests.conftest import REPO, RedisHandle
+from trainer.loop import CONSUMER
+from trainer.ppo import PPOTrainer, load_policy
+from trainer.reward import load_tokenizer, train_reward_model
+
+pytestmark = pytest.mark.integration
+
+TOPICS = ["the sea", "a cat", "bread", "rain", "music", "trees", "winter", "coffee", "a city", "the moon",
+          "bicycles", "chess", "honey", "a river", "snow", "stars", "tea", "a garden"]  # fmt: skip
+SMALL = {
+    "CHATLOOP_REWARD__EPOCHS": "2", "CHATLOOP_REWARD__TOP_LAYERS": "2", "CHATLOOP_REWARD__MAX_LENGTH": "96",
+    "CHATLOOP_PPO__ROLLOUTS": "1", "CHATLOOP_PPO__BATCH_PROMPTS": "4", "CHATLOOP_PPO__MAX_NEW_TOKENS": "12",
+    "CHATLOOP_PPO__EPOCHS": "1", "CHATLOOP_PPO__MINIBATCH_SIZE": "4", "CHATLOOP_GATE__EVAL_PROMPTS": "4",
+}  # fmt: skip
+
+
+def concise_pair(index: int) -> Pair:
+    """A synthetic preference: the short answer over the long one."""
+    topic = TOPICS[index % len(TOPICS)]
+    short = f"{topic.capitalize()} is lovely."
+    long = f"Well, {topic} is a subject about which a great deal could be said, " * 3
+    return Pair(
+        pair_id=f"pair-{uuid.uuid4().hex}", conversation_id=f"conv-{index}", user_id="u",
+        prompt=[RecordedMessage(role="user", content=f"Tell me about {topic}.")],
+        chosen=PairAnswer(completion_id=f"a{index}", choice_index=0, text=short, version="base"),
+        rejected=PairAnswer(completion_id=f"b{index}", choice_index=0, text=long, version="base"),
+        rule="comparison", weight=1.0, created=time.time(), answered=time.time(),
+    )  # fmt: skip
+
+
+def test_reward_model_learns_a_synthetic_preference(model_path: Path) -> None:
+    pairs = [concise_pair(i) for i in range(36)]
+    settings = RewardSettings(epochs=2, top_layers=2, max_length=96, held_out_share=0.25, batch_size=6)
+    _, metrics = train_reward_model(model_path, pairs, settings, seed=0)
+    assert metrics.held_out_pairs == 9 and metrics.train_pairs == 27
+    assert metrics.held_out_accuracy is not None and metrics.held_out_accuracy >= 0.8
+    assert metrics.held_out_margin > 0
+
+
+def test_ppo_step_moves_the_adapter_from_zero_kl(model_path: Path) -> None:
+    settings = PPOSettings(batch_prompts=4, max_new_tokens=12, epochs=1, minibatch_size=4, learning_rate=1e-4)
+    torch.manual_seed(0)
+    policy = load_policy(model_path, None, settings)
+    before = {n: p.detach().clone() for n, p in policy.named_parameters() if p.requires_grad}
+    reward = lambda prompts, answers: torch.tensor([-len(a) / 10 for a in answers])  # noqa: E731
+    trainer = PPOTrainer(policy, load_tokenizer(model_path), reward, settings, seed=0)
+    prompts = [[{"role": "user", "content": f"Tell me about {t}."}] for t in TOPICS[:4]]
+    rollout = trainer.rollout(prompts)
+    assert trainer.kl_to_base(rollout).abs().max().item() == 0, "a fresh adapter is the base model"
+    stats = trainer.step(rollout)
+    assert stats["kl"] == 0
+    assert all(torch.isfinite(torch.tensor(v)) for v in stats.values())
+    changed = [n for n, p in policy.named_parameters() if p.requires_grad and not torch.equal(p, before[n])]
+    assert changed, "the update changed no adapter weight"
+
+
+def seed_pairs(redis_server: RedisHandle, count: int) -> list[str]:
+    client = redis_server.client()
+    client.delete(keys.PAIRS_STREAM, keys.VERSIONS, keys.TRAINER_LOCK)
+    for i in range(count):
+        client.xadd(keys.PAIRS_STREAM, {"pair": concise_pair(i).model_dump_json()})
+    return [json.loads(fields["pair"])["pair_id"] for _, fields in client.xrange(keys.PAIRS_STREAM)]
+
+
+def train_command(redis_server: RedisHandle, tmp_path: Path, model_path: Path) -> tuple[list[str], dict[str, str]]:
+    env = {**os.environ, **SMALL, "REDIS_URL": redis_server.url, "CHATLOOP_DATA_DIR": str(tmp_path),
+           "CHATLOOP_MODEL": str(model_path)}  # fmt: skip
+    return [sys.executable, "-m", "client.cli", "train", "--once"], env
+
+
+def test_a_killed_round_leaves_nothing_and_the_next_trains_on_the_same_pairs(
+    redis_server: RedisHandle, tmp_path: Path, model_path: Path
+) -> None:
+    pair_ids = seed_pairs(redis_server, 12)
+    command, env = train_command(redis_server, tmp_path, model_path)
+    log = tmp_path / "killed.log"
+    with log.open("wb") as out:
+        killed = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while b"reward model epoch" not in log.read_bytes():
+        assert killed.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.2)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    client = redis_server.client()
+    assert Registry(client).all() == [], "a killed round registered a version"
+    assert PairConsumer(client, "observer").pending() == 12, "the killed round acknowledged pairs"
+    client.delete(keys.TRAINER_LOCK)  # its lease would run out; a test need not wait for it
+
+    strict = {**env, "CHATLOOP_GATE__MIN_REWARD_GAIN": "1000"}  # no policy can pass: the gate must say why
+    done = subprocess.run(command, cwd=REPO, env=strict, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (version,) = Registry(client).all()
+    assert version.parent == "base" and version.state == "rejected"
+    assert "mean reward" in version.gate["reasons"][0] and version.audit[-1].why.startswith("mean reward")
+    info = json.loads((Path(version.artifact) / "version.json").read_text())
+    assert sorted(info["pairs"]) == sorted(pair_ids)
+    assert (Path(version.artifact) / "adapter" / "adapter_config.json").exists()
+    assert (Path(version.artifact) / "reward_model" / "head.pt").exists()
+    assert info["metrics"]["reward_model"]["train_pairs"] + info["metrics"]["reward_model"]["held_out_pairs"] == 12
+    assert PairConsumer(client, CONSUMER).pending() == 0 and PairConsumer(client, CONSUMER).waiting() == 0
+    assert not list(tmp_path.glob("versions/.*.partial"))
+    rounds = client.xrange(keys.TRAINER_ROUNDS)
+    assert json.loads(rounds[-1][1]["round"])["id"] == version.id
+
+
+def test_second_trainer_waits_for_the_lock(redis_server: RedisHandle, tmp_path: Path, model_path: Path) -> None:
+    seed_pairs(redis_server, 2)
+    redis_server.client().set(keys.TRAINER_LOCK, "someone-else", px=60_000)
+    command, env = train_command(redis_server, tmp_path, model_path)
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert "another trainer holds the lock" in done.stdout
+    assert Registry(redis_server.client()).all() == []

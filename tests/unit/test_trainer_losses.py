@@ -1,0 +1,75 @@
+"""PPO and Bradley-Terry arithmetic on tiny hand-made tensors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from trainer.losses import bradley_terry_loss, gae, masked_whiten, policy_loss, token_rewards, value_loss
+
+
+def test_rewards_put_the_score_on_each_answers_last_token() -> None:
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    logprobs = torch.tensor([[-1.0, -1.0, -1.0], [-1.0, -1.0, -5.0]])
+    ref = torch.tensor([[-1.5, -1.0, -1.0], [-1.0, -1.0, -1.0]])
+    rewards, kl = token_rewards(torch.tensor([2.0, 3.0]), logprobs, ref, mask, kl_coef=0.1)
+    assert torch.allclose(kl, torch.tensor([[0.5, 0.0, 0.0], [0.0, 0.0, 0.0]]))
+    assert torch.allclose(rewards, torch.tensor([[-0.05, 0.0, 2.0], [0.0, 3.0, 0.0]]))
+
+
+def test_kl_is_zero_when_policy_is_the_reference() -> None:
+    logprobs = torch.randn(2, 4)
+    _, kl = token_rewards(torch.zeros(2), logprobs, logprobs.clone(), torch.ones(2, 4), kl_coef=0.1)
+    assert kl.abs().max() == 0
+
+
+def test_gae_matches_a_hand_computation() -> None:
+    rewards = torch.tensor([[0.0, 1.0]])
+    values = torch.tensor([[0.5, 0.25]])
+    mask = torch.ones(1, 2)
+    advantages, returns = gae(rewards, values, mask, gamma=0.9, lam=0.8)
+    delta_1 = 1.0 - 0.25
+    delta_0 = 0.0 + 0.9 * 0.25 - 0.5
+    assert advantages[0, 1].item() == pytest.approx(delta_1)
+    assert advantages[0, 0].item() == pytest.approx(delta_0 + 0.9 * 0.8 * delta_1)
+    assert torch.allclose(returns, advantages + values)
+
+
+def test_gae_ignores_padding() -> None:
+    advantages, _ = gae(torch.tensor([[1.0, 9.0]]), torch.tensor([[0.0, 9.0]]), torch.tensor([[1.0, 0.0]]), 1.0, 1.0)
+    assert advantages[0, 0].item() == pytest.approx(1.0) and advantages[0, 1].item() == 0
+
+
+def test_whitening() -> None:
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    white = masked_whiten(torch.tensor([[1.0, 2.0, 3.0, 100.0]]), mask)
+    assert white[0, :3].mean().item() == pytest.approx(0, abs=1e-6) and white[0, 3] == 0
+    assert (white[0, :3] ** 2).mean().item() == pytest.approx(1, abs=1e-4)
+
+
+def test_policy_loss_at_ratio_one_and_clipping() -> None:
+    mask = torch.ones(1, 2)
+    advantages = torch.tensor([[1.0, -1.0]])
+    same = policy_loss(torch.zeros(1, 2), torch.zeros(1, 2), advantages, mask, clip=0.2)
+    assert same.loss.item() == pytest.approx(0.0) and same.approx_kl.item() == pytest.approx(0.0)
+    moved = policy_loss(torch.tensor([[1.0, 0.0]]), torch.zeros(1, 2), advantages, mask, clip=0.2)
+    assert moved.loss.item() == pytest.approx((-1.2 + 1.0) / 2)  # the ratio e^1 is clipped to 1.2
+    assert moved.clip_fraction.item() == pytest.approx(0.5) and moved.approx_kl.item() > 0
+
+
+def test_value_loss_clips_large_moves() -> None:
+    mask = torch.ones(1, 1)
+    loss = value_loss(torch.tensor([[2.0]]), torch.tensor([[0.0]]), torch.tensor([[1.0]]), mask, clip=0.5)
+    assert loss.item() == pytest.approx(0.5 * max((2.0 - 1.0) ** 2, (0.5 - 1.0) ** 2))
+
+
+def test_bradley_terry_loss() -> None:
+    equal = bradley_terry_loss(torch.zeros(2), torch.zeros(2), torch.ones(2))
+    assert equal.item() == pytest.approx(math.log(2))
+    right = bradley_terry_loss(torch.tensor([3.0]), torch.tensor([0.0]), torch.ones(1))
+    wrong = bradley_terry_loss(torch.tensor([0.0]), torch.tensor([3.0]), torch.ones(1))
+    assert right < equal < wrong
+    weighted = bradley_terry_loss(torch.tensor([3.0, 0.0]), torch.tensor([0.0, 3.0]), torch.tensor([1.0, 0.0]))
+    assert weighted.item() == pytest.approx(right.item())

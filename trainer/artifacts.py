@@ -1,0 +1,41 @@
+"""A policy version's folder, written atomically: built under a hidden ``.partial`` name, then renamed.
+
+A round killed while writing leaves only a ``.partial`` folder, which no reader takes for a version and the next
+round removes. Layout: ``adapter/`` (PEFT LoRA of the policy), ``reward_model/`` (the reward model it was trained
+against), ``version.json`` (id, parent, hyperparameters, metrics, gate result, the ids of the pairs it used).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from peft import PeftModel
+
+from trainer.reward import RewardModel
+
+ADAPTER = "adapter"
+REWARD_MODEL = "reward_model"
+INFO = "version.json"
+
+
+def adapter_path(versions_dir: Path, version_id: str) -> Path:
+    return versions_dir / version_id / ADAPTER
+
+
+def remove_partials(versions_dir: Path) -> None:
+    for partial in versions_dir.glob(".*.partial"):
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def write_version(versions_dir: Path, version_id: str, policy: PeftModel, reward: RewardModel, info: dict) -> Path:
+    final = versions_dir / version_id
+    staging = versions_dir / f".{version_id}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    policy.save_pretrained(staging / ADAPTER)
+    reward.save(staging / REWARD_MODEL)
+    (staging / INFO).write_text(json.dumps(info, indent=2, default=str))
+    staging.rename(final)
+    return final

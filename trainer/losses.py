@@ -1,0 +1,99 @@
+"""The losses of the trainer as pure tensor functions: PPO for language models (run by ``trainer/ppo.py``) and the
+reward model's Bradley-Terry loss (run by ``trainer/reward.py``).
+
+PPO, following Ziegler et al. (2019) and InstructGPT (Ouyang et al., 2022), for an answer y = (a_1..a_T) to prompt x:
+
+    r_t   = -beta * (log pi(a_t | s_t) - log pi_ref(a_t | s_t))  +  [t = T] * RM(x, y)
+    delta_t = r_t + gamma * V(s_{t+1}) - V(s_t)        A_t = sum_k (gamma * lambda)^k delta_{t+k}   (GAE)
+    R_t   = A_t + V(s_t),   A whitened over the batch
+    rho_t = pi_theta(a_t | s_t) / pi_old(a_t | s_t)
+    L_clip = -E[ min(rho_t A_t, clip(rho_t, 1 - eps, 1 + eps) A_t) ]
+    L_V    = 1/2 E[ max((V_theta - R)^2, (clip(V_theta, V_old - eps_v, V_old + eps_v) - R)^2) ]
+    loss   = L_clip + c_v * L_V
+
+Every tensor is [batch, answer tokens]; ``mask`` marks the answer's real tokens (1) against padding (0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (values * mask).sum() / mask.sum().clamp(min=1)
+
+
+def masked_whiten(values: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Zero mean, unit variance over the real tokens: the advantage scale stays the same from batch to batch."""
+    mean = masked_mean(values, mask)
+    variance = masked_mean((values - mean) ** 2, mask)
+    return (values - mean) * torch.rsqrt(variance + eps) * mask
+
+
+def token_rewards(
+    scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor, kl_coef: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token rewards (the KL penalty everywhere, the reward model's score on each answer's last token) and the
+    per-token KL estimate log pi - log pi_ref."""
+    kl = (logprobs - ref_logprobs) * mask
+    rewards = -kl_coef * kl
+    last = mask.sum(dim=1).long().clamp(min=1) - 1
+    rewards[torch.arange(len(scores)), last] += scores
+    return rewards * mask, kl
+
+
+def gae(
+    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalized advantage estimates and returns; the value after an answer's last token is 0."""
+    advantages = torch.zeros_like(rewards)
+    running = torch.zeros(rewards.shape[0], dtype=rewards.dtype)
+    steps = rewards.shape[1]
+    for t in reversed(range(steps)):
+        next_value = values[:, t + 1] * mask[:, t + 1] if t + 1 < steps else torch.zeros_like(running)
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        running = (delta + gamma * lam * running) * mask[:, t]
+        advantages[:, t] = running
+    return advantages, (advantages + values) * mask
+
+
+@dataclass
+class PolicyLoss:
+    loss: torch.Tensor
+    clip_fraction: torch.Tensor
+    approx_kl: torch.Tensor
+    """An estimate of KL(pi_old || pi_theta), for early stopping: E[(rho - 1) - log rho]."""
+
+
+def policy_loss(
+    logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, clip: float
+) -> PolicyLoss:
+    log_ratio = (logprobs - old_logprobs) * mask
+    ratio = torch.exp(log_ratio)
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1 - clip, 1 + clip)
+    return PolicyLoss(
+        loss=masked_mean(torch.maximum(unclipped, clipped), mask),
+        clip_fraction=masked_mean((clipped > unclipped).float(), mask),
+        approx_kl=masked_mean((ratio - 1) - log_ratio, mask),
+    )
+
+
+def value_loss(
+    values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor, clip: float
+) -> torch.Tensor:
+    clipped = old_values + torch.clamp(values - old_values, -clip, clip)
+    return 0.5 * masked_mean(torch.maximum((values - returns) ** 2, (clipped - returns) ** 2), mask)
+
+
+def entropy(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean entropy of the policy's next-token distributions over the answer: tracked, not optimized."""
+    log_p = torch.log_softmax(logits.float(), dim=-1)
+    return masked_mean(-(log_p.exp() * log_p).sum(dim=-1), mask)
+
+
+def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """The reward model's loss, -w * log sigmoid(r_chosen - r_rejected), weighted by each pair's rule weight."""
+    return (weights * -torch.nn.functional.logsigmoid(chosen - rejected)).sum() / weights.sum()

@@ -1,0 +1,175 @@
+"""PPO on the policy's LoRA adapter, against a reward model, with a KL penalty to the base model.
+
+Written here because no maintained library ships a PPO trainer for language models that runs on a CPU (TRL removed
+its ``PPOTrainer``; see FACTS.md). The losses are in ``trainer/losses.py``. The reference policy is the base model
+itself: the same weights with the adapter switched off, so no second copy is held. The value head is a linear
+layer on the policy's last hidden state, trained with the adapter and dropped after the round.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase
+
+from core.config import PPOSettings
+from trainer.losses import entropy, gae, masked_whiten, policy_loss, token_rewards, value_loss
+
+log = logging.getLogger(__name__)
+
+RewardFn = Callable[[Sequence[Sequence[dict]], Sequence[str]], torch.Tensor]
+"""Scores answers (texts) to prompts (lists of chat messages)."""
+
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def load_policy(base: Path, parent_adapter: Path | None, settings: PPOSettings) -> PeftModel:
+    """The base model with the parent's adapter, continued (or a fresh adapter over the base)."""
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    if parent_adapter is not None:
+        return PeftModel.from_pretrained(model, parent_adapter, is_trainable=True)
+    lora = LoraConfig(r=settings.lora_rank, lora_alpha=settings.lora_alpha, target_modules=LORA_TARGETS)
+    return get_peft_model(model, lora)
+
+
+@dataclass
+class Rollout:
+    prompts: list[list[dict]]
+    answers: list[str]
+    sequences: torch.Tensor  # [B, Q + T]: left-padded prompt, then the answer
+    attention: torch.Tensor  # [B, Q + T]
+    mask: torch.Tensor  # [B, T]: the answer's real tokens
+    logprobs: torch.Tensor  # [B, T] under the policy that generated
+    ref_logprobs: torch.Tensor  # [B, T] under the base model
+    values: torch.Tensor  # [B, T]
+    scores: torch.Tensor  # [B]
+
+    @property
+    def prompt_length(self) -> int:
+        return self.sequences.shape[1] - self.mask.shape[1]
+
+
+def answer_mask(answer_ids: torch.Tensor, eos_id: int) -> torch.Tensor:
+    """1 up to and including the first end-of-sequence token, 0 after it (where generate pads)."""
+    is_eos = (answer_ids == eos_id).int()
+    after_eos = (torch.cumsum(is_eos, dim=1) - is_eos) > 0
+    return (~after_eos).float()
+
+
+class PPOTrainer:
+    def __init__(
+        self,
+        policy: PeftModel,
+        tokenizer: PreTrainedTokenizerBase,
+        reward_fn: RewardFn,
+        settings: PPOSettings,
+        seed: int,
+    ):
+        self.policy = policy
+        self.tokenizer = tokenizer
+        self.reward_fn = reward_fn
+        self.settings = settings
+        self.rng = random.Random(seed)
+        self.value_head = torch.nn.Linear(policy.config.hidden_size, 1)
+        torch.nn.init.zeros_(self.value_head.weight)
+        self.trainable = [p for p in policy.parameters() if p.requires_grad] + list(self.value_head.parameters())
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=settings.learning_rate)
+
+    # ---- rollouts ---------------------------------------------------------------------------------------
+
+    def _forward(self, sequences: torch.Tensor, attention: torch.Tensor, prompt_length: int):
+        """Answer tokens' log-probabilities, values and logits."""
+        out = self.policy(input_ids=sequences, attention_mask=attention, output_hidden_states=True)
+        logits = out.logits[:, prompt_length - 1 : -1].float()
+        answer = sequences[:, prompt_length:]
+        logprobs = torch.log_softmax(logits, dim=-1).gather(-1, answer.unsqueeze(-1)).squeeze(-1)
+        values = self.value_head(out.hidden_states[-1][:, prompt_length - 1 : -1].float()).squeeze(-1)
+        return logprobs, values, logits
+
+    @torch.no_grad()
+    def generate(
+        self, prompts: Sequence[Sequence[dict]], temperature: float | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        texts = [
+            self.tokenizer.apply_chat_template(list(p), tokenize=False, add_generation_prompt=True) for p in prompts
+        ]
+        batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        self.policy.eval()
+        sequences = self.policy.generate(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask, do_sample=True, top_k=0, top_p=1.0,
+            temperature=temperature or self.settings.temperature, max_new_tokens=self.settings.max_new_tokens,
+            pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id,
+        )  # fmt: skip
+        prompt_length = batch.input_ids.shape[1]
+        mask = answer_mask(sequences[:, prompt_length:], self.tokenizer.eos_token_id)
+        return sequences, torch.cat([batch.attention_mask, mask.long()], dim=1), prompt_length
+
+    def decode(self, sequences: torch.Tensor, prompt_length: int) -> list[str]:
+        return self.tokenizer.batch_decode(sequences[:, prompt_length:], skip_special_tokens=True)
+
+    @torch.no_grad()
+    def rollout(self, prompts: Sequence[Sequence[dict]]) -> Rollout:
+        sequences, attention, prompt_length = self.generate(prompts)
+        mask = attention[:, prompt_length:].float()
+        logprobs, values, _ = self._forward(sequences, attention, prompt_length)
+        with self.policy.disable_adapter():
+            ref_logprobs, _, _ = self._forward(sequences, attention, prompt_length)
+        answers = self.decode(sequences, prompt_length)
+        return Rollout(
+            prompts=[list(p) for p in prompts], answers=answers, sequences=sequences, attention=attention,
+            mask=mask, logprobs=logprobs, ref_logprobs=ref_logprobs, values=values,
+            scores=self.reward_fn(prompts, answers).float(),
+        )  # fmt: skip
+
+    # ---- optimisation -----------------------------------------------------------------------------------
+
+    def step(self, rollout: Rollout) -> dict[str, float]:
+        """Several epochs of clipped updates over one rollout batch; stops early once the policy moved too far."""
+        s = self.settings
+        rewards, kl = token_rewards(rollout.scores, rollout.logprobs, rollout.ref_logprobs, rollout.mask, s.kl_coef)
+        advantages, returns = gae(rewards, rollout.values, rollout.mask, s.gamma, s.lam)
+        advantages = masked_whiten(advantages, rollout.mask)
+        stats: dict[str, float] = {
+            "reward": rollout.scores.mean().item(),
+            "kl": (kl.sum(dim=1)).mean().item(),
+            "answer_tokens": rollout.mask.sum(dim=1).mean().item(),
+        }
+        indices = list(range(len(rollout.answers)))
+        self.policy.train()
+        for epoch in range(s.epochs):
+            self.rng.shuffle(indices)
+            epoch_kl = []
+            for start in range(0, len(indices), s.minibatch_size):
+                rows = torch.tensor(indices[start : start + s.minibatch_size])
+                mask = rollout.mask[rows]
+                logprobs, values, logits = self._forward(
+                    rollout.sequences[rows], rollout.attention[rows], rollout.prompt_length
+                )
+                pg = policy_loss(logprobs, rollout.logprobs[rows], advantages[rows], mask, s.clip_range)
+                vf = value_loss(values, rollout.values[rows], returns[rows], mask, s.clip_range_value)
+                loss = pg.loss + s.value_coef * vf
+                self.optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.trainable, s.max_grad_norm)
+                self.optimizer.step()
+                epoch_kl.append(pg.approx_kl.item())
+                stats.update(
+                    policy_loss=pg.loss.item(), value_loss=vf.item(), clip_fraction=pg.clip_fraction.item(),
+                    entropy=entropy(logits.detach(), mask).item(), approx_kl=pg.approx_kl.item(),
+                )  # fmt: skip
+            stats["epochs"] = epoch + 1
+            if sum(epoch_kl) / len(epoch_kl) > s.target_kl:
+                log.info("ppo early stop", extra={"epoch": epoch, "approx_kl": round(sum(epoch_kl) / len(epoch_kl), 4)})
+                break
+        return stats
+
+    @torch.no_grad()
+    def kl_to_base(self, rollout: Rollout) -> torch.Tensor:
+        """Per answer, the summed log-ratio to the base model: a sample estimate of KL(policy || base)."""
+        return ((rollout.logprobs - rollout.ref_logprobs) * rollout.mask).sum(dim=1)

@@ -1,0 +1,167 @@
+"""The reward model: the base model with a scalar head (InstructGPT's choice), trained on preference pairs.
+
+Written here rather than with TRL's ``RewardTrainer`` because our pairs carry weights (a comparison counts more
+than an inferred preference, ``feedback/rules.py``) and ``RewardTrainer``'s loss has no per-pair weight. The
+loss is ``trainer.losses.bradley_terry_loss``. Only a LoRA adapter on the top layers and the head are trained, so
+that backpropagation stops there: practical on a CPU. The score is read at the last token, with left padding so
+that the last position is always a real token.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from pydantic import BaseModel
+from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
+
+from core.config import RewardSettings
+from feedback.pairs import Pair
+from trainer.losses import bradley_terry_loss
+
+log = logging.getLogger(__name__)
+
+HEAD_FILE = "head.pt"
+
+
+class RewardMetrics(BaseModel):
+    train_pairs: int
+    held_out_pairs: int
+    held_out_accuracy: float | None
+    """Share of held-out pairs whose chosen answer scores higher; None without held-out pairs."""
+    held_out_margin: float | None
+    """Mean score(chosen) - score(rejected) over held-out pairs."""
+    final_loss: float
+
+
+def split_by_conversation(pairs: Sequence[Pair], held_out_share: float, seed: int) -> tuple[list[Pair], list[Pair]]:
+    """Train and held-out pairs, never splitting one conversation's pairs: they share a prompt and would leak."""
+    conversations = sorted({pair.conversation_id for pair in pairs})
+    random.Random(seed).shuffle(conversations)
+    held = set(conversations[: round(len(conversations) * held_out_share)])
+    return [p for p in pairs if p.conversation_id not in held], [p for p in pairs if p.conversation_id in held]
+
+
+def load_tokenizer(base: Path) -> PreTrainedTokenizerBase:
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    tokenizer.padding_side = "left"
+    tokenizer.truncation_side = "left"  # keep the answer, the part being judged
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def conversation_text(tokenizer: PreTrainedTokenizerBase, prompt: Sequence[dict], answer: str) -> str:
+    messages = [*prompt, {"role": "assistant", "content": answer}]
+    return tokenizer.apply_chat_template(messages, tokenize=False)
+
+
+class RewardModel(torch.nn.Module):
+    def __init__(self, backbone: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, max_length: int):
+        super().__init__()
+        self.backbone = backbone
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.head = torch.nn.Linear(backbone.config.hidden_size, 1)
+
+    @classmethod
+    def create(cls, base: Path, settings: RewardSettings) -> RewardModel:
+        backbone = AutoModel.from_pretrained(base, dtype=torch.float32)
+        layers = backbone.config.num_hidden_layers
+        top = "|".join(str(i) for i in range(max(0, layers - settings.top_layers), layers))
+        lora = LoraConfig(
+            r=settings.lora_rank,
+            lora_alpha=2 * settings.lora_rank,
+            target_modules=rf".*layers\.({top})\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)",
+        )
+        return cls(get_peft_model(backbone, lora), load_tokenizer(base), settings.max_length)
+
+    @classmethod
+    def load(cls, base: Path, folder: Path, max_length: int) -> RewardModel:
+        backbone = PeftModel.from_pretrained(AutoModel.from_pretrained(base, dtype=torch.float32), folder)
+        model = cls(backbone, load_tokenizer(base), max_length)
+        model.head.load_state_dict(torch.load(folder / HEAD_FILE, weights_only=True))
+        return model.eval()
+
+    def save(self, folder: Path) -> None:
+        self.backbone.save_pretrained(folder)
+        torch.save(self.head.state_dict(), folder / HEAD_FILE)
+
+    def forward(self, texts: Sequence[str]) -> torch.Tensor:
+        batch = self.tokenizer(
+            list(texts), return_tensors="pt", padding=True, truncation=True, max_length=self.max_length
+        )
+        hidden = self.backbone(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
+        return self.head(hidden[:, -1]).squeeze(-1)
+
+    @torch.no_grad()
+    def score(self, prompts: Sequence[Sequence[dict]], answers: Sequence[str], batch_size: int = 8) -> torch.Tensor:
+        """Rewards of answers to prompts (lists of chat messages)."""
+        self.eval()
+        texts = [conversation_text(self.tokenizer, p, a) for p, a in zip(prompts, answers, strict=True)]
+        return torch.cat([self.forward(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)])
+
+
+@dataclass
+class _PairTexts:
+    chosen: list[str]
+    rejected: list[str]
+    weights: torch.Tensor
+
+
+def _texts(model: RewardModel, pairs: Sequence[Pair]) -> _PairTexts:
+    prompt = [[m.model_dump() for m in pair.prompt] for pair in pairs]
+    return _PairTexts(
+        chosen=[conversation_text(model.tokenizer, p, pair.chosen.text) for p, pair in zip(prompt, pairs, strict=True)],
+        rejected=[
+            conversation_text(model.tokenizer, p, pair.rejected.text) for p, pair in zip(prompt, pairs, strict=True)
+        ],
+        weights=torch.tensor([pair.weight for pair in pairs]),
+    )
+
+
+@torch.no_grad()
+def evaluate(model: RewardModel, pairs: Sequence[Pair]) -> tuple[float | None, float | None]:
+    """Held-out accuracy and mean margin."""
+    if not pairs:
+        return None, None
+    model.eval()
+    texts = _texts(model, pairs)
+    margins = model.forward(texts.chosen) - model.forward(texts.rejected)
+    return (margins > 0).float().mean().item(), margins.mean().item()
+
+
+def train_reward_model(
+    base: Path, pairs: Sequence[Pair], settings: RewardSettings, seed: int
+) -> tuple[RewardModel, RewardMetrics]:
+    torch.manual_seed(seed)
+    train, held_out = split_by_conversation(pairs, settings.held_out_share, seed)
+    model = RewardModel.create(base, settings)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=settings.learning_rate)
+    order = list(range(len(train)))
+    rng = random.Random(seed)
+    loss = torch.tensor(float("nan"))
+    for epoch in range(settings.epochs):
+        model.train()
+        rng.shuffle(order)
+        for start in range(0, len(order), settings.batch_size):
+            batch = _texts(model, [train[i] for i in order[start : start + settings.batch_size]])
+            loss = bradley_terry_loss(model.forward(batch.chosen), model.forward(batch.rejected), batch.weights)
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+            optimizer.step()
+        log.info("reward model epoch", extra={"epoch": epoch, "loss": round(loss.item(), 4)})
+    accuracy, margin = evaluate(model, held_out)
+    metrics = RewardMetrics(
+        train_pairs=len(train), held_out_pairs=len(held_out), held_out_accuracy=accuracy,
+        held_out_margin=margin, final_loss=loss.item(),
+    )  # fmt: skip
+    log.info("reward model trained", extra=metrics.model_dump())
+    return model.eval(), metrics
