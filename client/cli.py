@@ -1,4 +1,4 @@
-"""The ``chatloop`` command: one entry point for serving, set-up, and (in later parts) training and operations.
+"""The ``chatloop`` command: one entry point for serving, chatting, training, feedback export and set-up.
 
 Each subcommand imports what it needs when it runs, so ``chatloop --help`` does not load torch or vLLM.
 """
@@ -9,6 +9,7 @@ import argparse
 import logging
 import os
 import secrets
+import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ from core.logs import configure_logging
 log = logging.getLogger("chatloop")
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+TRAINER_NICENESS = 10
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> None:
@@ -49,18 +51,36 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _up(args: argparse.Namespace, settings: Settings) -> None:
-    """The whole system on the embedded defaults: today the server (which starts its own Redis)."""
+    """The whole system on the embedded defaults: Redis (unless REDIS_URL), the trainer loop, the server."""
+    from core.local_redis import start_local_redis
+
     _prepare_model(args, settings)
+    local = None if settings.redis_url else start_local_redis(settings.redis_dir)
+    redis_url = settings.redis_url or local.url
+    # The trainer runs at a lower CPU priority: serving answers comes first when a round competes for the cores.
+    trainer = subprocess.Popen(
+        [sys.executable, "-m", "client.cli", "trainer"],
+        env={**os.environ, "REDIS_URL": redis_url},
+        preexec_fn=lambda: os.nice(TRAINER_NICENESS),
+    )
     base = f"http://{args.host or settings.host}:{args.port or settings.port}"
     print(
         f"chatloop is starting (the engine takes about a minute to load)\n"
+        f"  chat UI      {base}/\n"
         f"  OpenAI API   {base}/v1   (model '{settings.model_alias}')\n"
         f"  readiness    {base}/ready\n"
         f"  metrics      {base}/metrics\n"
+        f"  trainer      pid {trainer.pid}, a round once {settings.trainer.min_new_pairs} new pairs wait\n"
         f"  keys         see README (local defaults apply unless CHATLOOP_API_KEYS is set)",
         flush=True,
     )
-    _serve(args, settings)
+    try:
+        _serve(args, settings.model_copy(update={"redis_url": redis_url}))
+    finally:
+        trainer.terminate()
+        trainer.wait()
+        if local is not None:
+            local.stop()
 
 
 def _prepare_model(_: argparse.Namespace, settings: Settings) -> None:

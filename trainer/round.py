@@ -1,4 +1,5 @@
-"""One training round: reward model, PPO, gate, artifact, registry entry; then the pairs are acknowledged.
+"""One training round: reward model, (supervised stage,) PPO, gate, artifact, registry entry; then the pairs are
+acknowledged.
 
 The registry entry, the round's record and the acknowledgement of the pairs it read are one Redis transaction:
 a round killed at any point before it leaves no version and no acknowledged pair, so the next round trains on
@@ -25,6 +26,7 @@ from trainer.data import recent_prompts
 from trainer.gate import evaluate_policy, judge
 from trainer.ppo import PPOTrainer, load_policy
 from trainer.reward import load_tokenizer, train_reward_model
+from trainer.sft import supervised_stage
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +67,11 @@ def run_round(settings: Settings, client: redis.Redis, consumer: PairConsumer, w
     parent = registry.parent_for_training()
     parent_adapter = None if parent == BASE_VERSION else adapter_path(settings.versions_dir, parent)
     policy = load_policy(base, parent_adapter, settings.ppo)
-    ppo = PPOTrainer(policy, load_tokenizer(base), reward_model.score, settings.ppo, seed)
+    tokenizer = load_tokenizer(base)
+    ppo = PPOTrainer(policy, tokenizer, reward_model.score, settings.ppo, seed)
 
     parent_eval = evaluate_policy(ppo, eval_prompts, seed)
+    sft_losses = supervised_stage(policy, tokenizer, pairs, settings.ppo, seed) if settings.ppo.sft_epochs else []
     steps = []
     rng = random.Random(seed)
     for _ in range(settings.ppo.rollouts):
@@ -77,7 +81,8 @@ def run_round(settings: Settings, client: redis.Redis, consumer: PairConsumer, w
     gate = judge(parent_eval, evaluate_policy(ppo, eval_prompts, seed), settings.gate)
 
     version_id = registry.next_id()
-    metrics = {"reward_model": reward_metrics.model_dump(), "ppo": steps, "seconds": time.time() - started}
+    metrics = {"reward_model": reward_metrics.model_dump(), "sft_losses": sft_losses, "ppo": steps,
+               "seconds": time.time() - started}  # fmt: skip
     info = {
         "id": version_id, "parent": parent, "created": time.time(), "metrics": metrics, "gate": gate.model_dump(),
         "hyperparameters": {"reward": settings.reward.model_dump(), "ppo": settings.ppo.model_dump(),

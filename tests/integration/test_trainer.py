@@ -108,7 +108,8 @@ def test_a_killed_round_leaves_nothing_and_the_next_trains_on_the_same_pairs(
     assert PairConsumer(client, "observer").pending() == 12, "the killed round acknowledged pairs"
     client.delete(keys.TRAINER_LOCK)  # its lease would run out; a test need not wait for it
 
-    strict = {**env, "CHATLOOP_GATE__MIN_REWARD_GAIN": "1000"}  # no policy can pass: the gate must say why
+    # No policy can pass this gate: it must say why. The optional supervised stage runs too.
+    strict = {**env, "CHATLOOP_GATE__MIN_REWARD_GAIN": "1000", "CHATLOOP_PPO__SFT_EPOCHS": "1"}
     done = subprocess.run(command, cwd=REPO, env=strict, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     (version,) = Registry(client).all()
@@ -119,6 +120,8 @@ def test_a_killed_round_leaves_nothing_and_the_next_trains_on_the_same_pairs(
     assert (Path(version.artifact) / "adapter" / "adapter_config.json").exists()
     assert (Path(version.artifact) / "reward_model" / "head.pt").exists()
     assert info["metrics"]["reward_model"]["train_pairs"] + info["metrics"]["reward_model"]["held_out_pairs"] == 12
+    (sft_loss,) = info["metrics"]["sft_losses"]
+    assert 0 < sft_loss < 20
     assert PairConsumer(client, CONSUMER).pending() == 0 and PairConsumer(client, CONSUMER).waiting() == 0
     assert not list(tmp_path.glob("versions/.*.partial"))
     rounds = client.xrange(keys.TRAINER_ROUNDS)

@@ -1,0 +1,103 @@
+"""Trainer cost on this machine: reward-model pairs per second, PPO seconds per rollout batch, peak memory.
+
+Synthetic pairs (a short answer preferred to a long one) and a length reward stand in for users, so the figures
+depend only on the model and the settings, which are printed with them. No Redis is needed:
+
+    .venv/bin/python bench/trainer.py [--pairs 64] [--batches 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+import uuid
+from pathlib import Path
+
+import torch
+from harness import default_out, write_results
+
+from core.config import Settings
+from feedback.pairs import Pair, PairAnswer
+from feedback.records import RecordedMessage
+from trainer.ppo import PPOTrainer, load_policy
+from trainer.reward import load_tokenizer, train_reward_model
+
+SUBJECTS = ["tea", "rivers", "chess", "bread", "owls", "granite", "violins", "comets", "moss", "kites", "salt"]
+
+
+def synthetic_pair(index: int) -> Pair:
+    subject = SUBJECTS[index % len(SUBJECTS)]
+    answer = lambda text, side: PairAnswer(completion_id=f"{side}{index}", choice_index=0, text=text, version="base")  # noqa: E731
+    return Pair(
+        pair_id=f"pair-{uuid.uuid4().hex}", conversation_id=f"bench-{index}", user_id="bench",
+        prompt=[RecordedMessage(role="user", content=f"What should I know about {subject}? ({index})")],
+        chosen=answer(f"{subject.capitalize()} are worth a look.", "c"),
+        rejected=answer(f"There is a very great deal that one could say about {subject}, and " * 4, "r"),
+        rule="comparison", weight=1.0, created=time.time(), answered=time.time(),
+    )  # fmt: skip
+
+
+def peak_memory_mib() -> dict[str, float]:
+    peaks = {"cpu_max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if torch.cuda.is_available():
+        peaks["cuda_max_allocated_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    return peaks
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pairs", type=int, default=64)
+    parser.add_argument("--batches", type=int, default=2, help="PPO rollout batches to time")
+    parser.add_argument("--out", type=Path, default=default_out("trainer"))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    settings = Settings()
+    torch.manual_seed(0)
+
+    pairs = [synthetic_pair(i) for i in range(args.pairs)]
+    started = time.perf_counter()
+    _, reward_metrics = train_reward_model(settings.model_path, pairs, settings.reward, seed=0)
+    reward_seconds = time.perf_counter() - started
+    trained_pairs = reward_metrics.train_pairs * settings.reward.epochs
+
+    ppo_settings = settings.ppo
+    policy = load_policy(settings.model_path, None, ppo_settings)
+    reward = lambda prompts, answers: torch.tensor([-len(a.split()) / 20 for a in answers])  # noqa: E731
+    trainer = PPOTrainer(policy, load_tokenizer(settings.model_path), reward, ppo_settings, seed=0)
+    prompts = [[m.model_dump() for m in p.prompt] for p in pairs][: ppo_settings.batch_prompts]
+    rollout_s, step_s = [], []
+    for _ in range(args.batches):
+        started = time.perf_counter()
+        rollout = trainer.rollout(prompts)
+        rollout_s.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        trainer.step(rollout)
+        step_s.append(time.perf_counter() - started)
+
+    results = {
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "reward_model": {"pairs_per_s": trained_pairs / reward_seconds, "seconds": reward_seconds,
+                         **reward_metrics.model_dump()},
+        "ppo": {"rollout_s": rollout_s, "update_s": step_s, "batch_prompts": ppo_settings.batch_prompts,
+                "max_new_tokens": ppo_settings.max_new_tokens, "epochs": ppo_settings.epochs},
+        "peak_memory": peak_memory_mib(),
+        "settings": {"reward": settings.reward.model_dump(), "ppo": ppo_settings.model_dump()},
+    }  # fmt: skip
+    mean = lambda values: sum(values) / len(values)  # noqa: E731
+    table = "\n".join([
+        "| figure | value |", "| --- | --- |",
+        f"| reward model: pairs/s (train, {settings.reward.epochs} epochs, LoRA on top {settings.reward.top_layers} "
+        f"layers) | {results['reward_model']['pairs_per_s']:.2f} |",
+        f"| reward model: held-out accuracy on the synthetic preference | {reward_metrics.held_out_accuracy} |",
+        f"| PPO: rollout s per batch ({ppo_settings.batch_prompts} prompts x {ppo_settings.max_new_tokens} tokens, "
+        f"with reference and reward) | {mean(rollout_s):.1f} |",
+        f"| PPO: update s per batch ({ppo_settings.epochs} epochs, minibatch {ppo_settings.minibatch_size}) "
+        f"| {mean(step_s):.1f} |",
+        f"| peak memory MiB | {results['peak_memory']} |",
+    ])  # fmt: skip
+    write_results(args.out, args, results, table)
+
+
+if __name__ == "__main__":
+    main()
