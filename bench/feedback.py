@@ -133,13 +133,15 @@ def main() -> None:
         started = time.perf_counter()
         latencies, statuses = asyncio.run(_send_ratings(server.url, answers, args.events, args.concurrency, None))
         elapsed = time.perf_counter() - started
-        quiet = drive_chat(server, settings, concurrency=4, num_prompts=args.chat_prompts)
+        # Each chat run has prompts of its own (its seed): a prompt seen before would hit the prefix cache.
+        drive_chat(server, settings, concurrency=4, num_prompts=8, seed=1)  # warm-up: "quiet" is no cold start
+        quiet = drive_chat(server, settings, concurrency=4, num_prompts=args.chat_prompts, seed=2)
         load_events = int(args.load_rate * 600)  # more than the chat run needs; stopped when it ends
         load = multiprocessing.get_context("spawn").Process(
             target=feedback_load, args=(server.url, answers, load_events, 8, args.load_rate), daemon=True
         )
         load.start()
-        loaded = drive_chat(server, settings, concurrency=4, num_prompts=args.chat_prompts)
+        loaded = drive_chat(server, settings, concurrency=4, num_prompts=args.chat_prompts, seed=3)
         load.terminate()
     results = {
         "events": len(latencies),

@@ -7,7 +7,6 @@ CPU worker is bound to, for every server alike, so that figures compare HTTP lay
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import socket
@@ -22,12 +21,10 @@ from pathlib import Path
 
 import httpx
 import psutil
+from report import REPO, default_out, write_results  # noqa: F401  (re-exported for the benchmarks)
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from core.config import LOCAL_API_KEY, Settings  # noqa: E402
-from server.engine import engine_cores, pin  # noqa: E402
+from core.config import LOCAL_API_KEY, Settings
+from server.engine import engine_cores, pin
 
 READY_TIMEOUT_S = 600
 SERVED_NAME = "chatloop"
@@ -122,7 +119,13 @@ def cpu_seconds(process: psutil.Process) -> float:
 
 
 def drive_chat(
-    server: Server, settings: Settings, concurrency: int, num_prompts: int, input_len: int = 128, output_len: int = 128
+    server: Server,
+    settings: Settings,
+    concurrency: int,
+    num_prompts: int,
+    input_len: int = 128,
+    output_len: int = 128,
+    seed: int = 0,
 ) -> dict:
     """One run of vLLM's own benchmark client (openai-chat, random prompts, ignore_eos); also the CPU the server's
     API process spent per output token (HTTP, tokenizing, detokenizing: the engine core is a child process)."""
@@ -136,7 +139,7 @@ def drive_chat(
         "--backend", "openai-chat", "--base-url", server.url, "--endpoint", "/v1/chat/completions",
         "--model", str(settings.model_path.resolve()), "--served-model-name", SERVED_NAME,
         "--dataset-name", "random", "--random-input-len", str(input_len), "--random-output-len", str(output_len),
-        "--num-prompts", str(num_prompts), "--max-concurrency", str(concurrency), "--ignore-eos", "--seed", "0",
+        "--num-prompts", str(num_prompts), "--max-concurrency", str(concurrency), "--ignore-eos", "--seed", str(seed),
         "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,99", "--disable-tqdm",
     ])  # fmt: skip
     cpu_before = cpu_seconds(server.process)
@@ -145,15 +148,3 @@ def drive_chat(
     spent = cpu_seconds(server.process) - cpu_before
     figures["api_cpu_ms_per_token"] = 1000 * spent / max(result["total_output_tokens"], 1)
     return figures
-
-
-def default_out(kind: str) -> Path:
-    return REPO / "bench" / "results" / time.strftime(f"{kind}-%Y%m%d-%H%M%S")
-
-
-def write_results(out: Path, args: argparse.Namespace, results: dict, table: str) -> None:
-    """``results.json`` (every figure, with the arguments that produced it) and ``report.md``; print the table."""
-    summary = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, **results}
-    (out / "results.json").write_text(json.dumps(summary, indent=2))
-    (out / "report.md").write_text(table + "\n")
-    print(table)

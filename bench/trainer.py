@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 
 import torch
-from harness import default_out, write_results
+from report import default_out, write_results
 
 from core.config import Settings
 from feedback.pairs import Pair, PairAnswer

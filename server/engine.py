@@ -1,4 +1,4 @@
-"""Build the one vLLM engine a server process embeds.
+"""Build the one vLLM engine a server process embeds, and place the processes around it on the CPU backend.
 
 ``AsyncLLM`` runs its engine core in a worker process; this process only tokenizes, schedules requests into it
 and streams results out, the same split as vLLM's own OpenAI server, which our benchmark compares against.

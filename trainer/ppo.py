@@ -19,6 +19,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase
 
 from core.config import PPOSettings
+from trainer.device import DEVICE
 from trainer.losses import entropy, gae, masked_whiten, policy_loss, token_rewards, value_loss
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 
 def load_policy(base: Path, parent_adapter: Path | None, settings: PPOSettings) -> PeftModel:
     """The base model with the parent's adapter, continued (or a fresh adapter over the base)."""
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).to(DEVICE)
     if parent_adapter is not None:
         return PeftModel.from_pretrained(model, parent_adapter, is_trainable=True)
     lora = LoraConfig(r=settings.lora_rank, lora_alpha=settings.lora_alpha, target_modules=LORA_TARGETS)
@@ -76,7 +77,7 @@ class PPOTrainer:
         self.reward_fn = reward_fn
         self.settings = settings
         self.rng = random.Random(seed)
-        self.value_head = torch.nn.Linear(policy.config.hidden_size, 1)
+        self.value_head = torch.nn.Linear(policy.config.hidden_size, 1, device=DEVICE)
         torch.nn.init.zeros_(self.value_head.weight)
         self.trainable = [p for p in policy.parameters() if p.requires_grad] + list(self.value_head.parameters())
         self.optimizer = torch.optim.AdamW(self.trainable, lr=settings.learning_rate)
@@ -99,7 +100,7 @@ class PPOTrainer:
         texts = [
             self.tokenizer.apply_chat_template(list(p), tokenize=False, add_generation_prompt=True) for p in prompts
         ]
-        batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(DEVICE)
         self.policy.eval()
         sequences = self.policy.generate(
             input_ids=batch.input_ids, attention_mask=batch.attention_mask, do_sample=True, top_k=0, top_p=1.0,
@@ -124,7 +125,7 @@ class PPOTrainer:
         return Rollout(
             prompts=[list(p) for p in prompts], answers=answers, sequences=sequences, attention=attention,
             mask=mask, logprobs=logprobs, ref_logprobs=ref_logprobs, values=values,
-            scores=self.reward_fn(prompts, answers).float(),
+            scores=self.reward_fn(prompts, answers).float().to(DEVICE),
         )  # fmt: skip
 
     # ---- optimisation -----------------------------------------------------------------------------------
@@ -146,7 +147,7 @@ class PPOTrainer:
             self.rng.shuffle(indices)
             epoch_kl = []
             for start in range(0, len(indices), s.minibatch_size):
-                rows = torch.tensor(indices[start : start + s.minibatch_size])
+                rows = torch.tensor(indices[start : start + s.minibatch_size], device=DEVICE)
                 mask = rollout.mask[rows]
                 logprobs, values, logits = self._forward(
                     rollout.sequences[rows], rollout.attention[rows], rollout.prompt_length

@@ -18,10 +18,12 @@ from pathlib import Path
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from pydantic import BaseModel
+from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
 from core.config import RewardSettings
 from feedback.pairs import Pair
+from trainer.device import DEVICE
 from trainer.losses import bradley_terry_loss
 
 log = logging.getLogger(__name__)
@@ -79,14 +81,14 @@ class RewardModel(torch.nn.Module):
             lora_alpha=2 * settings.lora_rank,
             target_modules=rf".*layers\.({top})\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)",
         )
-        return cls(get_peft_model(backbone, lora), load_tokenizer(base), settings.max_length)
+        return cls(get_peft_model(backbone, lora), load_tokenizer(base), settings.max_length).to(DEVICE)
 
     @classmethod
     def load(cls, base: Path, folder: Path, max_length: int) -> RewardModel:
         backbone = PeftModel.from_pretrained(AutoModel.from_pretrained(base, dtype=torch.float32), folder)
         model = cls(backbone, load_tokenizer(base), max_length)
         model.head.load_state_dict(torch.load(folder / HEAD_FILE, weights_only=True))
-        return model.eval()
+        return model.to(DEVICE).eval()
 
     def save(self, folder: Path) -> None:
         self.backbone.save_pretrained(folder)
@@ -96,6 +98,7 @@ class RewardModel(torch.nn.Module):
         batch = self.tokenizer(
             list(texts), return_tensors="pt", padding=True, truncation=True, max_length=self.max_length
         )
+        batch = batch.to(self.head.weight.device)
         hidden = self.backbone(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
         return self.head(hidden[:, -1]).squeeze(-1)
 
@@ -121,7 +124,7 @@ def _texts(model: RewardModel, pairs: Sequence[Pair]) -> _PairTexts:
         rejected=[
             conversation_text(model.tokenizer, p, pair.rejected.text) for p, pair in zip(prompt, pairs, strict=True)
         ],
-        weights=torch.tensor([pair.weight for pair in pairs]),
+        weights=torch.tensor([pair.weight for pair in pairs], device=DEVICE),
     )
 
 
@@ -150,7 +153,8 @@ def train_reward_model(
     for epoch in range(settings.epochs):
         model.train()
         rng.shuffle(order)
-        for start in range(0, len(order), settings.batch_size):
+        batches = range(0, len(order), settings.batch_size)
+        for start in tqdm(batches, desc=f"reward model epoch {epoch + 1}/{settings.epochs}", disable=None):
             batch = _texts(model, [train[i] for i in order[start : start + settings.batch_size]])
             loss = bradley_terry_loss(model.forward(batch.chosen), model.forward(batch.rejected), batch.weights)
             optimizer.zero_grad()

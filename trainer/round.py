@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import redis
 import torch
+from tqdm.auto import tqdm
 
 from core import keys
 from core.config import Settings
@@ -74,7 +75,7 @@ def run_round(settings: Settings, client: redis.Redis, consumer: PairConsumer, w
     sft_losses = supervised_stage(policy, tokenizer, pairs, settings.ppo, seed) if settings.ppo.sft_epochs else []
     steps = []
     rng = random.Random(seed)
-    for _ in range(settings.ppo.rollouts):
+    for _ in tqdm(range(settings.ppo.rollouts), desc="ppo rollouts", disable=None):
         batch = rng.sample(train_prompts, min(settings.ppo.batch_prompts, len(train_prompts)))
         steps.append(ppo.step(ppo.rollout(batch)))
         log.info("ppo step", extra={k: round(v, 4) for k, v in steps[-1].items()})

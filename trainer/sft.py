@@ -16,6 +16,7 @@ from transformers import PreTrainedTokenizerBase
 
 from core.config import PPOSettings
 from feedback.pairs import Pair
+from trainer.device import DEVICE
 
 IGNORE = -100
 
@@ -26,7 +27,7 @@ def _example(tokenizer: PreTrainedTokenizerBase, pair: Pair) -> tuple[torch.Tens
     full_text = tokenizer.apply_chat_template(
         [*prompt, {"role": "assistant", "content": pair.chosen.text}], tokenize=False
     )
-    ids = tokenizer(full_text, return_tensors="pt", add_special_tokens=False).input_ids
+    ids = tokenizer(full_text, return_tensors="pt", add_special_tokens=False).input_ids.to(DEVICE)
     labels = ids.clone()
     labels[:, : len(tokenizer(prompt_text, add_special_tokens=False).input_ids)] = IGNORE
     return ids, labels
