@@ -27,7 +27,8 @@ import time
 from pathlib import Path
 
 import aiohttp
-from harness import Server, chatloop_command, default_out, drive_chat, running, write_results
+from harness import Server, chatloop_command, drive_chat, running
+from report import default_out, figure_table, write_results
 
 from core.config import LOCAL_API_KEY, Settings
 
@@ -154,15 +155,14 @@ def main() -> None:
         "chat_under_feedback_load": loaded,
         "ttft_median_ratio": loaded["median_ttft_ms"] / quiet["median_ttft_ms"],
     }
-    table = "\n".join([
-        "| figure | value |", "| --- | --- |",
-        f"| feedback events/s through HTTP (concurrency {args.concurrency}) | {results['events_per_s']:.0f} |",
-        f"| feedback latency p50 / p99 ms | {results['latency_p50_ms']:.1f} / {results['latency_p99_ms']:.1f} |",
-        f"| response statuses | {statuses} |",
-        f"| redis-benchmark XADD/s, same Redis, 50 clients (ceiling) | {ceiling or 'n/a'} |",
-        f"| chat TTFT median ms, no feedback load | {quiet['median_ttft_ms']:.0f} |",
-        f"| chat TTFT median ms, {args.load_rate:.0f} feedback events/s | {loaded['median_ttft_ms']:.0f} |",
-        f"| TTFT median ratio (loaded / quiet) | {results['ttft_median_ratio']:.3f} |",
+    table = figure_table([
+        (f"feedback events/s through HTTP (concurrency {args.concurrency})", f"{results['events_per_s']:.0f}"),
+        ("feedback latency p50 / p99 ms", f"{results['latency_p50_ms']:.1f} / {results['latency_p99_ms']:.1f}"),
+        ("response statuses", str(statuses)),
+        ("redis-benchmark XADD/s, same Redis, 50 clients (ceiling)", str(ceiling or "n/a")),
+        ("chat TTFT median ms, no feedback load", f"{quiet['median_ttft_ms']:.0f}"),
+        (f"chat TTFT median ms, {args.load_rate:.0f} feedback events/s", f"{loaded['median_ttft_ms']:.0f}"),
+        ("TTFT median ratio (loaded / quiet)", f"{results['ttft_median_ratio']:.3f}"),
     ])  # fmt: skip
     write_results(args.out, args, results, table)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 import psutil
-from report import REPO, default_out, write_results  # noqa: F401  (re-exported for the benchmarks)
+from report import REPO
 
 from core.config import LOCAL_API_KEY, Settings
 from server.engine import engine_cores, pin

@@ -20,6 +20,11 @@ def default_out(kind: str) -> Path:
     return REPO / "bench" / "results" / time.strftime(f"{kind}-%Y%m%d-%H%M%S")
 
 
+def figure_table(rows: list[tuple[str, str]]) -> str:
+    """A two-column Markdown table of (figure, value) rows."""
+    return "\n".join(["| figure | value |", "| --- | --- |", *(f"| {name} | {value} |" for name, value in rows)])
+
+
 def write_results(out: Path, args: argparse.Namespace, results: dict, table: str) -> None:
     """``results.json`` (every figure, with the arguments that produced it) and ``report.md``; print the table."""
     summary = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, **results}

@@ -17,7 +17,8 @@ import sys
 from functools import partial
 from pathlib import Path
 
-from harness import SERVED_NAME, chatloop_command, default_out, drive_chat, running, write_results
+from harness import SERVED_NAME, chatloop_command, drive_chat, running
+from report import default_out, write_results
 
 from core.config import LOCAL_API_KEY, Settings
 

@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 
 import torch
-from report import default_out, write_results
+from report import default_out, figure_table, write_results
 
 from core.config import Settings
 from feedback.pairs import Pair, PairAnswer
@@ -85,16 +85,15 @@ def main() -> None:
         "settings": {"reward": settings.reward.model_dump(), "ppo": ppo_settings.model_dump()},
     }  # fmt: skip
     mean = lambda values: sum(values) / len(values)  # noqa: E731
-    table = "\n".join([
-        "| figure | value |", "| --- | --- |",
-        f"| reward model: pairs/s (train, {settings.reward.epochs} epochs, LoRA on top {settings.reward.top_layers} "
-        f"layers) | {results['reward_model']['pairs_per_s']:.2f} |",
-        f"| reward model: held-out accuracy on the synthetic preference | {reward_metrics.held_out_accuracy} |",
-        f"| PPO: rollout s per batch ({ppo_settings.batch_prompts} prompts x {ppo_settings.max_new_tokens} tokens, "
-        f"with reference and reward) | {mean(rollout_s):.1f} |",
-        f"| PPO: update s per batch ({ppo_settings.epochs} epochs, minibatch {ppo_settings.minibatch_size}) "
-        f"| {mean(step_s):.1f} |",
-        f"| peak memory MiB | {results['peak_memory']} |",
+    reward, ppo = settings.reward, ppo_settings
+    table = figure_table([
+        (f"reward model: pairs/s (train, {reward.epochs} epochs, LoRA on top {reward.top_layers} layers)",
+         f"{results['reward_model']['pairs_per_s']:.2f}"),
+        ("reward model: held-out accuracy on the synthetic preference", str(reward_metrics.held_out_accuracy)),
+        (f"PPO: rollout s per batch ({ppo.batch_prompts} prompts x {ppo.max_new_tokens} tokens, with reference and "
+         "reward)", f"{mean(rollout_s):.1f}"),
+        (f"PPO: update s per batch ({ppo.epochs} epochs, minibatch {ppo.minibatch_size})", f"{mean(step_s):.1f}"),
+        ("peak memory MiB", str(results["peak_memory"])),
     ])  # fmt: skip
     write_results(args.out, args, results, table)
 
