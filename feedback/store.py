@@ -89,18 +89,40 @@ class FeedbackStore:
 
     # ---- checks -----------------------------------------------------------------------------------------
 
-    async def owned_record(self, key_id: str, user: str | None, completion_id: str) -> CompletionRecord:
-        """The record, if this key and user received it; a 404 otherwise, which says nothing of whether it exists
-        for someone else. An answer still streaming is a 409 (for its owner only)."""
-        record = await self.records.get(completion_id)
-        if record is None:
+    async def owned_records(
+        self, key_id: str, user: str | None, completion_ids: list[str], *, gesture: bool
+    ) -> list[CompletionRecord]:
+        """The records, if this key and user received them; a 404 otherwise, which says nothing of whether one
+        exists for someone else. An answer still streaming is a 409 (for its owner only). A ``gesture`` also counts
+        against the user's rate limit, in the same round trip to Redis as the records, whatever the ids."""
+        uid = user_id(key_id, user)
+        rate_key = keys.rate_limit_key(uid, int(time.time() // RATE_WINDOW_S))
+        pipe = self.client.pipeline(transaction=False)
+        for completion_id in completion_ids:
+            pipe.get(keys.completion_key(completion_id))
+        if gesture:
+            pipe.incr(rate_key)
+            pipe.expire(rate_key, RATE_WINDOW_S * 2)
+        replies = await pipe.execute()
+        if gesture:
+            self._check_rate(replies[len(completion_ids)])
+        return [
+            await self._owned(key_id, user, uid, completion_id, raw)
+            for completion_id, raw in zip(completion_ids, replies, strict=False)
+        ]
+
+    async def _owned(
+        self, key_id: str, user: str | None, uid: str, completion_id: str, raw: bytes | None
+    ) -> CompletionRecord:
+        if raw is None:
             owner = await self.client.get(keys.in_flight_key(completion_id))
-            if owner is not None and owner.decode() == user_id(key_id, user):
+            if owner is not None and owner.decode() == uid:
                 raise ApiError(
                     409, "This completion is still being generated; rate it once it has finished.",
                     param="completion_id", code="completion_in_progress",
                 )  # fmt: skip
             raise _not_found(completion_id)
+        record = CompletionRecord.model_validate_json(raw)
         if record.key_id != key_id or record.user != user:
             raise _not_found(completion_id)
         return record
@@ -114,14 +136,8 @@ class FeedbackStore:
             )  # fmt: skip
         return answer_ref(record.id, choice_index)
 
-    async def check_rate(self, uid: str) -> None:
+    def _check_rate(self, count: int) -> None:
         """A fixed one-minute window per user: cheap (one INCR), and the limit is per person, not per key."""
-        window = int(time.time() // RATE_WINDOW_S)
-        key = keys.rate_limit_key(uid, window)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.incr(key)
-        pipe.expire(key, RATE_WINDOW_S * 2)
-        count, _ = await pipe.execute()
         if count > self.settings.feedback_per_minute:
             retry = RATE_WINDOW_S - int(time.time()) % RATE_WINDOW_S
             raise ApiError(
@@ -140,9 +156,8 @@ class FeedbackStore:
         rating: Rating | None,
         reason: str | None,
     ) -> Outcome:
-        record = await self.owned_record(key_id, user, completion_id)
+        (record,) = await self.owned_records(key_id, user, [completion_id], gesture=True)
         ref = self.check_choice(record, choice_index, "choice_index")
-        await self.check_rate(record.user_id)
 
         def plan(state: ConversationState) -> Change:
             change = Change(drafts=pairs_after_rating(state, ref, rating))
@@ -164,8 +179,7 @@ class FeedbackStore:
     async def compare(
         self, key_id: str, user: str | None, chosen: tuple[str, int], rejected: tuple[str, int]
     ) -> Outcome:
-        chosen_record = await self.owned_record(key_id, user, chosen[0])
-        rejected_record = await self.owned_record(key_id, user, rejected[0])
+        chosen_record, rejected_record = await self.owned_records(key_id, user, [chosen[0], rejected[0]], gesture=True)
         chosen_ref = self.check_choice(chosen_record, chosen[1], "chosen.choice_index")
         rejected_ref = self.check_choice(rejected_record, rejected[1], "rejected.choice_index")
         if chosen_ref == rejected_ref:
@@ -175,7 +189,6 @@ class FeedbackStore:
                 400, "chosen and rejected answer different conversations; only answers to the same messages "
                 "can be compared.", param="rejected", code="different_conversations",
             )  # fmt: skip
-        await self.check_rate(chosen_record.user_id)
 
         def plan(state: ConversationState) -> Change:
             drafts = pairs_after_comparison(state, chosen_ref, rejected_ref)
@@ -191,7 +204,7 @@ class FeedbackStore:
         self, key_id: str, user: str | None, replaced: str, choice: str | None, conversation_id: str
     ) -> None:
         """A regeneration must name an answer its caller received, to the same conversation."""
-        record = await self.owned_record(key_id, user, replaced)
+        (record,) = await self.owned_records(key_id, user, [replaced], gesture=False)
         index = self._regenerated_choice(choice)
         self.check_choice(record, index, "metadata.regenerate_choice")
         if record.conversation_id != conversation_id:

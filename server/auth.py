@@ -51,12 +51,13 @@ def authenticate(settings: Settings, request: Request) -> Caller:
     raise ApiError(401, "Incorrect API key provided.", code="invalid_api_key")
 
 
-def require_user(request: Request) -> Caller:
-    """FastAPI dependency for endpoints any valid key may call."""
+async def require_user(request: Request) -> Caller:
+    """FastAPI dependency for endpoints any valid key may call. Async, though it awaits nothing: FastAPI runs a
+    plain function dependency in a thread pool, a thread hop on every request."""
     return authenticate(request.app.state.settings, request)
 
 
-def require_admin(request: Request) -> Caller:
+async def require_admin(request: Request) -> Caller:
     """FastAPI dependency for operator endpoints."""
     caller = authenticate(request.app.state.settings, request)
     if not caller.is_admin:
