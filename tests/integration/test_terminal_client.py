@@ -39,7 +39,7 @@ def completions_of(server: ServerHandle, user: str) -> list[CompletionRecord]:
     client = server.redis.client()
     keys = client.scan_iter("chatloop:completion:*")
     records = [CompletionRecord.model_validate_json(client.get(key)) for key in keys]
-    return sorted((r for r in records if r.user == user), key=lambda r: r.created)
+    return sorted((r for r in records if r.user == user), key=lambda r: r.finished)  # created: whole seconds
 
 
 def ask(child: pexpect.spawn, line: str) -> str:
