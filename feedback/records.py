@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import time
+from functools import cached_property
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel
@@ -63,11 +64,12 @@ class CompletionRecord(BaseModel):
     prompt_tokens: int
     completion_tokens: int
 
-    @property
+    # Cached: a gesture reads both several times, and the conversation's hash serializes every message.
+    @cached_property
     def user_id(self) -> str:
         return user_id(self.key_id, self.user)
 
-    @property
+    @cached_property
     def conversation_id(self) -> str:
         return conversation_id(self.user_id, self.conversation)
 

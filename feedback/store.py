@@ -108,7 +108,7 @@ class FeedbackStore:
             self._check_rate(replies[len(completion_ids)])
         return [
             await self._owned(key_id, user, uid, completion_id, raw)
-            for completion_id, raw in zip(completion_ids, replies, strict=False)
+            for completion_id, raw in zip(completion_ids, replies[: len(completion_ids)], strict=True)
         ]
 
     async def _owned(
@@ -196,7 +196,7 @@ class FeedbackStore:
             return Change(drafts=drafts, counters=counters)
 
         event = {"type": "comparison", "chosen": chosen_ref, "rejected": rejected_ref}
-        return await self._commit(chosen_record, event, plan)
+        return await self._commit(chosen_record, event, plan, known=[rejected_record])
 
     # ---- regenerations ----------------------------------------------------------------------------------
 
@@ -245,8 +245,13 @@ class FeedbackStore:
     # ---- the transaction --------------------------------------------------------------------------------
 
     async def _commit(
-        self, record: CompletionRecord, event: dict, plan: Callable[[ConversationState], Change]
+        self,
+        record: CompletionRecord,
+        event: dict,
+        plan: Callable[[ConversationState], Change],
+        known: list[CompletionRecord] | None = None,
     ) -> Outcome:
+        """Apply ``plan`` to ``record``'s conversation; ``known`` are other records already read, not read again."""
         conversation = keys.conversation_key(record.conversation_id)
         quota = keys.pair_quota_key(record.user_id, int(time.time() // QUOTA_WINDOW_S))
         async with self.client.pipeline(transaction=True) as pipe:
@@ -255,7 +260,7 @@ class FeedbackStore:
                     await pipe.watch(conversation, quota)
                     change = plan(state_from_hash(await pipe.hgetall(conversation)))
                     room = max(self.settings.pairs_per_hour - int(await pipe.get(quota) or 0), 0)
-                    pairs = await self._pairs(record, change.drafts[:room])
+                    pairs = await self._pairs([record, *(known or [])], change.drafts[:room])
                     pipe.multi()
                     self._write(pipe, record, conversation, quota, change, pairs)
                     event_id = self._append_event(pipe, record, {**event, "pairs": [p.pair_id for p in pairs]})
@@ -299,11 +304,14 @@ class FeedbackStore:
     def _oldest_kept_ms(self) -> int:
         return int((time.time() - self.event_retention_s) * 1000)
 
-    async def _pairs(self, record: CompletionRecord, drafts: list[PairDraft]) -> list[Pair]:
-        """Pairs with their texts: the answers may belong to other completions of the same conversation."""
-        ids = {split_ref(ref)[0] for draft in drafts for ref in (draft.chosen, draft.rejected)} - {record.id}
-        fetched = await asyncio.gather(*(self.records.get(completion_id) for completion_id in ids))
-        records = {record.id: record} | {r.id: r for r in fetched if r is not None}
+    async def _pairs(self, known: list[CompletionRecord], drafts: list[PairDraft]) -> list[Pair]:
+        """Pairs with their texts: the answers may belong to other completions of the same conversation, read
+        here unless ``known`` (the gesture's own record first) has them."""
+        record = known[0]
+        records = {r.id: r for r in known}
+        missing = {split_ref(ref)[0] for draft in drafts for ref in (draft.chosen, draft.rejected)} - set(records)
+        fetched = await asyncio.gather(*(self.records.get(completion_id) for completion_id in missing))
+        records |= {r.id: r for r in fetched if r is not None}
         now = time.time()
         pairs = []
         for draft in drafts:

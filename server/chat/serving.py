@@ -252,13 +252,14 @@ class ChatService:
             return
         metadata = chat.request.metadata or {}
         user = chat.request.user
+        owner = user_id(chat.caller.key_id, user)
         try:
             if "regenerate_of" in metadata:
                 await self.feedback.check_regeneration(
                     chat.caller.key_id, user, metadata["regenerate_of"], metadata.get("regenerate_choice"),
-                    conversation_id(user_id(chat.caller.key_id, user), recorded_conversation(chat.request)),
+                    conversation_id(owner, recorded_conversation(chat.request)),
                 )  # fmt: skip
-            await self.store.mark_in_flight(chat.completion_id, user_id(chat.caller.key_id, user), IN_FLIGHT_TTL_S)
+            await self.store.mark_in_flight(chat.completion_id, owner, IN_FLIGHT_TTL_S)
         except RedisError:
             log.warning("redis unavailable before generation", extra={"completion_id": chat.completion_id})
 
