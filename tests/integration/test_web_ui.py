@@ -70,17 +70,17 @@ def finished_answer(page: Page) -> dict:
 
 
 def test_answer_grows_while_it_streams(page: Page) -> None:
-    send(page, "Count from 1 to 60, separated by commas.")
-    streaming = page.locator(".message.assistant.streaming .bubble")
-    expect(streaming).to_be_visible(timeout=30_000)
+    send(page, "Write three paragraphs about the sea.")
     lengths = []
-    while len(lengths) < 400:  # read in one step: the streaming bubble is replaced the moment the answer ends
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # read in one step: the streaming bubble is replaced when the answer ends
         length = page.evaluate(
             "() => document.querySelector('.message.assistant.streaming .bubble')?.innerText.length ?? null"
         )
-        if length is None:
+        if length is not None:
+            lengths.append(length)
+        elif lengths:
             break
-        lengths.append(length)
         time.sleep(0.05)
     grown = sorted(set(lengths))
     assert len(grown) >= 3, f"the answer should appear piece by piece, saw lengths {grown}"
