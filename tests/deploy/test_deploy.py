@@ -27,6 +27,7 @@ DOCKERFILES = sorted((DEPLOY / "docker").glob("Dockerfile.*"))
 # The oldest Kubernetes the manifests claim to fit (the preStop sleep action is beta, on by default, from 1.30) and
 # the newest the validator bundles.
 K8S_VERSIONS = ("1.30.0", "1.37.0")
+VALIDATOR_MISSING = "kubernetes-validate is not installed; `make test` installs it (pyproject.toml's test extra)"
 KEYS = {"CHATLOOP_API_KEYS": "sk-test", "CHATLOOP_ADMIN_KEY": "sk-admin-test"}
 
 pytestmark = pytest.mark.deploy
@@ -112,6 +113,7 @@ def rendered() -> dict[str, list[dict]]:
 
 
 def find(docs: list[dict], kind: str, name: str) -> dict:
+    """The one object of ``kind`` named ``name``, or ``name`` and the hash suffix that kustomize's generators add."""
     matches = [doc for doc in docs if doc["kind"] == kind and doc["metadata"]["name"].startswith(name)]
     assert len(matches) == 1, f"{kind} {name}: {len(matches)} found"
     return matches[0]
@@ -120,7 +122,7 @@ def find(docs: list[dict], kind: str, name: str) -> dict:
 def schema_error(doc: dict, version: str) -> str | None:
     """Why ``doc`` fails the schema of Kubernetes ``version``, or None. Strict: an unknown field (a typo) fails too,
     and so does a kind without a bundled schema. A short message: the exception drags the whole schema along."""
-    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    kubernetes_validate = pytest.importorskip("kubernetes_validate", reason=VALIDATOR_MISSING)
     try:
         kubernetes_validate.validate(doc, version, strict=True)
     except (kubernetes_validate.ValidationError, kubernetes_validate.SchemaNotFoundError) as exc:
