@@ -141,6 +141,33 @@ def _train(args: argparse.Namespace, settings: Settings) -> None:
             run_forever(settings, client)
 
 
+def _policy(args: argparse.Namespace, settings: Settings) -> None:
+    from client.ops import AdminClient, run
+
+    url = (args.url or f"http://{settings.host}:{settings.port}").rstrip("/")
+    client = AdminClient(url, args.key or settings.admin_key.get_secret_value())
+    run(client, args.action, getattr(args, "version", None), getattr(args, "canary", None), args.reason)
+
+
+def _add_policy_commands(commands: argparse._SubParsersAction) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", help="the server (default: http://CHATLOOP_HOST:CHATLOOP_PORT)")
+    common.add_argument("--key", help="the admin key (default: CHATLOOP_ADMIN_KEY)")
+    common.add_argument("--reason", default="", help="kept in the audit trail")
+    policy = commands.add_parser("policy", help="list policy versions, promote, canary, roll back, retire")
+    policy.set_defaults(run=_policy)
+    actions = policy.add_subparsers(dest="action", required=True)
+    actions.add_parser("list", parents=[common], help="every version, its state and lineage, and the routing")
+    actions.add_parser("show", parents=[common], help="one version in full").add_argument("version")
+    promote = actions.add_parser(
+        "promote", parents=[common], help="make a version active, or with --canary PCT the canary"
+    )
+    promote.add_argument("version")
+    promote.add_argument("--canary", type=float, metavar="PCT", help="serve it to this share of users only")
+    actions.add_parser("rollback", parents=[common], help="end the canary, or return to the previous active version")
+    actions.add_parser("retire", parents=[common], help="take a version out of service").add_argument("version")
+
+
 def _add_listen_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="interface to listen on (default: CHATLOOP_HOST)")
     parser.add_argument("--port", type=int, help="port to listen on (default: CHATLOOP_PORT)")
@@ -172,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="run one training round now")
     train.add_argument("--once", action="store_true", required=True, help="one round, then exit")
     train.set_defaults(run=_train)
+    _add_policy_commands(commands)
     prepare = commands.add_parser("prepare-model", help="convert the default model into the data folder")
     prepare.set_defaults(run=_prepare_model)
     return parser

@@ -72,6 +72,19 @@ class TrainerLoopSettings(BaseModel):
     seed: int = 0
 
 
+class RolloutSettings(BaseModel):
+    """How the server follows the registry, and the automatic steps of a rollout (server/versions/autopilot.py)."""
+
+    reconcile_seconds: float = Field(5.0, gt=0, description="Re-read the routing this often, messages or not.")
+    max_adapters: int = Field(2, ge=1, description="Versions served as adapters in one engine step.")
+    auto_canary: bool = Field(False, description="Make each new candidate the canary without an operator.")
+    auto_canary_percent: float = Field(20.0, gt=0, lt=100, description="The share of users such a canary gets.")
+    auto_promote: bool = Field(False, description="Make a canary active once it has enough answers and is not worse.")
+    promote_min_answers: int = Field(40, ge=1, description="Answers a canary serves before it can be promoted.")
+    rollback_confidence: float = Field(0.95, gt=0.5, lt=1, description="Of the test that a canary is worse.")
+    rollback_min_answers: int = Field(20, ge=1, description="Answers each side serves before that test runs.")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CHATLOOP_", env_file=".env", extra="ignore", env_nested_delimiter="__"
@@ -119,6 +132,7 @@ class Settings(BaseSettings):
     ppo: PPOSettings = Field(default_factory=PPOSettings)
     gate: GateSettings = Field(default_factory=GateSettings)
     trainer: TrainerLoopSettings = Field(default_factory=TrainerLoopSettings)
+    rollout: RolloutSettings = Field(default_factory=RolloutSettings)
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -41,6 +41,15 @@ def version_stats_key(version: str) -> str:
     return f"{PREFIX}:stats:{version}"
 
 
+STATS_HISTORY = f"{PREFIX}:stats-history"
+"""Stream of snapshots of every version's counters, one per period, for rates over time."""
+
+
+def stats_snapshot_lock(slot: int) -> str:
+    """Taken by the one server that writes the snapshot of a period."""
+    return f"{PREFIX}:stats-history-lock:{slot}"
+
+
 VERSIONS_SEEN = f"{PREFIX}:stats-versions"
 """The set of versions that have counters."""
 
@@ -60,6 +69,12 @@ VERSIONS = f"{PREFIX}:versions"
 
 VERSION_SEQUENCE = f"{PREFIX}:version-seq"
 """Counter behind version ids v1, v2, ..."""
+
+ROUTING = f"{PREFIX}:routing"
+"""JSON: the active version, the canary and its share, the rollback history (``core.routing.Routing``)."""
+
+VERSION_ERRORS = f"{PREFIX}:version-errors"
+"""Hash: version id -> JSON of the last failure of a server to load it (which server, the error, when)."""
 
 REGISTRY_CHANNEL = f"{PREFIX}:registry"
 """Pub/sub channel told of every registry change."""

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Literal
 
 import redis
 from pydantic import BaseModel, Field
 
 from core import keys
-from core.policy import BASE_VERSION
+from core.policy import version_order
+from core.routing import Routing, Transition
 
 State = Literal["candidate", "canary", "active", "retired", "rejected"]
 
@@ -53,15 +55,38 @@ class Registry:
 
     def all(self) -> list[Version]:
         versions = [Version.model_validate_json(raw) for raw in self.client.hvals(keys.VERSIONS)]
-        return sorted(versions, key=lambda v: int(v.id.removeprefix("v")))
+        return sorted(versions, key=lambda v: version_order(v.id))
 
-    def active(self) -> Version | None:
-        return next((v for v in reversed(self.all()) if v.state == "active"), None)
+    def routing(self) -> Routing:
+        raw = self.client.get(keys.ROUTING)
+        return Routing() if raw is None else Routing.model_validate_json(raw)
 
     def parent_for_training(self) -> str:
-        """What the next round continues: the active version, else the base model."""
-        active = self.active()
-        return active.id if active is not None else BASE_VERSION
+        """What the next round continues: the active version (the base model until one is promoted)."""
+        return self.routing().active
+
+    def states(self) -> dict[str, str]:
+        return {version.id: version.state for version in self.all()}
+
+    def change(self, plan: Callable[[Routing, dict[str, str]], Transition], who: str, why: str) -> Routing:
+        """Compute a transition from the current routing and states and apply it atomically; when another
+        operator or server changed either meanwhile, compute it again on what they left."""
+        with self.client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(keys.ROUTING, keys.VERSIONS)
+                    transition = plan(self.routing(), self.states())
+                    changed = [self.get(version_id) for version_id in transition.states]
+                    pipe.multi()
+                    pipe.set(keys.ROUTING, transition.routing.model_dump_json())
+                    for version in changed:
+                        version.state = transition.states[version.id]
+                        self.register(version, who=who, why=why, pipe=pipe)
+                    pipe.publish(keys.REGISTRY_CHANNEL, json.dumps({"routing": transition.routing.revision}))
+                    pipe.execute()
+                    return transition.routing
+                except redis.WatchError:
+                    continue
 
     def register(self, version: Version, who: str, why: str, pipe: redis.client.Pipeline | None = None) -> Version:
         """Store the version with an audit entry and announce it; inside ``pipe`` when given, so that the caller

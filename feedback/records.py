@@ -46,6 +46,14 @@ def conversation_id(user: str, messages: list[RecordedMessage]) -> str:
     return hashlib.sha256(f"{user}\0{canonical}".encode()).hexdigest()[:24]
 
 
+class WeightChange(BaseModel):
+    """The active version's weights were swapped while this answer was generated: its tokens from
+    ``after_tokens`` on (summed over choices) came from ``active``'s weights (plus the answer's adapter, if any)."""
+
+    after_tokens: int
+    active: str
+
+
 class CompletionRecord(BaseModel):
     id: str
     created: float
@@ -63,6 +71,7 @@ class CompletionRecord(BaseModel):
     params: dict[str, object]
     prompt_tokens: int
     completion_tokens: int
+    weight_changes: list[WeightChange] = []
 
     # Cached: a gesture reads both several times, and the conversation's hash serializes every message.
     @cached_property

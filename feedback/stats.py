@@ -6,7 +6,9 @@ score interval stays inside [0, 1] and is honest about small samples, where the 
 
 from __future__ import annotations
 
+import json
 import math
+import time
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel
@@ -82,3 +84,43 @@ async def read_counters(client: aioredis.Redis) -> dict[str, dict[str, int]]:
         version: {name: int(values.get(name.encode(), 0)) for name in COUNTERS}
         for version, values in zip(versions, raw, strict=True)
     }
+
+
+HISTORY_LENGTH = 10_080
+"""Snapshots kept: a week at one a minute."""
+
+
+async def snapshot_counters(client: aioredis.Redis, period_s: float) -> bool:
+    """Append every version's counters to the history, at most once per period however many servers call it."""
+    slot = int(time.time() // period_s)
+    if not await client.set(keys.stats_snapshot_lock(slot), 1, nx=True, ex=int(period_s * 2) + 1):
+        return False
+    counters = await read_counters(client)
+    entry = {"at": time.time(), "counters": counters}
+    await client.xadd(keys.STATS_HISTORY, {"snapshot": json.dumps(entry)}, maxlen=HISTORY_LENGTH, approximate=True)
+    return True
+
+
+async def read_history(client: aioredis.Redis, since: float) -> list[dict]:
+    """Snapshots taken after ``since`` (unix seconds), oldest first."""
+    entries = await client.xrange(keys.STATS_HISTORY, min=str(int(since * 1000)))
+    return [json.loads(fields[b"snapshot"]) for _, fields in entries]
+
+
+class Comparison(BaseModel):
+    """A one-sided pooled two-proportion z-test that ``a``'s rate is higher than ``b``'s."""
+
+    a: Rate
+    b: Rate
+    z: float
+    p_value: float
+
+
+def compare_rates(successes_a: int, trials_a: int, successes_b: int, trials_b: int) -> Comparison:
+    pooled = (successes_a + successes_b) / max(trials_a + trials_b, 1)
+    spread = math.sqrt(pooled * (1 - pooled) * (1 / max(trials_a, 1) + 1 / max(trials_b, 1)))
+    difference = successes_a / max(trials_a, 1) - successes_b / max(trials_b, 1)
+    z = difference / spread if spread > 0 else 0.0
+    return Comparison(
+        a=rate(successes_a, trials_a), b=rate(successes_b, trials_b), z=z, p_value=0.5 * math.erfc(z / math.sqrt(2))
+    )

@@ -11,42 +11,74 @@ import logging
 import os
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import redis
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from redis.exceptions import RedisError
 
 from core.config import Settings
 from core.local_redis import LocalRedis, start_local_redis
 from feedback.records import CompletionStore
+from feedback.stats import snapshot_counters
 from feedback.store import FeedbackStore
 from server import health_api, models_api
+from server.admin import api_router as admin_api
+from server.admin.service import AdminService
 from server.chat import api_router as chat_api
 from server.chat.serving import ChatService
 from server.engine import build_engine, keep_off_engine_cores
 from server.errors import install_error_handlers
 from server.feedback import api_router as feedback_api
 from server.metrics import MetricsMiddleware
+from server.versions import autopilot
+from server.versions.loaded import LoadedVersions
+from server.versions.manager import VersionManager
 
 log = logging.getLogger(__name__)
 
 REDIS_TIMEOUT_S = 2.0
+STATS_SNAPSHOT_S = 60.0
 WEB_UI = Path(__file__).resolve().parent.parent / "client" / "web"
 
 
-async def _load_engine(app: FastAPI, settings: Settings) -> None:
+async def _load_engine(app: FastAPI, settings: Settings, client: aioredis.Redis) -> None:
     try:
         app.state.engine = await asyncio.to_thread(build_engine, settings)
         keep_off_engine_cores()
-        app.state.chat = ChatService(app.state.engine, settings, app.state.feedback)
+        versions = VersionManager(LoadedVersions(app.state.engine, settings), client, settings)
+        await _first_reconcile(versions)
+        app.state.versions = versions
+        app.state.chat = ChatService(app.state.engine, settings, app.state.feedback, versions)
     except Exception:
         log.critical("engine failed to start; shutting down", exc_info=True)
         os.kill(os.getpid(), signal.SIGTERM)
         return
-    log.info("engine ready", extra={"model": str(settings.model_path)})
+    log.info("engine ready", extra={"model": str(settings.model_path), "active": versions.routing.active})
+    await versions.run()
+
+
+async def _first_reconcile(versions: VersionManager) -> None:
+    """Load what the registry routes to before declaring the server ready; without Redis, start on the base
+    model and let the reconcile loop catch up."""
+    try:
+        await versions.reconcile()
+    except RedisError:
+        log.warning("registry unreachable at start; serving the base model until it is back")
+
+
+async def _every(seconds: float, name: str, work: Callable[..., Awaitable[object]], *args: object) -> None:
+    """Run ``work`` every ``seconds`` until cancelled; Redis being away only skips a turn."""
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await work(*args)
+        except (RedisError, OSError):
+            log.warning("periodic task skipped: Redis unreachable", extra={"task": name})
 
 
 @asynccontextmanager
@@ -57,17 +89,27 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if redis_url is None:
         local = start_local_redis(settings.redis_dir)
         redis_url = local.url
-    client = aioredis.from_url(redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S)
+    timeouts = {"socket_timeout": REDIS_TIMEOUT_S, "socket_connect_timeout": REDIS_TIMEOUT_S}
+    client = aioredis.from_url(redis_url, **timeouts)
+    registry_client = redis.Redis.from_url(redis_url, **timeouts)  # the registry's transactions run in threads
     records = CompletionStore(client, retention_s=settings.record_retention_days * 86400)
     app.state.feedback = FeedbackStore(client, records, settings)
-    loader = asyncio.create_task(_load_engine(app, settings))
+    app.state.admin = AdminService(registry_client, client, lambda: app.state.versions)
+    period = settings.rollout.reconcile_seconds
+    tasks = [
+        asyncio.create_task(_load_engine(app, settings, client)),
+        asyncio.create_task(_every(period, "autopilot", autopilot.check, registry_client, client, settings.rollout)),
+        asyncio.create_task(_every(STATS_SNAPSHOT_S, "stats snapshot", snapshot_counters, client, STATS_SNAPSHOT_S)),
+    ]
     try:
         yield
     finally:
-        loader.cancel()
+        for task in tasks:
+            task.cancel()
         if app.state.engine is not None:
             app.state.engine.shutdown()
         await client.aclose()
+        registry_client.close()
         if local is not None:
             local.stop()
 
@@ -78,9 +120,12 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.started_at = int(time.time())
     app.state.engine = None
     app.state.chat = None
+    app.state.versions = None
     app.add_middleware(MetricsMiddleware)
     install_error_handlers(app)
-    for module in (chat_api, feedback_api, models_api, health_api):
-        app.include_router(module.router)
+    app.state.web_root = WEB_UI
+    for router in (chat_api.router, feedback_api.router, admin_api.router, admin_api.page, models_api.router,
+                   health_api.router):  # fmt: skip
+        app.include_router(router)
     app.mount("/", StaticFiles(directory=WEB_UI, html=True), name="web")  # last: the API routes win
     return app

@@ -19,6 +19,15 @@ from core.config import Settings
 
 log = logging.getLogger(__name__)
 
+LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+"""The values vLLM accepts for ``max_lora_rank``."""
+
+
+def max_lora_rank(settings: Settings) -> int:
+    """Room for a version served as its difference to the active one: a LoRA of twice the training rank."""
+    needed = 2 * settings.ppo.lora_rank
+    return next((rank for rank in LORA_RANKS if rank >= needed), LORA_RANKS[-1])
+
 
 def engine_args(settings: Settings) -> AsyncEngineArgs:
     return AsyncEngineArgs(
@@ -32,6 +41,11 @@ def engine_args(settings: Settings) -> AsyncEngineArgs:
         # Compact JSON only: with whitespace allowed, a small model under a JSON grammar can emit blank lines
         # until max_tokens. xgrammar reads this engine-wide setting, not the per-request flag.
         structured_outputs_config=StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True),
+        # Canaries and pinned versions run as adapters beside the merged active version (server/versions/).
+        enable_lora=True,
+        max_lora_rank=max_lora_rank(settings),
+        max_loras=settings.rollout.max_adapters,
+        worker_extension_cls="server.versions.cpu_lora.SkipIdleLoRA",
     )
 
 

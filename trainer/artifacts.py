@@ -13,15 +13,11 @@ from pathlib import Path
 
 from peft import PeftModel
 
+from core.policy import ADAPTER_DIRNAME
 from trainer.reward import RewardModel
 
-ADAPTER = "adapter"
 REWARD_MODEL = "reward_model"
 INFO = "version.json"
-
-
-def adapter_path(versions_dir: Path, version_id: str) -> Path:
-    return versions_dir / version_id / ADAPTER
 
 
 def remove_partials(versions_dir: Path) -> None:
@@ -34,7 +30,7 @@ def write_version(versions_dir: Path, version_id: str, policy: PeftModel, reward
     staging = versions_dir / f".{version_id}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    policy.save_pretrained(staging / ADAPTER)
+    policy.save_pretrained(staging / ADAPTER_DIRNAME)
     reward.save(staging / REWARD_MODEL)
     (staging / INFO).write_text(json.dumps(info, indent=2, default=str))
     staging.rename(final)

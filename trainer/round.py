@@ -19,10 +19,10 @@ from tqdm.auto import tqdm
 
 from core import keys
 from core.config import Settings
-from core.policy import BASE_VERSION
+from core.policy import adapter_path
 from core.registry import Registry, Version
 from feedback.pairs import PairConsumer, read_all
-from trainer.artifacts import adapter_path, remove_partials, write_version
+from trainer.artifacts import remove_partials, write_version
 from trainer.data import recent_prompts
 from trainer.gate import evaluate_policy, judge
 from trainer.ppo import PPOTrainer, load_policy
@@ -66,8 +66,7 @@ def run_round(settings: Settings, client: redis.Redis, consumer: PairConsumer, w
     train_prompts, eval_prompts = _split_prompts(prompts, settings.gate.eval_prompts, seed)
     registry = Registry(client)
     parent = registry.parent_for_training()
-    parent_adapter = None if parent == BASE_VERSION else adapter_path(settings.versions_dir, parent)
-    policy = load_policy(base, parent_adapter, settings.ppo)
+    policy = load_policy(base, adapter_path(settings.versions_dir, parent), settings.ppo)
     tokenizer = load_tokenizer(base)
     ppo = PPOTrainer(policy, tokenizer, reward_model.score, settings.ppo, seed)
 

@@ -26,8 +26,15 @@ from vllm.v1.engine.async_llm import AsyncLLM
 
 from core.config import Settings
 from core.errors import ApiError
-from core.policy import BASE_VERSION, split_model_name
-from feedback.records import CompletionRecord, RecordedChoice, RecordedMessage, conversation_id, user_id
+from core.policy import split_model_name
+from feedback.records import (
+    CompletionRecord,
+    RecordedChoice,
+    RecordedMessage,
+    WeightChange,
+    conversation_id,
+    user_id,
+)
 from feedback.store import FeedbackStore
 from server import metrics
 from server.auth import Caller
@@ -44,6 +51,7 @@ from server.chat.protocol import (
     TopLogprob,
     Usage,
 )
+from server.versions.manager import VersionManager
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +67,7 @@ def recorded_conversation(request: ChatCompletionRequest) -> list[RecordedMessag
     return [RecordedMessage(role=m.template_role(), content=m.text()) for m in request.messages]
 
 
-@dataclass
+@dataclass(eq=False)  # hashed by identity: the service keeps a set of those in flight
 class PreparedChat:
     """A request checked against the model and turned into engine inputs, ready to generate."""
 
@@ -68,9 +76,13 @@ class PreparedChat:
     completion_id: str
     created: int
     version: str
+    pinned: bool
     prompt_ids: list[int]
     params: SamplingParams
+    acc: ChoiceAccumulator
     started: float = field(default_factory=time.perf_counter)
+    weight_changes: list[WeightChange] = field(default_factory=list)
+    """Swaps of the active version's weights while this answer was generated (server/versions/loaded.py)."""
 
 
 @dataclass
@@ -153,39 +165,51 @@ def _structured_outputs(request: ChatCompletionRequest) -> StructuredOutputsPara
 
 
 class ChatService:
-    def __init__(self, engine: AsyncLLM, settings: Settings, feedback: FeedbackStore):
+    def __init__(self, engine: AsyncLLM, settings: Settings, feedback: FeedbackStore, versions: VersionManager):
         self.engine = engine
         self.settings = settings
         self.feedback = feedback
+        self.versions = versions
         self.store = feedback.records
         self.tokenizer = engine.get_tokenizer()
         self._background: set[asyncio.Task[None]] = set()
+        self._in_flight: set[PreparedChat] = set()
+        versions.loaded.on_swap.append(self._note_swap)
+
+    def _note_swap(self, active: str) -> None:
+        for chat in self._in_flight:
+            chat.weight_changes.append(WeightChange(after_tokens=chat.acc.completion_tokens, active=active))
 
     # ---- validation -------------------------------------------------------------------------------------
 
     def prepare(self, request: ChatCompletionRequest, caller: Caller) -> PreparedChat:
-        version = self._resolve_version(request.model)
+        pinned = self._pinned_version(request.model)
+        version = self.versions.route(pinned, user_id(caller.key_id, request.user))
         self._check_limits(request)
         prompt_ids = self._render(request)
         max_tokens = self._answer_budget(len(prompt_ids), request.answer_token_limit)
+        params = self._sampling_params(request, max_tokens)
         return PreparedChat(
             request=request,
             caller=caller,
             completion_id=f"chatcmpl-{uuid.uuid4().hex}",
             created=int(time.time()),
             version=version,
+            pinned=pinned is not None,
             prompt_ids=prompt_ids,
-            params=self._sampling_params(request, max_tokens),
+            params=params,
+            acc=ChoiceAccumulator(request.n, params.logprobs),
         )
 
-    def _resolve_version(self, model: str) -> str:
+    def _pinned_version(self, model: str) -> str | None:
+        """The version named after ``alias@``, or None for the routed alias."""
         alias, version = split_model_name(model)
-        if alias == self.settings.model_alias and version in (None, BASE_VERSION):
-            return BASE_VERSION
-        raise ApiError(
-            404, f"The model '{model}' does not exist or you do not have access to it.",
-            param="model", code="model_not_found",
-        )  # fmt: skip
+        if alias != self.settings.model_alias:
+            raise ApiError(
+                404, f"The model '{model}' does not exist or you do not have access to it.",
+                param="model", code="model_not_found",
+            )  # fmt: skip
+        return version
 
     def _check_limits(self, request: ChatCompletionRequest) -> None:
         if request.n > self.settings.max_n:
@@ -267,10 +291,15 @@ class ChatService:
         """Start generating and wait for the first output, so that a request the engine refuses (a JSON schema
         it cannot compile, say) still gets a 400 before any byte of the answer has been sent."""
         await self._before_generation(chat)
-        outputs = self.engine.generate(tokens_input(chat.prompt_ids), chat.params, chat.completion_id)
+        chat.version, lora = await self.versions.adapter(chat.version, chat.pinned)
+        self._in_flight.add(chat)
+        outputs = self.engine.generate(
+            tokens_input(chat.prompt_ids), chat.params, chat.completion_id, lora_request=lora
+        )
         try:
             first = await anext(outputs)
         except (VLLMClientError, ValueError) as exc:
+            self._in_flight.discard(chat)
             raise ApiError(400, f"The engine refused this request: {exc}") from exc
         metrics.TIME_TO_FIRST_TOKEN.observe(time.perf_counter() - chat.started)
         return _prepend(first, outputs)
@@ -278,7 +307,7 @@ class ChatService:
     async def complete(self, chat: PreparedChat) -> ChatCompletion:
         """The whole answer as one JSON body."""
         outputs = await self._open(chat)
-        acc = ChoiceAccumulator(chat.request.n, chat.params.logprobs)
+        acc = chat.acc
         try:
             async for out in outputs:
                 for output in out.outputs:
@@ -309,7 +338,7 @@ class ChatService:
         return self._stream_chunks(chat, await self._open(chat))
 
     async def _stream_chunks(self, chat: PreparedChat, outputs: AsyncIterator[RequestOutput]) -> AsyncIterator[str]:
-        acc = ChoiceAccumulator(chat.request.n, chat.params.logprobs)
+        acc = chat.acc
         with_usage = chat.request.include_usage_in_stream
         for index in range(chat.request.n):
             role = ChunkChoice(index=index, delta=Delta(role="assistant", content=""))
@@ -362,6 +391,7 @@ class ChatService:
         task.add_done_callback(self._background.discard)
 
     async def _record(self, chat: PreparedChat, acc: ChoiceAccumulator, *, status: str) -> None:
+        self._in_flight.discard(chat)
         metrics.PROMPT_TOKENS.inc(len(chat.prompt_ids))
         metrics.COMPLETION_TOKENS.inc(acc.completion_tokens)
         if chat.request.store is False:
@@ -398,4 +428,5 @@ class ChatService:
             params=params,
             prompt_tokens=len(chat.prompt_ids),
             completion_tokens=acc.completion_tokens,
+            weight_changes=chat.weight_changes,
         )

@@ -1,0 +1,62 @@
+"""``chatloop policy``: the operators' commands, through the server's admin API (so that every change is audited
+under the admin key and takes effect on the server that answers before the command returns)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+
+import httpx
+
+TIMEOUT_S = 120.0
+
+
+class AdminClient:
+    def __init__(self, url: str, key: str):
+        self.http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=TIMEOUT_S)
+
+    def call(self, method: str, path: str, body: dict | None = None) -> dict:
+        try:
+            response = self.http.request(method, f"/v1/admin{path}", json=body)
+        except httpx.TransportError as exc:
+            sys.exit(f"cannot reach the server at {self.http.base_url}: {exc}")
+        payload = response.json()
+        if response.status_code >= 400:
+            sys.exit(f"error {response.status_code}: {payload.get('error', {}).get('message', payload)}")
+        return payload
+
+
+def routing_line(routing: dict) -> str:
+    line = f"active {routing['active']}"
+    if routing.get("canary"):
+        line += f", canary {routing['canary']} for {routing['canary_percent']:g}% of users"
+    return line
+
+
+def print_versions(listing: dict) -> None:
+    print(f"routing: {routing_line(listing['routing']['stored'])}")
+    print(f"{'version':<9}{'state':<11}{'parent':<9}{'created':<21}{'gate':<26}lineage")
+    for version in listing["data"]:
+        created = datetime.fromtimestamp(version["created"]).strftime("%Y-%m-%d %H:%M:%S")
+        gate = "passed" if version["gate"].get("passed") else "; ".join(version["gate"].get("reasons", [])) or "-"
+        error = "  LOAD ERROR: " + version["load_errors"]["error"] if version.get("load_errors") else ""
+        lineage = " <- ".join(version["lineage"])
+        print(
+            f"{version['id']:<9}{version['state']:<11}{version['parent']:<9}{created:<21}{gate[:25]:<26}{lineage}{error}"
+        )
+
+
+def run(client: AdminClient, action: str, version: str | None, canary: float | None, reason: str) -> None:
+    if action == "list":
+        print_versions(client.call("GET", "/versions"))
+    elif action == "show":
+        print(json.dumps(client.call("GET", f"/versions/{version}"), indent=2))
+    else:
+        body = {"reason": reason}
+        path = {"promote": f"/versions/{version}/promote", "retire": f"/versions/{version}/retire",
+                "rollback": "/rollback"}[action]  # fmt: skip
+        if action == "promote" and canary is not None:
+            body["canary_percent"] = canary
+        routing = client.call("POST", path, body)
+        print(f"routing: {routing_line(routing['stored'])}")

@@ -1,0 +1,100 @@
+"""The policy versions loaded in this server's engine: the active one in its weights, others as adapters.
+
+Swapping the active version pauses the engine with its requests kept (``pause_generation(mode="keep")``), reloads
+the merged weights, clears the prefix cache (its blocks hold keys and values of the old weights) and resumes:
+requests wait about a second and none fails. A request in flight during a swap goes on with the new weights, so
+``on_swap`` listeners are told, and the completion record says from which token the weights changed.
+Adapters of other versions are differences to the active version, so a swap leaves them stale: they are rebuilt
+for the new active version when next asked for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from vllm.lora.request import LoRARequest
+from vllm.v1.engine.async_llm import AsyncLLM
+
+from core.config import Settings
+from core.policy import BASE_VERSION, adapter_path
+from server.versions.weights import BrokenVersion, build_difference, build_merged
+
+log = logging.getLogger(__name__)
+
+
+class LoadedVersions:
+    def __init__(self, engine: AsyncLLM, settings: Settings):
+        self.engine = engine
+        self.settings = settings
+        self.active = BASE_VERSION
+        self.cache = settings.data_dir / "serving"
+        self._adapters: dict[str, LoRARequest] = {}
+        self._lora_ids = itertools.count(1)
+        self._lock = asyncio.Lock()
+        self._builds: dict[str, asyncio.Future[Path]] = {}
+        self.on_swap: list[Callable[[str], None]] = []
+
+    def _adapter(self, version: str) -> Path | None:
+        adapter = adapter_path(self.settings.versions_dir, version)
+        if adapter is not None and not adapter.is_dir():
+            raise BrokenVersion(f"version {version} has no adapter at {adapter}")
+        return adapter
+
+    async def prepare(self, version: str) -> Path:
+        """Build the version's merged weights ahead of a swap (seconds of CPU, so not inside the pause); callers
+        asking for the same version meanwhile share one build."""
+        if version not in self._builds:
+            out = self.cache / "merged" / version
+            args = (self.settings.model_path, self._adapter(version), out, self.settings.dtype)
+            self._builds[version] = asyncio.ensure_future(asyncio.to_thread(build_merged, *args))
+        try:
+            return await asyncio.shield(self._builds[version])
+        finally:
+            if self._builds.get(version) is not None and self._builds[version].done():
+                del self._builds[version]
+
+    async def make_active(self, version: str) -> float:
+        """Put the version's weights in the engine; the seconds the engine was paused."""
+        if version == self.active:
+            return 0.0
+        weights = await self.prepare(version)
+        async with self._lock:
+            started = time.perf_counter()
+            await self.engine.pause_generation(mode="keep", clear_cache=False)
+            try:
+                await self.engine.collective_rpc("reload_weights", kwargs={"weights_path": str(weights)})
+                await self.engine.reset_prefix_cache()
+                self.active = version
+                self._adapters.clear()
+                for listener in self.on_swap:
+                    listener(version)
+            finally:
+                await self.engine.resume_generation()
+            paused = time.perf_counter() - started
+        log.info("active version swapped", extra={"version": version, "paused_s": round(paused, 3)})
+        return paused
+
+    async def lora_for(self, version: str) -> LoRARequest | None:
+        """What a request for ``version`` must carry: nothing for the active version, else its adapter,
+        built and loaded on first use."""
+        if version == self.active:
+            return None
+        async with self._lock:
+            if version in self._adapters:
+                return self._adapters[version]
+            active = self.active
+            out = self.cache / "adapters" / f"{version}-over-{active}"
+            folder = await asyncio.to_thread(build_difference, self._adapter(version), self._adapter(active), out)
+            request = LoRARequest(lora_name=out.name, lora_int_id=next(self._lora_ids), lora_path=str(folder))
+            try:
+                await self.engine.add_lora(request)
+            except Exception as exc:  # vLLM raises plain exceptions of several kinds for a bad adapter
+                raise BrokenVersion(f"the engine refused the adapter of {version}: {exc}") from exc
+            self._adapters[version] = request
+            log.info("adapter loaded", extra={"version": version, "over": active})
+            return request

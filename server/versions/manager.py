@@ -1,0 +1,147 @@
+"""This server's view of the routing: it follows the registry and serves only what it has loaded.
+
+The registry announces each change on a pub/sub channel, and the server also re-reads the routing every
+``rollout.reconcile_seconds``, so that a message lost while Redis or the network was away cannot leave a replica
+stale. Every replica applies the same stored routing, so all of them converge to it. A version that fails to load
+is reported under ``chatloop:version-errors`` and not routed to: this server keeps serving what it had. While
+Redis is down the server keeps serving its loaded versions and keeps trying.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+from vllm.lora.request import LoRARequest
+
+from core import keys
+from core.config import Settings
+from core.errors import ApiError
+from core.policy import BASE_VERSION
+from core.routing import Routing, routed_version
+from server.versions.loaded import LoadedVersions
+from server.versions.weights import BrokenVersion
+
+log = logging.getLogger(__name__)
+
+SERVER_NAME = f"{socket.gethostname()}:{os.getpid()}"
+
+
+class VersionManager:
+    def __init__(self, loaded: LoadedVersions, client: aioredis.Redis, settings: Settings):
+        self.loaded = loaded
+        self.client = client
+        self.settings = settings
+        self.routing = Routing(revision=-1)
+        """What this server applies: the stored routing, less what failed to load here."""
+        self.known: set[str] = {BASE_VERSION}
+        self.errors: dict[str, str] = {}
+        self._lock = asyncio.Lock()
+
+    # ---- following the registry --------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Reconcile on every registry message and at least every ``reconcile_seconds``, until cancelled."""
+        period = self.settings.rollout.reconcile_seconds
+        while True:
+            try:
+                async with self.client.pubsub() as pubsub:
+                    await pubsub.subscribe(keys.REGISTRY_CHANNEL)
+                    while True:
+                        await self.reconcile()
+                        await pubsub.get_message(ignore_subscribe_messages=True, timeout=period)
+            except (RedisError, OSError):
+                log.warning("registry unreachable; serving the loaded versions", exc_info=True)
+                await asyncio.sleep(period)
+
+    async def reconcile(self) -> Routing:
+        """Apply the stored routing if it changed since this server last applied it."""
+        raw, versions = await self._read_registry()
+        desired = Routing() if raw is None else Routing.model_validate_json(raw)
+        self.known = {BASE_VERSION, *versions}
+        async with self._lock:
+            if desired.revision != self.routing.revision:
+                await self._apply(desired)
+        return self.routing
+
+    async def _read_registry(self) -> tuple[bytes | None, list[str]]:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(keys.ROUTING)
+        pipe.hkeys(keys.VERSIONS)
+        raw, versions = await pipe.execute()
+        return raw, [version.decode() for version in versions]
+
+    async def _apply(self, desired: Routing) -> None:
+        started = time.perf_counter()
+        await self._load(desired.active, self.loaded.make_active)
+        canary = desired.canary
+        if canary is not None and not await self._load(canary, self.loaded.lora_for):
+            canary = None
+        self.routing = desired.model_copy(
+            update={
+                "active": self.loaded.active,
+                "canary": canary,
+                "canary_percent": desired.canary_percent * bool(canary),
+            }
+        )
+        log.info(
+            "routing applied",
+            extra={"revision": desired.revision, "active": self.routing.active, "canary": canary,
+                   "canary_percent": self.routing.canary_percent, "seconds": round(time.perf_counter() - started, 3)},
+        )  # fmt: skip
+        asyncio.get_running_loop().create_task(self._prepare_next(desired))
+
+    async def _prepare_next(self, routing: Routing) -> None:
+        """Merge the weights a promotion or a rollback would swap in, so that the swap itself is quick."""
+        for version in filter(None, [routing.canary, *routing.history[-1:]]):
+            await self._load(version, self.loaded.prepare)
+
+    async def _load(self, version: str, load: Callable[[str], Awaitable[object]]) -> bool:
+        """Load a version one way or the other; a failure of any kind leaves the engine serving what it had."""
+        try:
+            await load(version)
+        except Exception as exc:  # a broken artifact must not take the server down, whatever the error
+            await self._failed(version, exc)
+            return False
+        self.errors.pop(version, None)
+        return True
+
+    async def _failed(self, version: str, exc: Exception) -> None:
+        self.errors[version] = str(exc)
+        log.error("policy version failed to load", extra={"version": version, "error": str(exc)})
+        report = {"server": SERVER_NAME, "error": str(exc), "at": time.time()}
+        try:
+            await self.client.hset(keys.VERSION_ERRORS, version, json.dumps(report))
+        except RedisError:
+            log.warning("could not report the load failure", extra={"version": version})
+
+    # ---- routing requests -----------------------------------------------------------------------------------
+
+    def route(self, pinned: str | None, user_id: str) -> str:
+        """The version that answers: the pinned one, else the user's side of the traffic split."""
+        if pinned is None:
+            return routed_version(self.routing, user_id)
+        if pinned not in self.known:
+            raise ApiError(
+                404, f"The model '{self.settings.model_alias}@{pinned}' does not exist or cannot be served.",
+                param="model", code="model_not_found",
+            )  # fmt: skip
+        return pinned
+
+    async def adapter(self, version: str, pinned: bool) -> tuple[str, LoRARequest | None]:
+        """The version that will really answer and the adapter its request carries. A routed canary whose adapter
+        cannot be rebuilt (after a swap) falls back to the active version rather than fail the request."""
+        try:
+            return version, await self.loaded.lora_for(version)
+        except BrokenVersion as exc:
+            await self._failed(version, exc)
+            if pinned:
+                raise ApiError(503, f"Version '{version}' cannot be served: its files failed to load.") from exc
+            return self.loaded.active, None

@@ -1,0 +1,318 @@
+"""Policy versions in running servers: hot swaps and canaries under load, two replicas on one registry, faults,
+the automatic rollback, the admin API, the CLI and the ops page.
+
+Two real servers share one Redis and one data folder, as replicas do. Versions are LoRA adapters with random
+weights (training one takes minutes): they change the answers, which is all that routing needs.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from playwright.sync_api import Browser, expect
+from transformers import AutoModelForCausalLM
+
+from core import keys
+from core.config import LOCAL_ADMIN_KEY, LOCAL_API_KEY
+from core.local_redis import start_local_redis
+from core.registry import Registry, Version
+from core.routing import Routing, routed_version
+from feedback.records import user_id
+from server.auth import key_id
+from tests.conftest import REPO, RedisHandle, start_server, stop_server
+from trainer.ppo import LORA_TARGETS
+
+pytestmark = pytest.mark.integration
+
+CLIENTS = 8
+SETTLE_S = 2.5
+FAST = {"CHATLOOP_ROLLOUT__RECONCILE_SECONDS": "1", "CHATLOOP_ROLLOUT__ROLLBACK_MIN_ANSWERS": "5"}
+
+
+@dataclass
+class Cluster:
+    redis: RedisHandle
+    urls: list[str]
+    versions_dir: Path
+    model_path: Path
+
+    def admin(self, index: int = 0) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {LOCAL_ADMIN_KEY}"}
+        return httpx.Client(base_url=self.urls[index], headers=headers, timeout=120)
+
+    def sdk(self, index: int = 0) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.urls[index] + "/v1", api_key=LOCAL_API_KEY, max_retries=0, timeout=120)
+
+    def make_version(self, seed: int, corrupt: bool = False) -> str:
+        """Register a candidate whose adapter has random weights (or a corrupt file)."""
+        registry = Registry(self.redis.client())
+        version_id = registry.next_id()
+        folder = self.versions_dir / version_id
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=torch.float32)
+        lora = LoraConfig(r=16, lora_alpha=32, target_modules=LORA_TARGETS, init_lora_weights=False)
+        get_peft_model(model, lora).save_pretrained(folder / "adapter")
+        if corrupt:
+            (folder / "adapter" / "adapter_model.safetensors").write_bytes(b"\0" * 64)
+        version = Version(id=version_id, parent="base", state="candidate", artifact=str(folder), created=time.time())
+        registry.register(version, who="test", why="random adapter")
+        return version_id
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, model_path: Path) -> Iterator[Cluster]:
+    folder = tmp_path_factory.mktemp("versions-redis")
+    redis_handle = RedisHandle(folder=folder, server=start_local_redis(folder))
+    shared = tmp_path_factory.mktemp("replicas")
+    processes, urls = [], []
+    try:
+        for _ in range(2):
+            process, url, _ = start_server(shared, redis_handle.url, model_path, FAST)
+            processes.append(process)
+            urls.append(url)
+        yield Cluster(redis_handle, urls, shared / "data" / "versions", model_path)
+    finally:
+        for process in processes:
+            stop_server(process)
+        redis_handle.server.stop()
+
+
+@pytest.fixture(scope="module")
+def versions(cluster: Cluster) -> list[str]:
+    return [cluster.make_version(seed) for seed in (1, 2)]
+
+
+def change(cluster: Cluster, path: str, body: dict | None = None, index: int = 0) -> Routing:
+    with cluster.admin(index) as admin:
+        response = admin.post(f"/v1/admin{path}", json=body or {})
+    assert response.status_code == 200, response.text
+    return Routing.model_validate(response.json()["applied"])
+
+
+def routing_of(cluster: Cluster, index: int) -> tuple[Routing, Routing | None]:
+    with cluster.admin(index) as admin:
+        view = admin.get("/v1/admin/routing").json()
+    return Routing.model_validate(view["stored"]), view["applied"] and Routing.model_validate(view["applied"])
+
+
+def wait_applied(cluster: Cluster, index: int, timeout: float = 30) -> float:
+    """Seconds until server ``index`` applies the stored routing."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        stored, applied = routing_of(cluster, index)
+        if applied is not None and applied == stored:
+            return time.monotonic() - started
+        time.sleep(0.1)
+    raise AssertionError(f"server {index} did not apply {stored} within {timeout} s (it serves {applied})")
+
+
+def answer(cluster: Cluster, user: str, model: str = "chatloop", index: int = 0) -> tuple[str, str]:
+    """(completion id, version) of a short answer."""
+    completion = cluster.sdk(index).chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "Name a colour."}], max_tokens=8, user=user
+    )
+    return completion.id, completion.system_fingerprint
+
+
+def uid(user: str) -> str:
+    return user_id(key_id(LOCAL_API_KEY), user)
+
+
+@dataclass
+class Sample:
+    started: float
+    user: str
+    completion_id: str | None = None
+    version: str | None = None
+    error: str | None = None
+
+
+def stream_forever(cluster: Cluster, worker: int, stop: threading.Event, samples: list[Sample]) -> None:
+    client = cluster.sdk()
+    turn = 0
+    while not stop.is_set():
+        sample = Sample(started=time.monotonic(), user=f"load-{worker}-{turn % 6}")
+        turn += 1
+        try:
+            stream = client.chat.completions.create(
+                model="chatloop", messages=[{"role": "user", "content": f"Tell me a fact, number {turn}."}],
+                max_tokens=24, stream=True, user=sample.user,
+            )  # fmt: skip
+            for chunk in stream:
+                sample.completion_id, sample.version = chunk.id, chunk.system_fingerprint
+        except Exception as exc:  # every failure counts, whatever its kind
+            sample.error = repr(exc)
+        samples.append(sample)
+
+
+def test_swaps_and_canaries_under_load_fail_nothing_and_route_as_told(cluster: Cluster, versions: list[str]) -> None:
+    v1, v2 = versions
+    steps = [
+        (f"/versions/{v1}/promote", {"canary_percent": 50}), (f"/versions/{v1}/promote", None),
+        (f"/versions/{v2}/promote", {"canary_percent": 50}), ("/rollback", None), ("/rollback", None),
+        (f"/versions/{v2}/promote", None), (f"/versions/{v1}/promote", None), ("/rollback", None),
+    ]  # fmt: skip
+    samples: list[Sample] = []
+    stop = threading.Event()
+    workers = [threading.Thread(target=stream_forever, args=(cluster, i, stop, samples)) for i in range(CLIENTS)]
+    for worker in workers:
+        worker.start()
+    windows = []  # (routing, from, to): requests started in between must follow that routing
+    try:
+        time.sleep(SETTLE_S)
+        windows.append((routing_of(cluster, 0)[1], 0.0, time.monotonic()))
+        for path, body in steps:
+            routing = change(cluster, path, body)
+            applied_at = time.monotonic()
+            time.sleep(SETTLE_S)
+            windows.append((routing, applied_at, time.monotonic()))
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join()
+
+    assert [s.error for s in samples if s.error] == []
+    assert len(samples) > 40
+    records = cluster.redis.client()
+    checked, seen = 0, set()
+    for routing, start, end in windows:
+        for sample in (s for s in samples if start < s.started < end - 0.05):
+            assert sample.version == routed_version(routing, uid(sample.user)), (sample, routing)
+            checked += 1
+            seen.add(sample.version)
+    assert checked > 20 and seen == {"base", v1, v2}
+    for sample in samples[:: max(1, len(samples) // 20)]:
+        record = records.get(keys.completion_key(sample.completion_id))
+        assert record is not None and f'"version":"{sample.version}"' in record
+    assert wait_applied(cluster, 1) < 5
+
+
+def test_a_second_replica_follows_every_change(cluster: Cluster, versions: list[str]) -> None:
+    v1, v2 = versions
+    change(cluster, f"/versions/{v1}/promote", {"canary_percent": 30}, index=1)
+    assert wait_applied(cluster, 0) < 5
+    stored, _ = routing_of(cluster, 0)
+    assert (stored.active, stored.canary) == (v2, v1)
+    for user in ("a", "b", "c", "d"):
+        for index in (0, 1):
+            assert answer(cluster, user, index=index)[1] == routed_version(stored, uid(user))
+    assert answer(cluster, "a", model="chatloop@base", index=1)[1] == "base"
+
+
+def test_a_missed_message_is_caught_up_by_reconciling(cluster: Cluster, versions: list[str]) -> None:
+    client = cluster.redis.client()
+    stored = Registry(client).routing()
+    silent = stored.model_copy(update={"revision": stored.revision + 1, "canary_percent": 77.0})
+    client.set(keys.ROUTING, silent.model_dump_json())  # no pub/sub message, as if it had been lost
+    for index in (0, 1):
+        assert wait_applied(cluster, index, timeout=10) < 5
+        assert routing_of(cluster, index)[1].canary_percent == 77.0
+
+
+def test_a_broken_version_fails_its_load_and_the_servers_keep_serving(cluster: Cluster, versions: list[str]) -> None:
+    broken = cluster.make_version(seed=3, corrupt=True)
+    before = change(cluster, "/rollback")  # ends the canary: the rollback below then undoes the promotion
+    applied = change(cluster, f"/versions/{broken}/promote")
+    assert routing_of(cluster, 0)[0].active == broken and applied.active == before.active
+    assert answer(cluster, "after-broken")[1] == before.active
+    with cluster.admin() as admin:
+        listed = {v["id"]: v for v in admin.get("/v1/admin/versions").json()["data"]}
+    assert "error" in listed[broken]["load_errors"]
+    with cluster.sdk() as sdk, pytest.raises(openai.APIStatusError) as refused:
+        sdk.chat.completions.create(model=f"chatloop@{broken}", messages=[{"role": "user", "content": "hi"}])
+    assert refused.value.status_code in (404, 503)
+    change(cluster, "/rollback")
+    assert routing_of(cluster, 0)[0].active == before.active
+
+
+def test_redis_down_keeps_serving_and_the_servers_reconnect(cluster: Cluster, versions: list[str]) -> None:
+    v1, _ = versions
+    active = routing_of(cluster, 0)[1].active
+    cluster.redis.server.stop()
+    try:
+        assert answer(cluster, "no-redis", model=f"chatloop@{active}")[1] == active
+    finally:
+        cluster.redis.restart()
+    change(cluster, f"/versions/{v1}/promote", {"canary_percent": 10})
+    assert wait_applied(cluster, 1, timeout=20) < 20
+
+
+def test_a_canary_users_dislike_is_rolled_back_automatically(cluster: Cluster) -> None:
+    canary = cluster.make_version(seed=4)
+    routing = change(cluster, f"/versions/{canary}/promote", {"canary_percent": 50})
+    users = [f"judge-{i}" for i in range(40)]
+    on_canary = [u for u in users if routed_version(routing, uid(u)) == canary][:6]
+    on_active = [u for u in users if routed_version(routing, uid(u)) == routing.active][:6]
+    with httpx.Client(base_url=cluster.urls[0], headers={"Authorization": f"Bearer {LOCAL_API_KEY}"}) as http:
+        for user in on_canary:
+            completion_id, version = answer(cluster, user)
+            assert version == canary
+            rated = http.post("/v1/feedback", json={"completion_id": completion_id, "rating": "down", "user": user})
+            assert rated.status_code == 200, rated.text
+    for user in on_active:
+        answer(cluster, user)
+    deadline = time.monotonic() + 20
+    while routing_of(cluster, 0)[0].canary == canary and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert routing_of(cluster, 0)[0].canary is None
+    audit = Registry(cluster.redis.client()).get(canary).audit[-1]
+    assert audit.who == "autopilot" and audit.state == "retired" and "p=" in audit.why
+
+
+def test_admin_api_needs_the_admin_key_and_rejects_bad_input(cluster: Cluster, versions: list[str]) -> None:
+    with httpx.Client(base_url=cluster.urls[0], timeout=30) as http:
+        assert http.get("/v1/admin/versions").status_code == 401
+        user = {"Authorization": f"Bearer {LOCAL_API_KEY}"}
+        forbidden = http.post(f"/v1/admin/versions/{versions[0]}/promote", headers=user, json={})
+        assert forbidden.status_code == 403 and forbidden.json()["error"]["code"] == "admin_key_required"
+    with cluster.admin() as admin:
+        too_much = admin.post(f"/v1/admin/versions/{versions[0]}/promote", json={"canary_percent": 150})
+        assert too_much.status_code == 400 and too_much.json()["error"]["param"] == "canary_percent"
+        missing = admin.post("/v1/admin/versions/v999/promote", json={})
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "version_not_found"
+
+
+def test_policy_cli_lists_and_promotes(cluster: Cluster, versions: list[str]) -> None:
+    v1, v2 = versions
+    command = [sys.executable, "-m", "client.cli", "policy"]
+    common = ["--url", cluster.urls[0], "--key", LOCAL_ADMIN_KEY]
+    promoted = subprocess.run([*command, "promote", v1, *common, "--reason", "cli test"], cwd=REPO,
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert promoted.returncode == 0, promoted.stderr
+    assert promoted.stdout.strip() == f"routing: active {v1}"
+    listed = subprocess.run([*command, "list", *common], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0 and f"routing: active {v1}" in listed.stdout and v2 in listed.stdout
+    assert Registry(cluster.redis.client()).get(v1).audit[-1].why == "cli test"
+    refused = subprocess.run([*command, "retire", v1, *common], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1 and "is active" in refused.stderr
+
+
+def test_ops_page_shows_versions_and_acts(cluster: Cluster, versions: list[str], browser: Browser) -> None:
+    page = browser.new_page()
+    try:
+        page.goto(cluster.urls[0] + "/admin")
+        expect(page.locator("#banner")).to_contain_text("admin key")
+        page.fill("#admin-key", LOCAL_ADMIN_KEY)
+        page.click("#key-form button")
+        stored = routing_of(cluster, 0)[0]
+        expect(page.locator("#routing")).to_contain_text(f"Active {stored.active}")
+        expect(page.locator("#versions tbody tr")).to_have_count(len(Registry(cluster.redis.client()).all()))
+        expect(page.locator("#rates-chart svg")).to_be_visible()
+        retired = versions[1]  # the CLI test above made the other one active
+        page.once("dialog", lambda dialog: dialog.accept("25"))
+        page.locator("#versions tbody tr", has_text=retired).get_by_role("button", name="Canary…").click()
+        expect(page.locator("#routing")).to_contain_text(f"canary {retired} for 25% of users")
+        assert routing_of(cluster, 0)[0].canary == retired
+    finally:
+        page.close()

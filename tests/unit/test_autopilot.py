@@ -1,0 +1,58 @@
+"""The automatic rollout steps (server/versions/autopilot.py) and the test behind the rollback (feedback/stats.py)."""
+
+from __future__ import annotations
+
+from core.config import RolloutSettings
+from core.routing import Routing
+from feedback.stats import compare_rates
+from server.versions.autopilot import decide
+
+
+def counts(served: int, down: int) -> dict[str, int]:
+    return {"served": served, "up": 0, "down": down, "regenerations": 0, "wins": 0, "losses": 0}
+
+
+CANARY = Routing(active="v1", canary="v2", canary_percent=20.0, history=["base"])
+STATES = {"v1": "active", "v2": "canary"}
+
+
+def test_compare_rates_is_one_sided() -> None:
+    worse = compare_rates(30, 100, 10, 100)
+    assert worse.z > 3 and worse.p_value < 0.001
+    better = compare_rates(10, 100, 30, 100)
+    assert better.p_value > 0.99
+    assert compare_rates(0, 0, 0, 0).p_value == 0.5
+
+
+def test_a_clearly_worse_canary_is_rolled_back_with_its_statistics() -> None:
+    step = decide(CANARY, STATES, {"v1": counts(100, 10), "v2": counts(60, 30)}, RolloutSettings())
+    assert step is not None and "p=" in step.why
+    transition = step.plan(CANARY, STATES)
+    assert transition.routing.canary is None and transition.states == {"v2": "retired"}
+
+
+def test_no_verdict_on_a_small_sample() -> None:
+    settings = RolloutSettings(rollback_min_answers=20)
+    assert decide(CANARY, STATES, {"v1": counts(100, 10), "v2": counts(19, 19)}, settings) is None
+
+
+def test_a_canary_that_is_not_worse_is_promoted_only_when_configured() -> None:
+    stats = {"v1": counts(100, 20), "v2": counts(50, 9)}
+    assert decide(CANARY, STATES, stats, RolloutSettings()) is None
+    step = decide(CANARY, STATES, stats, RolloutSettings(auto_promote=True, promote_min_answers=50))
+    assert step is not None and step.plan(CANARY, STATES).routing.active == "v2"
+
+
+def test_the_newest_candidate_becomes_the_canary_when_configured() -> None:
+    routing = Routing(active="v1", history=["base"])
+    states = {"v1": "active", "v2": "candidate", "v3": "candidate", "v4": "rejected"}
+    assert decide(routing, states, {}, RolloutSettings()) is None
+    step = decide(routing, states, {}, RolloutSettings(auto_canary=True, auto_canary_percent=30))
+    assert step is not None
+    transition = step.plan(routing, states)
+    assert transition.routing.canary == "v3" and transition.routing.canary_percent == 30
+
+
+def test_an_old_candidate_is_left_alone() -> None:
+    routing = Routing(active="v5", history=["base"])
+    assert decide(routing, {"v2": "candidate", "v5": "active"}, {}, RolloutSettings(auto_canary=True)) is None
