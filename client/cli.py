@@ -12,7 +12,7 @@ import secrets
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from pathlib import Path
 
@@ -131,12 +131,22 @@ def _chat(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _train(args: argparse.Namespace, settings: Settings) -> None:
+    """Under ``accelerate launch`` every process runs this; only the main one opens Redis and prints the outcome.
+    The others log warnings and errors only: their other lines would repeat the main process's, whose figures are
+    already averaged over all processes (trainer/distributed.py)."""
+    from trainer.distributed import is_main_process
     from trainer.loop import run_forever, train_once
 
-    with _redis(settings) as client:
+    main = is_main_process()
+    if not main:
+        logging.getLogger().setLevel(logging.WARNING)
+    with _redis(settings) if main else nullcontext() as client:
         if args.once:
             result = train_once(settings, client)
-            print(f"{result.version.id} {result.version.state}: {result.reason}" if result.version else result.reason)
+            if main:
+                print(
+                    f"{result.version.id} {result.version.state}: {result.reason}" if result.version else result.reason
+                )
         else:
             run_forever(settings, client)
 

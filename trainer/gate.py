@@ -1,7 +1,8 @@
 """The gate a new policy passes before it is offered: better than its parent, not too far from the base, sane.
 
 Evaluation samples answers to held-out prompts (with a fixed seed) from the parent, before training, and from the
-candidate, after; the verdict is a pure function of the two measurements.
+candidate, after; the verdict is a pure function of the two measurements. Under ``accelerate launch`` each process
+answers its share of the prompts and the measurements are gathered, so every process reaches the same verdict.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import torch
 from pydantic import BaseModel
 
 from core.config import GateSettings
+from trainer.distributed import gather_real, process_seed, process_share
 from trainer.ppo import PPOTrainer
 
 
@@ -37,13 +39,15 @@ def repetition(text: str, n: int = 3) -> float:
 
 
 def evaluate_policy(trainer: PPOTrainer, prompts: list[list[dict]], seed: int) -> PolicyEval:
-    torch.manual_seed(seed)
-    rollout = trainer.rollout(prompts)
+    torch.manual_seed(process_seed(seed))
+    share = process_share(prompts)
+    rollout = trainer.rollout(share.items)
+    repetitions = torch.tensor([repetition(a) for a in rollout.answers], dtype=torch.float64)
+    columns = [rollout.scores, trainer.kl_to_base(rollout), rollout.mask.sum(dim=1), repetitions]
+    per_answer = torch.stack([column.double().to(trainer.device) for column in columns], dim=1)
+    mean_reward, kl_to_base, mean_length, mean_repetition = gather_real(per_answer, share).mean(dim=0).tolist()
     return PolicyEval(
-        mean_reward=rollout.scores.mean().item(),
-        kl_to_base=trainer.kl_to_base(rollout).mean().item(),
-        mean_length=rollout.mask.sum(dim=1).mean().item(),
-        repetition=sum(repetition(a) for a in rollout.answers) / len(rollout.answers),
+        mean_reward=mean_reward, kl_to_base=kl_to_base, mean_length=mean_length, repetition=mean_repetition
     )
 
 

@@ -2,6 +2,9 @@
 
 The lock is a Redis key with a lease (``SET NX PX``), renewed by a background thread while a round runs and
 released only by its holder: a second trainer waits, and a trainer that dies frees it when the lease runs out.
+
+Under ``accelerate launch`` every process runs this loop, and only the main one has a Redis client: it holds the
+lock and decides when a round is due, and the others follow its decisions (``trainer/distributed.py``).
 """
 
 from __future__ import annotations
@@ -10,12 +13,14 @@ import logging
 import threading
 import time
 import uuid
+from contextlib import nullcontext
 
 import redis
 
 from core import keys
 from core.config import Settings
 from feedback.pairs import PairConsumer
+from trainer.distributed import get_accelerator, main_then_share
 from trainer.round import RoundResult, run_round
 
 log = logging.getLogger(__name__)
@@ -65,28 +70,38 @@ def due(waiting_pairs: int, since_last_round_s: float, settings: Settings) -> bo
     )
 
 
-def train_once(settings: Settings, client: redis.Redis) -> RoundResult:
-    lock = TrainerLock(client, settings.trainer.lock_lease_s)
-    if not lock.acquire():
+def train_once(settings: Settings, client: redis.Redis | None) -> RoundResult:
+    """One round under the lock. ``client`` is None on every process but the main one."""
+    lock = TrainerLock(client, settings.trainer.lock_lease_s) if client is not None else None
+    if not main_then_share(lambda: lock.acquire()):
         return RoundResult(None, "another trainer holds the lock")
-    with lock:
-        return run_round(settings, client, trainer_consumer(client))
+    with lock or nullcontext():
+        return run_round(settings, client, trainer_consumer(client) if client is not None else None)
 
 
-def run_forever(settings: Settings, client: redis.Redis) -> None:
-    consumer = trainer_consumer(client)
+def run_forever(settings: Settings, client: redis.Redis | None) -> None:
+    """Rounds whenever they are due. ``client`` is None on every process but the main one.
+
+    With several processes, a round that fails ends the trainer: a process that failed inside the training would
+    leave the others waiting in a collective call, so all stop (``accelerate launch`` ends the others when one
+    exits) and the trainer's supervisor starts it again. The round's pairs stay unacknowledged either way.
+    """
+    consumer = trainer_consumer(client) if client is not None else None
     last_round = time.monotonic()
     log.info("trainer waiting for pairs", extra={"min_new_pairs": settings.trainer.min_new_pairs})
     while True:
         try:
-            if due(consumer.waiting(), time.monotonic() - last_round, settings):
+            if main_then_share(lambda since=last_round: due(consumer.waiting(), time.monotonic() - since, settings)):
                 result = train_once(settings, client)
                 version = result.version.id if result.version else None
                 log.info("round finished", extra={"version": version, "reason": result.reason})
                 last_round = time.monotonic()
         except redis.RedisError as exc:
+            # Only the main process talks to Redis, and it hands its errors to the others: all retry together.
             log.warning("redis unavailable; retrying", extra={"error": type(exc).__name__})
         except Exception:
+            if get_accelerator().num_processes > 1:
+                raise
             # A failed round leaves its pairs unacknowledged: the next round trains on them again.
             log.exception("training round failed")
             last_round = time.monotonic()

@@ -94,6 +94,13 @@ def entropy(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return masked_mean(-(log_p.exp() * log_p).sum(dim=-1), mask)
 
 
-def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """The reward model's loss, -w * log sigmoid(r_chosen - r_rejected), weighted by each pair's rule weight."""
-    return (weights * -torch.nn.functional.logsigmoid(chosen - rejected)).sum() / weights.sum()
+def bradley_terry_loss(
+    chosen: torch.Tensor, rejected: torch.Tensor, weights: torch.Tensor, total_weight: float | None = None
+) -> torch.Tensor:
+    """The reward model's loss, -w * log sigmoid(r_chosen - r_rejected), weighted by each pair's rule weight.
+
+    ``total_weight`` is the weight of the whole batch when these pairs are only one process's share of it: the
+    shares' losses then add up to the batch's loss.
+    """
+    total = weights.sum() if total_weight is None else total_weight
+    return (weights * -torch.nn.functional.logsigmoid(chosen - rejected)).sum() / total

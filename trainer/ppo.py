@@ -4,11 +4,16 @@ Written here because no maintained library ships a PPO trainer for language mode
 its ``PPOTrainer``; see FACTS.md). The losses are in ``trainer/losses.py``. The reference policy is the base model
 itself: the same weights with the adapter switched off, so no second copy is held. The value head is a linear
 layer on the policy's last hidden state, trained with the adapter and dropped after the round.
+
+Under ``accelerate launch`` each process samples answers to its own share of the prompts and learns from them; the
+policy and the value head are one module (``PolicyWithValue``) so that one DDP wrapper averages the gradients of
+both, and the figures a step reports are averaged over the processes.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,7 +24,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase
 
 from core.config import PPOSettings
-from trainer.device import DEVICE
+from trainer.distributed import get_accelerator, mean_across_processes
 from trainer.losses import entropy, gae, masked_whiten, policy_loss, token_rewards, value_loss
 
 log = logging.getLogger(__name__)
@@ -32,7 +37,7 @@ LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 
 def load_policy(base: Path, parent_adapter: Path | None, settings: PPOSettings) -> PeftModel:
     """The base model with the parent's adapter, continued (or a fresh adapter over the base)."""
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).to(DEVICE)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).to(get_accelerator().device)
     if parent_adapter is not None:
         return PeftModel.from_pretrained(model, parent_adapter, is_trainable=True)
     lora = LoraConfig(r=settings.lora_rank, lora_alpha=settings.lora_alpha, target_modules=LORA_TARGETS)
@@ -63,6 +68,27 @@ def answer_mask(answer_ids: torch.Tensor, eos_id: int) -> torch.Tensor:
     return (~after_eos).float()
 
 
+class PolicyWithValue(torch.nn.Module):
+    """The policy and its value head, whose forward pass gives what a PPO loss needs about an answer."""
+
+    def __init__(self, policy: PeftModel, device: torch.device):
+        super().__init__()
+        self.policy = policy
+        self.value_head = torch.nn.Linear(policy.config.hidden_size, 1, device=device)
+        torch.nn.init.zeros_(self.value_head.weight)
+
+    def forward(
+        self, sequences: torch.Tensor, attention: torch.Tensor, prompt_length: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Answer tokens' log-probabilities, values and logits."""
+        out = self.policy(input_ids=sequences, attention_mask=attention, output_hidden_states=True)
+        logits = out.logits[:, prompt_length - 1 : -1].float()
+        answer = sequences[:, prompt_length:]
+        logprobs = torch.log_softmax(logits, dim=-1).gather(-1, answer.unsqueeze(-1)).squeeze(-1)
+        values = self.value_head(out.hidden_states[-1][:, prompt_length - 1 : -1].float()).squeeze(-1)
+        return logprobs, values, logits
+
+
 class PPOTrainer:
     def __init__(
         self,
@@ -72,26 +98,31 @@ class PPOTrainer:
         settings: PPOSettings,
         seed: int,
     ):
-        self.policy = policy
+        self.accelerator = get_accelerator()
         self.tokenizer = tokenizer
         self.reward_fn = reward_fn
         self.settings = settings
         self.rng = random.Random(seed)
-        self.value_head = torch.nn.Linear(policy.config.hidden_size, 1, device=DEVICE)
-        torch.nn.init.zeros_(self.value_head.weight)
-        self.trainable = [p for p in policy.parameters() if p.requires_grad] + list(self.value_head.parameters())
-        self.optimizer = torch.optim.AdamW(self.trainable, lr=settings.learning_rate)
+        model = PolicyWithValue(policy, self.accelerator.device)
+        self.trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(self.trainable, lr=settings.learning_rate)
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+
+    @property
+    def unwrapped(self) -> PolicyWithValue:
+        """The module outside any DDP wrapper: for generation, for passes that compute no gradient (a DDP forward
+        pass broadcasts the module's buffers, one more collective call for every process) and for saving."""
+        return self.accelerator.unwrap_model(self.model)
+
+    @property
+    def policy(self) -> PeftModel:
+        return self.unwrapped.policy
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
 
     # ---- rollouts ---------------------------------------------------------------------------------------
-
-    def _forward(self, sequences: torch.Tensor, attention: torch.Tensor, prompt_length: int):
-        """Answer tokens' log-probabilities, values and logits."""
-        out = self.policy(input_ids=sequences, attention_mask=attention, output_hidden_states=True)
-        logits = out.logits[:, prompt_length - 1 : -1].float()
-        answer = sequences[:, prompt_length:]
-        logprobs = torch.log_softmax(logits, dim=-1).gather(-1, answer.unsqueeze(-1)).squeeze(-1)
-        values = self.value_head(out.hidden_states[-1][:, prompt_length - 1 : -1].float()).squeeze(-1)
-        return logprobs, values, logits
 
     @torch.no_grad()
     def generate(
@@ -100,7 +131,7 @@ class PPOTrainer:
         texts = [
             self.tokenizer.apply_chat_template(list(p), tokenize=False, add_generation_prompt=True) for p in prompts
         ]
-        batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(DEVICE)
+        batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         self.policy.eval()
         sequences = self.policy.generate(
             input_ids=batch.input_ids, attention_mask=batch.attention_mask, do_sample=True, top_k=0, top_p=1.0,
@@ -116,22 +147,32 @@ class PPOTrainer:
 
     @torch.no_grad()
     def rollout(self, prompts: Sequence[Sequence[dict]]) -> Rollout:
+        """Answers to these prompts (this process's share under ``accelerate launch``), scored."""
         sequences, attention, prompt_length = self.generate(prompts)
         mask = attention[:, prompt_length:].float()
-        logprobs, values, _ = self._forward(sequences, attention, prompt_length)
+        logprobs, values, _ = self.unwrapped(sequences, attention, prompt_length)
         with self.policy.disable_adapter():
-            ref_logprobs, _, _ = self._forward(sequences, attention, prompt_length)
+            ref_logprobs, _, _ = self.unwrapped(sequences, attention, prompt_length)
         answers = self.decode(sequences, prompt_length)
         return Rollout(
             prompts=[list(p) for p in prompts], answers=answers, sequences=sequences, attention=attention,
             mask=mask, logprobs=logprobs, ref_logprobs=ref_logprobs, values=values,
-            scores=self.reward_fn(prompts, answers).float().to(DEVICE),
+            scores=self.reward_fn(prompts, answers).float().to(self.device),
         )  # fmt: skip
 
     # ---- optimisation -----------------------------------------------------------------------------------
 
+    def _minibatch_size(self) -> int:
+        """This process's share of ``minibatch_size``, which counts the answers of a step on all processes."""
+        return math.ceil(self.settings.minibatch_size / self.accelerator.num_processes)
+
     def step(self, rollout: Rollout) -> dict[str, float]:
-        """Several epochs of clipped updates over one rollout batch; stops early once the policy moved too far."""
+        """Several epochs of clipped updates over one rollout batch; stops early once the policy moved too far.
+
+        Every process must run as many updates (each one all-reduces the gradients): rollouts have the same size on
+        every process, and the early stop looks at the approximate KL averaged over the processes. The figures
+        returned are averaged over the processes too.
+        """
         s = self.settings
         rewards, kl = token_rewards(rollout.scores, rollout.logprobs, rollout.ref_logprobs, rollout.mask, s.kl_coef)
         advantages, returns = gae(rewards, rollout.values, rollout.mask, s.gamma, s.lam)
@@ -142,22 +183,23 @@ class PPOTrainer:
             "answer_tokens": rollout.mask.sum(dim=1).mean().item(),
         }
         indices = list(range(len(rollout.answers)))
-        self.policy.train()
+        minibatch_size = self._minibatch_size()
+        self.model.train()
         for epoch in range(s.epochs):
             self.rng.shuffle(indices)
             epoch_kl = []
-            for start in range(0, len(indices), s.minibatch_size):
-                rows = torch.tensor(indices[start : start + s.minibatch_size], device=DEVICE)
+            for start in range(0, len(indices), minibatch_size):
+                rows = torch.tensor(indices[start : start + minibatch_size], device=self.device)
                 mask = rollout.mask[rows]
-                logprobs, values, logits = self._forward(
+                logprobs, values, logits = self.model(
                     rollout.sequences[rows], rollout.attention[rows], rollout.prompt_length
                 )
                 pg = policy_loss(logprobs, rollout.logprobs[rows], advantages[rows], mask, s.clip_range)
                 vf = value_loss(values, rollout.values[rows], returns[rows], mask, s.clip_range_value)
                 loss = pg.loss + s.value_coef * vf
                 self.optimizer.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(self.trainable, s.max_grad_norm)
+                self.accelerator.backward(loss)
+                self.accelerator.clip_grad_norm_(self.trainable, s.max_grad_norm)
                 self.optimizer.step()
                 epoch_kl.append(pg.approx_kl.item())
                 stats.update(
@@ -165,10 +207,11 @@ class PPOTrainer:
                     entropy=entropy(logits.detach(), mask).item(), approx_kl=pg.approx_kl.item(),
                 )  # fmt: skip
             stats["epochs"] = epoch + 1
-            if sum(epoch_kl) / len(epoch_kl) > s.target_kl:
-                log.info("ppo early stop", extra={"epoch": epoch, "approx_kl": round(sum(epoch_kl) / len(epoch_kl), 4)})
+            approx_kl = mean_across_processes({"approx_kl": sum(epoch_kl) / len(epoch_kl)})["approx_kl"]
+            if approx_kl > s.target_kl:
+                log.info("ppo early stop", extra={"epoch": epoch, "approx_kl": round(approx_kl, 4)})
                 break
-        return stats
+        return mean_across_processes(stats)
 
     @torch.no_grad()
     def kl_to_base(self, rollout: Rollout) -> torch.Tensor:

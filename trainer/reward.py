@@ -5,6 +5,10 @@ than an inferred preference, ``feedback/rules.py``) and ``RewardTrainer``'s loss
 loss is ``trainer.losses.bradley_terry_loss``. Only a LoRA adapter on the top layers and the head are trained, so
 that backpropagation stops there: practical on a CPU. The score is read at the last token, with left padding so
 that the last position is always a real token.
+
+Under ``accelerate launch`` every process holds all pairs and takes its share of each batch; each share's loss is
+scaled so that DDP's average of the processes' gradients is the gradient of the whole batch's loss, as one process
+would compute it. Held-out pairs are scored in shares too and the margins gathered.
 """
 
 from __future__ import annotations
@@ -23,7 +27,13 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
 from core.config import RewardSettings
 from feedback.pairs import Pair
-from trainer.device import DEVICE
+from trainer.distributed import (
+    gather_real,
+    get_accelerator,
+    mean_across_processes,
+    process_share,
+    progress_disabled,
+)
 from trainer.losses import bradley_terry_loss
 
 log = logging.getLogger(__name__)
@@ -81,14 +91,15 @@ class RewardModel(torch.nn.Module):
             lora_alpha=2 * settings.lora_rank,
             target_modules=rf".*layers\.({top})\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)",
         )
-        return cls(get_peft_model(backbone, lora), load_tokenizer(base), settings.max_length).to(DEVICE)
+        model = cls(get_peft_model(backbone, lora), load_tokenizer(base), settings.max_length)
+        return model.to(get_accelerator().device)
 
     @classmethod
     def load(cls, base: Path, folder: Path, max_length: int) -> RewardModel:
         backbone = PeftModel.from_pretrained(AutoModel.from_pretrained(base, dtype=torch.float32), folder)
         model = cls(backbone, load_tokenizer(base), max_length)
         model.head.load_state_dict(torch.load(folder / HEAD_FILE, weights_only=True))
-        return model.to(DEVICE).eval()
+        return model.to(get_accelerator().device).eval()
 
     def save(self, folder: Path) -> None:
         self.backbone.save_pretrained(folder)
@@ -117,55 +128,73 @@ class _PairTexts:
     weights: torch.Tensor
 
 
-def _texts(model: RewardModel, pairs: Sequence[Pair]) -> _PairTexts:
+def _texts(tokenizer: PreTrainedTokenizerBase, pairs: Sequence[Pair]) -> _PairTexts:
     prompt = [[m.model_dump() for m in pair.prompt] for pair in pairs]
     return _PairTexts(
-        chosen=[conversation_text(model.tokenizer, p, pair.chosen.text) for p, pair in zip(prompt, pairs, strict=True)],
-        rejected=[
-            conversation_text(model.tokenizer, p, pair.rejected.text) for p, pair in zip(prompt, pairs, strict=True)
-        ],
-        weights=torch.tensor([pair.weight for pair in pairs], device=DEVICE),
+        chosen=[conversation_text(tokenizer, p, pair.chosen.text) for p, pair in zip(prompt, pairs, strict=True)],
+        rejected=[conversation_text(tokenizer, p, pair.rejected.text) for p, pair in zip(prompt, pairs, strict=True)],
+        weights=torch.tensor([pair.weight for pair in pairs], device=get_accelerator().device),
     )
+
+
+def _share_loss(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, batch: Sequence[Pair]) -> torch.Tensor:
+    """This process's part of the batch's loss, times the number of processes: DDP averages the processes'
+    gradients (and the mean of these losses is the batch's loss), so the step is the one a single process would
+    take on the whole batch. Padding pairs weigh nothing."""
+    share = process_share(batch)
+    texts = _texts(tokenizer, share.items)
+    weights = texts.weights * share.real_mask(texts.weights.device)
+    total = sum(pair.weight for pair in batch)
+    loss = bradley_terry_loss(model(texts.chosen), model(texts.rejected), weights, total)
+    return loss * get_accelerator().num_processes
 
 
 @torch.no_grad()
 def evaluate(model: RewardModel, pairs: Sequence[Pair]) -> tuple[float | None, float | None]:
-    """Held-out accuracy and mean margin."""
+    """Held-out accuracy and mean margin, the same on every process."""
     if not pairs:
         return None, None
     model.eval()
-    texts = _texts(model, pairs)
-    margins = model.forward(texts.chosen) - model.forward(texts.rejected)
+    share = process_share(pairs)
+    texts = _texts(model.tokenizer, share.items)
+    margins = gather_real(model.forward(texts.chosen) - model.forward(texts.rejected), share)
     return (margins > 0).float().mean().item(), margins.mean().item()
 
 
 def train_reward_model(
     base: Path, pairs: Sequence[Pair], settings: RewardSettings, seed: int
 ) -> tuple[RewardModel, RewardMetrics]:
+    """The same pairs on every process give the same model on every process; ``batch_size`` counts the pairs of a
+    step on all processes together, so the settings mean the same on any number of them."""
+    accelerator = get_accelerator()
     torch.manual_seed(seed)
     train, held_out = split_by_conversation(pairs, settings.held_out_share, seed)
     model = RewardModel.create(base, settings)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=settings.learning_rate)
+    wrapped, optimizer = accelerator.prepare(model, torch.optim.AdamW(trainable, lr=settings.learning_rate))
     order = list(range(len(train)))
     rng = random.Random(seed)
     loss = torch.tensor(float("nan"))
+    final_loss = float("nan")
     for epoch in range(settings.epochs):
-        model.train()
+        wrapped.train()
         rng.shuffle(order)
         batches = range(0, len(order), settings.batch_size)
-        for start in tqdm(batches, desc=f"reward model epoch {epoch + 1}/{settings.epochs}", disable=None):
-            batch = _texts(model, [train[i] for i in order[start : start + settings.batch_size]])
-            loss = bradley_terry_loss(model.forward(batch.chosen), model.forward(batch.rejected), batch.weights)
+        for start in tqdm(
+            batches, desc=f"reward model epoch {epoch + 1}/{settings.epochs}", disable=progress_disabled()
+        ):
+            loss = _share_loss(wrapped, model.tokenizer, [train[i] for i in order[start : start + settings.batch_size]])
             optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+            accelerator.backward(loss)
+            accelerator.clip_grad_norm_(trainable, 1.0)
             optimizer.step()
-        log.info("reward model epoch", extra={"epoch": epoch, "loss": round(loss.item(), 4)})
+        final_loss = mean_across_processes({"loss": loss.item()})["loss"]
+        log.info("reward model epoch", extra={"epoch": epoch, "loss": round(final_loss, 4)})
+    model = accelerator.unwrap_model(wrapped)
     accuracy, margin = evaluate(model, held_out)
     metrics = RewardMetrics(
         train_pairs=len(train), held_out_pairs=len(held_out), held_out_accuracy=accuracy,
-        held_out_margin=margin, final_loss=loss.item(),
+        held_out_margin=margin, final_loss=final_loss,
     )  # fmt: skip
     log.info("reward model trained", extra=metrics.model_dump())
     return model.eval(), metrics

@@ -4,6 +4,9 @@ acknowledged.
 The registry entry, the round's record and the acknowledgement of the pairs it read are one Redis transaction:
 a round killed at any point before it leaves no version and no acknowledged pair, so the next round trains on
 the same pairs.
+
+Under ``accelerate launch`` every process runs the round; the main process alone reads Redis and writes the version
+and its records, and shares what it read and the outcome with the others (``trainer/distributed.py``).
 """
 
 from __future__ import annotations
@@ -15,18 +18,20 @@ from dataclasses import dataclass
 
 import redis
 import torch
+from peft import PeftModel
 from tqdm.auto import tqdm
 
 from core import keys
 from core.config import Settings
 from core.policy import adapter_path
 from core.registry import Registry, Version
-from feedback.pairs import PairConsumer, read_all
+from feedback.pairs import Pair, PairConsumer, read_all
 from trainer.artifacts import remove_partials, write_version
 from trainer.data import recent_prompts
-from trainer.gate import evaluate_policy, judge
+from trainer.distributed import get_accelerator, main_then_share, process_share, progress_disabled
+from trainer.gate import GateResult, evaluate_policy, judge
 from trainer.ppo import PPOTrainer, load_policy
-from trainer.reward import load_tokenizer, train_reward_model
+from trainer.reward import RewardModel, load_tokenizer, train_reward_model
 from trainer.sft import supervised_stage
 
 log = logging.getLogger(__name__)
@@ -41,6 +46,19 @@ class RoundResult:
     reason: str
 
 
+@dataclass
+class RoundInputs:
+    """What a round reads from Redis before it trains: read by the main process, the same on every process."""
+
+    entry_ids: list[str]
+    """Stream entries of the pairs claimed for this round: acknowledged once its outcome is recorded."""
+    pair_ids: list[str]
+    pairs: list[Pair]
+    """Every pair in the stream: the reward model learns from all of them."""
+    prompts: list[list[dict]]
+    parent: str
+
+
 def _split_prompts(prompts: list[list[dict]], eval_count: int, seed: int) -> tuple[list[list[dict]], list[list[dict]]]:
     """Training and held-out prompts; with few prompts, both use all of them rather than leave PPO with none."""
     shuffled = prompts[:]
@@ -50,49 +68,76 @@ def _split_prompts(prompts: list[list[dict]], eval_count: int, seed: int) -> tup
     return shuffled[eval_count:], shuffled[:eval_count]
 
 
-def run_round(settings: Settings, client: redis.Redis, consumer: PairConsumer, who: str = "trainer") -> RoundResult:
-    started = time.time()
+def _read_inputs(settings: Settings, client: redis.Redis, consumer: PairConsumer) -> RoundInputs | None:
     claimed = consumer.read(count=MAX_PAIRS_PER_ROUND)
     if not claimed:
-        return RoundResult(None, "no new pairs")
-    seed = settings.trainer.seed
-    torch.manual_seed(seed)
+        return None
     remove_partials(settings.versions_dir)
     pairs = [pair for _, pair in read_all(client)]
-    base = settings.model_path
-    reward_model, reward_metrics = train_reward_model(base, pairs, settings.reward, seed)
-
     prompts = recent_prompts(client, PROMPT_POOL) or [[m.model_dump() for m in p.prompt] for p in pairs]
-    train_prompts, eval_prompts = _split_prompts(prompts, settings.gate.eval_prompts, seed)
-    registry = Registry(client)
-    parent = registry.parent_for_training()
-    policy = load_policy(base, adapter_path(settings.versions_dir, parent), settings.ppo)
+    return RoundInputs(
+        entry_ids=[entry for entry, _ in claimed], pair_ids=[pair.pair_id for _, pair in claimed], pairs=pairs,
+        prompts=prompts, parent=Registry(client).parent_for_training(),
+    )  # fmt: skip
+
+
+@dataclass
+class Trained:
+    """What a round made, the same on every process."""
+
+    policy: PeftModel
+    reward_model: RewardModel
+    metrics: dict
+    gate: GateResult
+
+
+def _train(settings: Settings, inputs: RoundInputs, started: float) -> Trained:
+    seed = settings.trainer.seed
+    torch.manual_seed(seed)
+    base = settings.model_path
+    reward_model, reward_metrics = train_reward_model(base, inputs.pairs, settings.reward, seed)
+
+    train_prompts, eval_prompts = _split_prompts(inputs.prompts, settings.gate.eval_prompts, seed)
+    parent_adapter = adapter_path(settings.versions_dir, inputs.parent)
     tokenizer = load_tokenizer(base)
-    ppo = PPOTrainer(policy, tokenizer, reward_model.score, settings.ppo, seed)
+    ppo = PPOTrainer(load_policy(base, parent_adapter, settings.ppo), tokenizer, reward_model.score, settings.ppo, seed)
 
     parent_eval = evaluate_policy(ppo, eval_prompts, seed)
-    sft_losses = supervised_stage(policy, tokenizer, pairs, settings.ppo, seed) if settings.ppo.sft_epochs else []
+    sft_losses = []
+    if settings.ppo.sft_epochs:
+        sft_losses = supervised_stage(ppo.policy, tokenizer, inputs.pairs, settings.ppo, seed)
     steps = []
     rng = random.Random(seed)
-    for _ in tqdm(range(settings.ppo.rollouts), desc="ppo rollouts", disable=None):
+    for _ in tqdm(range(settings.ppo.rollouts), desc="ppo rollouts", disable=progress_disabled()):
         batch = rng.sample(train_prompts, min(settings.ppo.batch_prompts, len(train_prompts)))
-        steps.append(ppo.step(ppo.rollout(batch)))
+        steps.append(ppo.step(ppo.rollout(process_share(batch).items)))
         log.info("ppo step", extra={k: round(v, 4) for k, v in steps[-1].items()})
     gate = judge(parent_eval, evaluate_policy(ppo, eval_prompts, seed), settings.gate)
-
-    version_id = registry.next_id()
     metrics = {"reward_model": reward_metrics.model_dump(), "sft_losses": sft_losses, "ppo": steps,
                "seconds": time.time() - started}  # fmt: skip
+    return Trained(ppo.policy, reward_model, metrics, gate)
+
+
+def _record(
+    settings: Settings, client: redis.Redis, consumer: PairConsumer, who: str, inputs: RoundInputs, trained: Trained
+) -> RoundResult:
+    """The version folder, then in one transaction its registry entry, the round's record and the acknowledgement
+    of its pairs."""
+    registry = Registry(client)
+    version_id = registry.next_id()
+    gate = trained.gate
     info = {
-        "id": version_id, "parent": parent, "created": time.time(), "metrics": metrics, "gate": gate.model_dump(),
+        "id": version_id, "parent": inputs.parent, "created": time.time(), "metrics": trained.metrics,
+        "gate": gate.model_dump(),
         "hyperparameters": {"reward": settings.reward.model_dump(), "ppo": settings.ppo.model_dump(),
-                            "gate": settings.gate.model_dump(), "seed": seed},
-        "pairs": [pair.pair_id for _, pair in claimed],
+                            "gate": settings.gate.model_dump(), "seed": settings.trainer.seed,
+                            "processes": get_accelerator().num_processes},
+        "pairs": inputs.pair_ids,
     }  # fmt: skip
-    folder = write_version(settings.versions_dir, version_id, policy, reward_model, info)
+    folder = write_version(settings.versions_dir, version_id, trained.policy, trained.reward_model, info)
     version = Version(
-        id=version_id, parent=parent, state="candidate" if gate.passed else "rejected", artifact=str(folder),
-        created=info["created"], metrics=metrics, gate=gate.model_dump(),
+        id=version_id, parent=inputs.parent, state="candidate" if gate.passed else "rejected", artifact=str(folder),
+        created=info["created"], metrics=trained.metrics, gate=gate.model_dump(),
     )  # fmt: skip
     why = "passed the gate" if gate.passed else "; ".join(gate.reasons)
     pipe = client.pipeline(transaction=True)
@@ -100,7 +145,24 @@ def run_round(settings: Settings, client: redis.Redis, consumer: PairConsumer, w
     pipe.xadd(
         keys.TRAINER_ROUNDS, {"round": version.model_dump_json(include={"id", "parent", "state", "metrics", "gate"})}
     )
-    consumer.ack_in(pipe, [entry for entry, _ in claimed])
+    consumer.ack_in(pipe, inputs.entry_ids)
     pipe.execute()
     log.info("round done", extra={"version": version_id, "state": version.state, "why": why})
     return RoundResult(version, why)
+
+
+def run_round(
+    settings: Settings, client: redis.Redis | None, consumer: PairConsumer | None, who: str = "trainer"
+) -> RoundResult:
+    """One round. Under ``accelerate launch`` every process calls it and gets the same result; only the main one
+    passes a Redis client and a consumer (the others pass None)."""
+    started = time.time()
+    inputs = main_then_share(lambda: _read_inputs(settings, client, consumer))
+    if inputs is None:
+        return RoundResult(None, "no new pairs")
+    try:
+        trained = _train(settings, inputs, started)
+        return main_then_share(lambda: _record(settings, client, consumer, who, inputs, trained))
+    finally:
+        # The Accelerator holds on to what it prepared: a long-running trainer would keep every round's models.
+        get_accelerator().free_memory()

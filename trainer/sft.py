@@ -3,12 +3,16 @@
 InstructGPT's first stage, done online: next-token cross-entropy on the chosen answer of each pair, the prompt's
 tokens excluded from the loss. Off by default (``CHATLOOP_PPO__SFT_EPOCHS=0``): PPO alone learns from the same
 pairs through the reward model, and imitation of a small model's own answers mostly sharpens what it already does.
+
+Under ``accelerate launch`` each process takes its share of every minibatch, weighted so that DDP's average of the
+processes' gradients is the minibatch's gradient, as one process would compute it.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from contextlib import nullcontext
 
 import torch
 from peft import PeftModel
@@ -16,7 +20,7 @@ from transformers import PreTrainedTokenizerBase
 
 from core.config import PPOSettings
 from feedback.pairs import Pair
-from trainer.device import DEVICE
+from trainer.distributed import get_accelerator, mean_across_processes, process_share
 
 IGNORE = -100
 
@@ -27,7 +31,7 @@ def _example(tokenizer: PreTrainedTokenizerBase, pair: Pair) -> tuple[torch.Tens
     full_text = tokenizer.apply_chat_template(
         [*prompt, {"role": "assistant", "content": pair.chosen.text}], tokenize=False
     )
-    ids = tokenizer(full_text, return_tensors="pt", add_special_tokens=False).input_ids.to(DEVICE)
+    ids = tokenizer(full_text, return_tensors="pt", add_special_tokens=False).input_ids.to(get_accelerator().device)
     labels = ids.clone()
     labels[:, : len(tokenizer(prompt_text, add_special_tokens=False).input_ids)] = IGNORE
     return ids, labels
@@ -36,24 +40,29 @@ def _example(tokenizer: PreTrainedTokenizerBase, pair: Pair) -> tuple[torch.Tens
 def supervised_stage(
     policy: PeftModel, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[Pair], settings: PPOSettings, seed: int
 ) -> list[float]:
-    """Mean loss of each epoch; gradients accumulate over ``minibatch_size`` examples."""
+    """Mean loss of each epoch; gradients accumulate over ``minibatch_size`` examples (on all processes together)."""
+    accelerator = get_accelerator()
     trainable = [p for p in policy.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=settings.learning_rate)
+    model, optimizer = accelerator.prepare(policy, torch.optim.AdamW(trainable, lr=settings.learning_rate))
     examples = [_example(tokenizer, pair) for pair in pairs]
     rng = random.Random(seed)
-    policy.train()
+    model.train()
     losses = []
     for _ in range(settings.sft_epochs):
         rng.shuffle(examples)
         total = 0.0
         for start in range(0, len(examples), settings.minibatch_size):
             batch = examples[start : start + settings.minibatch_size]
+            share = process_share(batch)
             optimizer.zero_grad()
-            for ids, labels in batch:
-                loss = policy(input_ids=ids, labels=labels).loss / len(batch)
-                loss.backward()
-                total += loss.item() * len(batch)
-            torch.nn.utils.clip_grad_norm_(trainable, settings.max_grad_norm)
+            for i, (ids, labels) in enumerate(share.items):
+                weight = accelerator.num_processes if i < share.real else 0
+                # Gradients are all-reduced once, at the share's last backward pass.
+                with accelerator.no_sync(model) if i + 1 < len(share.items) else nullcontext():
+                    loss = model(input_ids=ids, labels=labels).loss / len(batch)
+                    accelerator.backward(loss * weight)
+                total += loss.item() * len(batch) * weight
+            accelerator.clip_grad_norm_(trainable, settings.max_grad_norm)
             optimizer.step()
-        losses.append(total / max(len(examples), 1))
+        losses.append(mean_across_processes({"loss": total / max(len(examples), 1)})["loss"])
     return losses
