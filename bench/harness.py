@@ -78,11 +78,13 @@ def running(
     settings: Settings,
     out: Path,
     extra_env: dict[str, str] | None = None,
+    replica_of: Server | None = None,
 ) -> Iterator[Server]:
-    """A server process for the duration of the block, its log in ``out``, this process kept off engine cores."""
+    """A server process for the duration of the block, its log in ``out``, this process kept off engine cores.
+    A replica shares the data folder and the Redis of the server it replicates."""
     port = free_port()
     log_path = out / f"{name}-server.log"
-    data_dir = Path(tempfile.mkdtemp(prefix="chatloop-bench-"))
+    data_dir = replica_of.data_dir if replica_of else Path(tempfile.mkdtemp(prefix="chatloop-bench-"))
     env = {
         **os.environ,
         "VLLM_CPU_KVCACHE_SPACE": str(settings.kv_cache_gib),
@@ -93,6 +95,8 @@ def running(
         **(extra_env or {}),
     }
     env.pop("REDIS_URL", None)  # ours records into its own local Redis, as `make run` does
+    if replica_of is not None:
+        env["REDIS_URL"] = replica_of.redis_url
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(command(port), cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

@@ -28,7 +28,7 @@ from feedback.stats import snapshot_counters
 from feedback.store import FeedbackStore
 from server import health_api, models_api
 from server.admin import api_router as admin_api
-from server.admin.service import AdminService
+from server.admin.serving import AdminService
 from server.chat import api_router as chat_api
 from server.chat.serving import ChatService
 from server.engine import build_engine, keep_off_engine_cores

@@ -10,7 +10,7 @@ from fastapi.responses import FileResponse
 
 from feedback.stats import read_history
 from server.admin.protocol import ChangeRequest, PromoteRequest, RoutingView, VersionList, VersionView
-from server.admin.service import AdminService
+from server.admin.serving import AdminService
 from server.auth import Caller, require_admin
 
 router = APIRouter(prefix="/v1/admin")

@@ -18,20 +18,17 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-import torch
-from peft import LoraConfig, get_peft_model
 from playwright.sync_api import Browser, expect
-from transformers import AutoModelForCausalLM
 
 from core import keys
 from core.config import LOCAL_ADMIN_KEY, LOCAL_API_KEY
 from core.local_redis import start_local_redis
-from core.registry import Registry, Version
+from core.registry import Registry
 from core.routing import Routing, routed_version
 from feedback.records import user_id
 from server.auth import key_id
 from tests.conftest import REPO, RedisHandle, start_server, stop_server
-from trainer.ppo import LORA_TARGETS
+from tests.factories import random_version
 
 pytestmark = pytest.mark.integration
 
@@ -55,19 +52,7 @@ class Cluster:
         return openai.OpenAI(base_url=self.urls[index] + "/v1", api_key=LOCAL_API_KEY, max_retries=0, timeout=120)
 
     def make_version(self, seed: int, corrupt: bool = False) -> str:
-        """Register a candidate whose adapter has random weights (or a corrupt file)."""
-        registry = Registry(self.redis.client())
-        version_id = registry.next_id()
-        folder = self.versions_dir / version_id
-        torch.manual_seed(seed)
-        model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=torch.float32)
-        lora = LoraConfig(r=16, lora_alpha=32, target_modules=LORA_TARGETS, init_lora_weights=False)
-        get_peft_model(model, lora).save_pretrained(folder / "adapter")
-        if corrupt:
-            (folder / "adapter" / "adapter_model.safetensors").write_bytes(b"\0" * 64)
-        version = Version(id=version_id, parent="base", state="candidate", artifact=str(folder), created=time.time())
-        registry.register(version, who="test", why="random adapter")
-        return version_id
+        return random_version(self.redis.client(), self.versions_dir, self.model_path, seed, corrupt=corrupt)
 
 
 @pytest.fixture(scope="module")
