@@ -67,6 +67,7 @@ def _up(args: argparse.Namespace, settings: Settings) -> None:
     print(
         f"chatloop is starting (the engine takes about a minute to load)\n"
         f"  chat UI      {base}/\n"
+        f"  ops page     {base}/admin   (admin key)\n"
         f"  OpenAI API   {base}/v1   (model '{settings.model_alias}')\n"
         f"  readiness    {base}/ready\n"
         f"  metrics      {base}/metrics\n"
@@ -159,6 +160,39 @@ def _policy(args: argparse.Namespace, settings: Settings) -> None:
     run(client, args.action, getattr(args, "version", None), getattr(args, "canary", None), args.reason)
 
 
+def _simulate(args: argparse.Namespace, settings: Settings) -> None:
+    from client.simulation.experiment import run_experiment
+    from client.simulation.users import Behaviour
+
+    behaviour = Behaviour(users=args.users, random_share=args.random_share, silent_share=args.silent_share,
+                          max_tokens=args.max_tokens, seed=args.seed)  # fmt: skip
+    summary = run_experiment(
+        url=(args.url or f"http://{settings.host}:{settings.port}").rstrip("/"),
+        user_key=args.key or os.environ.get("CHATLOOP_KEY") or LOCAL_API_KEY,
+        admin_key=settings.admin_key.get_secret_value(), preference=args.preference, minutes=args.minutes,
+        behaviour=behaviour, out=args.out, command=" ".join(["chatloop", *sys.argv[1:]]),
+    )  # fmt: skip
+    print((args.out / "report.md").read_text())
+    log.info("simulation done", extra={"out": str(args.out), "rise_pp": summary["rise_pp"]})
+
+
+def _add_simulate_command(commands: argparse._SubParsersAction) -> None:
+    simulate = commands.add_parser("simulate", help="simulated users teach a running system a hidden preference")
+    simulate.add_argument("--preference", required=True, help="package.module:function scoring (conversation, answer)")
+    simulate.add_argument("--minutes", type=float, default=60.0, help="how long the users chat (default: 60)")
+    simulate.add_argument("--users", type=int, default=6, help="simulated users chatting at once (default: 6)")
+    simulate.add_argument("--random-share", type=float, default=0.1, help="turns rated at random (default: 0.1)")
+    simulate.add_argument("--silent-share", type=float, default=0.1, help="turns with no feedback (default: 0.1)")
+    simulate.add_argument("--max-tokens", type=int, default=96, help="longest answer (default: 96)")
+    simulate.add_argument("--seed", type=int, default=0)
+    simulate.add_argument("--url", help="the server (default: http://CHATLOOP_HOST:CHATLOOP_PORT)")
+    simulate.add_argument("--key", help="a user API key (default: CHATLOOP_KEY, else the local default key)")
+    simulate.add_argument(
+        "--out", type=Path, default=Path("data/simulations") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    )
+    simulate.set_defaults(run=_simulate)
+
+
 def _add_policy_commands(commands: argparse._SubParsersAction) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", help="the server (default: http://CHATLOOP_HOST:CHATLOOP_PORT)")
@@ -210,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--once", action="store_true", required=True, help="one round, then exit")
     train.set_defaults(run=_train)
     _add_policy_commands(commands)
+    _add_simulate_command(commands)
     prepare = commands.add_parser("prepare-model", help="convert the default model into the data folder")
     prepare.set_defaults(run=_prepare_model)
     return parser

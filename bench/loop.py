@@ -1,0 +1,78 @@
+"""The closed loop, end to end: start the whole system (``chatloop up``: server, trainer loop, local Redis) in a
+fresh data folder, let simulated users teach it a hidden preference for a while, and report how the satisfied
+share moved, round by round (``client/simulation/``).
+
+New versions go live by the real path: the trainer registers candidates, and the server's autopilot makes each
+new candidate the canary and promotes a canary that is not worse. Those automatic steps are off by default and
+switched on here through configuration (``EXPERIMENT`` below; any ``CHATLOOP_*`` variable set in the environment
+wins over it).
+
+    .venv/bin/python bench/loop.py --preference client.simulation.preferences:concise --minutes 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from harness import running
+from report import default_out
+
+from client.simulation.experiment import run_experiment
+from client.simulation.users import Behaviour
+from core.config import LOCAL_ADMIN_KEY, LOCAL_API_KEY, Settings
+from core.logs import configure_logging
+
+EXPERIMENT = {
+    "CHATLOOP_ROLLOUT__AUTO_CANARY": "true",
+    "CHATLOOP_ROLLOUT__AUTO_CANARY_PERCENT": "50",
+    "CHATLOOP_ROLLOUT__AUTO_PROMOTE": "true",
+    "CHATLOOP_ROLLOUT__PROMOTE_MIN_ANSWERS": "20",
+    "CHATLOOP_TRAINER__MIN_NEW_PAIRS": "24",
+    "CHATLOOP_TRAINER__MAX_WAIT_MINUTES": "3",
+    "CHATLOOP_TRAINER__POLL_SECONDS": "5",
+}
+"""The experiment's switches: automatic canary and promotion, and rounds as soon as a few pairs are in."""
+
+
+def up_command(port: int) -> list[str]:
+    return [sys.executable, "-m", "client.cli", "up", "--host", "127.0.0.1", "--port", str(port)]
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preference", required=True, help="package.module:function scoring (conversation, answer)")
+    parser.add_argument("--minutes", type=float, default=60.0)
+    parser.add_argument("--users", type=int, default=6)
+    parser.add_argument("--random-share", type=float, default=0.1)
+    parser.add_argument("--silent-share", type=float, default=0.1)
+    parser.add_argument("--max-tokens", type=int, default=96)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=default_out("loop"))
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    configure_logging("INFO")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    settings = Settings()
+    args.out.mkdir(parents=True, exist_ok=True)
+    experiment = {**EXPERIMENT, **{k: v for k, v in os.environ.items() if k.startswith("CHATLOOP_")}}
+    behaviour = Behaviour(users=args.users, random_share=args.random_share, silent_share=args.silent_share,
+                          max_tokens=args.max_tokens, seed=args.seed)  # fmt: skip
+    command = " ".join([*(f"{k}={shlex.quote(v)}" for k, v in os.environ.items() if k.startswith("CHATLOOP_")),
+                        ".venv/bin/python bench/loop.py", *map(shlex.quote, sys.argv[1:])])  # fmt: skip
+    with running("loop", up_command, settings, args.out, {**experiment, "CHATLOOP_LOG_LEVEL": "INFO"}) as system:
+        summary = run_experiment(system.url, LOCAL_API_KEY, LOCAL_ADMIN_KEY, args.preference, args.minutes,
+                                 behaviour, args.out, command)  # fmt: skip
+    print((args.out / "report.md").read_text())
+    print(f"rise: {summary['rise_pp']} pp; folder: {args.out}")
+
+
+if __name__ == "__main__":
+    main()

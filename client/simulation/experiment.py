@@ -1,0 +1,58 @@
+"""One closed-loop run against a running system: simulated users chat and give feedback for a while, then the
+report is written from what they saw and from the admin API (training rounds, version audit trails)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+import httpx
+from client.simulation.preferences import resolve
+from client.simulation.prompt_set import load_prompts
+
+from client.simulation.report import share, write
+from client.simulation.users import Behaviour, Turn, simulate
+
+log = logging.getLogger(__name__)
+
+PROGRESS_S = 60.0
+
+
+class Progress:
+    """Collects the turns and logs the running satisfied share once a minute."""
+
+    def __init__(self) -> None:
+        self.turns: list[Turn] = []
+        self.last = time.monotonic()
+
+    def __call__(self, turns: list[Turn]) -> None:
+        self.turns.extend(turns)
+        if time.monotonic() - self.last >= PROGRESS_S:
+            self.last = time.monotonic()
+            recent = [t for t in self.turns[-60:] if not t.regeneration]
+            log.info("simulation progress", extra={
+                "answers": len(self.turns), "recent_satisfied": share(recent).rate,
+                "recent_versions": sorted({t.version for t in recent}),
+            })  # fmt: skip
+
+
+def admin_get(url: str, admin_key: str, path: str) -> list[dict]:
+    headers = {"Authorization": f"Bearer {admin_key}"}
+    response = httpx.get(f"{url}/v1/admin{path}", headers=headers, timeout=60)
+    response.raise_for_status()
+    return response.json()["data"]
+
+
+def run_experiment(
+    url: str, user_key: str, admin_key: str, preference: str, minutes: float, behaviour: Behaviour, out: Path,
+    command: str,
+) -> dict:  # fmt: skip
+    judge = resolve(preference)
+    progress = Progress()
+    started = time.time()
+    asyncio.run(simulate(url, user_key, judge, load_prompts(), behaviour, minutes * 60, progress))
+    rounds = admin_get(url, admin_key, "/rounds?limit=1000")
+    versions = admin_get(url, admin_key, "/versions")
+    return write(out, progress.turns, rounds, versions, started, command, preference)

@@ -1,0 +1,69 @@
+"""One short turn of the closed loop, to keep its mechanics honest: simulated users chat and give feedback, a real
+training round (tiny) makes a version, the autopilot canaries and promotes it, and the report shows it all.
+The full experiment is a benchmark (bench/loop.py), not a test."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from client.simulation.preferences import resolve
+from client.simulation.prompt_set import load_prompts
+
+from client.simulation.experiment import run_experiment
+from client.simulation.users import Behaviour, Turn, simulate
+from core.config import LOCAL_ADMIN_KEY, LOCAL_API_KEY
+from core.local_redis import start_local_redis
+from core.registry import Registry
+from tests.conftest import REPO, RedisHandle, start_server, stop_server
+from tests.integration.test_trainer import SMALL
+
+pytestmark = pytest.mark.integration
+
+PREFERENCE = "client.simulation.preferences:concise"
+AUTOPILOT = {
+    "CHATLOOP_ROLLOUT__RECONCILE_SECONDS": "1", "CHATLOOP_ROLLOUT__AUTO_CANARY": "true",
+    "CHATLOOP_ROLLOUT__AUTO_CANARY_PERCENT": "50", "CHATLOOP_ROLLOUT__AUTO_PROMOTE": "true",
+    "CHATLOOP_ROLLOUT__PROMOTE_MIN_ANSWERS": "3",
+}  # fmt: skip
+OPEN_GATE = {
+    "CHATLOOP_GATE__MIN_REWARD_GAIN": "-1000", "CHATLOOP_GATE__KL_BUDGET": "1000",
+    "CHATLOOP_GATE__LENGTH_BAND": "100", "CHATLOOP_GATE__MAX_REPETITION": "1",
+}  # fmt: skip
+"""A round this small proves nothing about quality: the gate is opened so that the mechanics are what is tested."""
+BEHAVIOUR = Behaviour(users=3, random_share=0.0, silent_share=0.0, max_tokens=32, seed=1)
+
+
+def test_users_teach_a_round_whose_version_goes_live(tmp_path: Path, model_path: Path) -> None:
+    redis_handle = RedisHandle(folder=tmp_path / "redis", server=start_local_redis(tmp_path / "redis"))
+    process, url, _ = start_server(tmp_path, redis_handle.url, model_path, AUTOPILOT)
+    try:
+        turns: list[Turn] = []
+        asyncio.run(simulate(url, LOCAL_API_KEY, resolve(PREFERENCE), load_prompts(), BEHAVIOUR, 30, turns.extend))
+        assert turns and {turn.version for turn in turns} == {"base"}
+        assert any(turn.regeneration for turn in turns), "no answer was disliked: the preference is too easy"
+
+        env = {"REDIS_URL": redis_handle.url, "CHATLOOP_DATA_DIR": str(tmp_path / "data"),
+               "CHATLOOP_MODEL": str(model_path), **SMALL, **OPEN_GATE}  # fmt: skip
+        trained = subprocess.run([sys.executable, "-m", "client.cli", "train", "--once"], cwd=REPO,
+                                 env={**os.environ, **env}, capture_output=True, text=True, timeout=600)  # fmt: skip
+        assert trained.returncode == 0, trained.stderr[-3000:]
+        assert trained.stdout.startswith("v1 candidate"), trained.stdout
+
+        out = tmp_path / "report"
+        summary = run_experiment(url, LOCAL_API_KEY, LOCAL_ADMIN_KEY, PREFERENCE, 0.75, BEHAVIOUR, out, "test")
+        assert "v1" in summary["by_version"]
+        assert Registry(redis_handle.client()).routing().active == "v1"
+        (round_row,) = summary["rounds"]
+        assert round_row["version"] == "v1" and round_row["minutes_to_serving"] is not None
+        assert (out / "loop.png").stat().st_size > 10_000
+        assert "| v1 (from base) | candidate |" in (out / "report.md").read_text()
+        assert json.loads((out / "results.json").read_text())["preference"] == PREFERENCE
+    finally:
+        stop_server(process)
+        redis_handle.server.stop()
