@@ -25,7 +25,8 @@ SATISFIED = 0.5
 
 # concise: full marks up to CONCISE_FULL_WORDS, none from CONCISE_ZERO_WORDS, linear between (0.5 at 52.5 words).
 # SmolLM2-135M-Instruct's answers at max_tokens 96 mostly run into the cap at 70-85 words; those that finish on
-# their own are shorter, and one of about 50 words or fewer satisfies.
+# their own are shorter, and a finished one of 52 words or fewer satisfies. At max_tokens 64 the capped answers
+# are 45-60 words, so there the cut-off rule below is what keeps them from satisfying.
 CONCISE_FULL_WORDS = 25
 CONCISE_ZERO_WORDS = 80
 # A final character from this set means the answer ends where its writer meant it to (closing quotes, brackets,
