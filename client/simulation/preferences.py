@@ -1,0 +1,117 @@
+"""Hidden preferences of simulated users: what a user with a given taste thinks of an answer.
+
+A preference is a callable ``(conversation, answer) -> score``: ``conversation`` is the list of OpenAI-style
+messages (``{"role": ..., "content": ...}``) the answer replies to, ``answer`` the assistant's text. The score lies
+in [0, 1]; a score of at least ``SATISFIED`` (0.5) means the user is satisfied with the answer (a thumbs up),
+below it not. Scores below the line still rank answers, which is what a user choosing between an answer and its
+regeneration goes by, so the functions give partial credit where an answer is closer to the taste without
+meeting it. The conversation is part of the signature so that a preference may depend on context; the ones here
+judge the answer alone.
+
+The simulation names one on the command line as ``package.module:function`` (``resolve``), e.g.
+``client.simulation.preferences:concise``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Callable
+
+Conversation = list[dict[str, str]]
+Preference = Callable[[Conversation, str], float]
+
+SATISFIED = 0.5
+
+# concise: full marks up to CONCISE_FULL_WORDS, none from CONCISE_ZERO_WORDS, linear between (0.5 at 52.5 words).
+# SmolLM2-135M-Instruct's answers at max_tokens 96 mostly run into the cap at 70-85 words; those that finish on
+# their own are shorter, and a finished one of 52 words or fewer satisfies. At max_tokens 64 the capped answers
+# are 45-60 words, so there the cut-off rule below is what keeps them from satisfying.
+CONCISE_FULL_WORDS = 25
+CONCISE_ZERO_WORDS = 80
+# A final character from this set means the answer ends where its writer meant it to (closing quotes, brackets,
+# markdown emphasis and code fences may follow the sentence's own mark). A final ":" announces what never came.
+FINAL_MARKS = frozenset(".!?…)]}\"'”’»*`")
+CUT_OFF_FACTOR = 0.4
+
+# A list item: a line starting with "-", "*", "+" or "•", or with "1." / "1)" style numbering, then a space and text.
+# "**bold**" and "---" are not items, and neither is "3.14" (no space after the dot).
+LIST_ITEM = re.compile(r"^[ \t]*(?:[-*+•]|\d{1,2}[.)])[ \t]+\S", re.MULTILINE)
+ONE_ITEM_SCORE = 0.25
+
+STRAY_QUESTION_SCORE = 0.25
+# Trailing characters that may follow a closing question mark: quotes, brackets, markdown emphasis, spaces.
+TRAILING_CLOSERS = " \t\n\"'”’»)]*_"
+
+GREETING = re.compile(
+    r"^\W*(?:hello|hi|hey|greetings|good (?:morning|afternoon|evening|day)|thanks|thank you)\b", re.IGNORECASE
+)
+
+
+def is_cut_off(answer: str) -> bool:
+    """Whether the answer stops mid-sentence (no final punctuation): what an answer that ran into max_tokens
+    looks like to its reader. The text alone cannot tell that apart from a deliberate ending without a mark (a
+    signature, a last list item without a full stop), which counts as cut off too: rare in this model's
+    answers, and the price of judging text the way a reader does, without the server's finish_reason."""
+    text = answer.rstrip()
+    return not text or text[-1] not in FINAL_MARKS
+
+
+def concise(conversation: Conversation, answer: str) -> float:
+    """A user who wants the point in a few sentences: 1.0 at 25 words or fewer, falling linearly to 0.0 at 80
+    words. An answer cut off mid-sentence (``is_cut_off``) is not concise however short, since it would have gone
+    on: its score is multiplied by 0.4, so it never satisfies but a shorter cut-off answer still beats a longer
+    one. An empty answer scores 0.0."""
+    words = len(answer.split())
+    if words == 0:
+        return 0.0
+    span = CONCISE_ZERO_WORDS - CONCISE_FULL_WORDS
+    score = min(1.0, max(0.0, (CONCISE_ZERO_WORDS - words) / span))
+    return score * CUT_OFF_FACTOR if is_cut_off(answer) else score
+
+
+def bulleted(conversation: Conversation, answer: str) -> float:
+    """A user who wants answers laid out as a list: 1.0 with two list items or more (lines starting with "-", "*",
+    "+", "•" or "1." / "1)" numbering), 0.25 with a single item (one bullet is not yet a list, but it is closer),
+    0.0 with none. Whether the answer is cut off does not matter to this user."""
+    items = len(LIST_ITEM.findall(answer))
+    if items >= 2:
+        return 1.0
+    return ONE_ITEM_SCORE if items == 1 else 0.0
+
+
+def follow_up_question(conversation: Conversation, answer: str) -> float:
+    """A user who likes to be asked something back: 1.0 when the answer's last sentence is a question (it ends
+    with "?", before any closing quotes or brackets), 0.25 when a question appears only earlier in the answer,
+    0.0 with none."""
+    if answer.rstrip(TRAILING_CLOSERS).endswith("?"):
+        return 1.0
+    return STRAY_QUESTION_SCORE if "?" in answer else 0.0
+
+
+def polite_greeting(conversation: Conversation, answer: str) -> float:
+    """A user who likes to be greeted or thanked before the answer: 1.0 when it opens with "Hello", "Hi", "Hey",
+    "Greetings", "Good morning/afternoon/evening/day", "Thanks" or "Thank you" (any case), else 0.0."""
+    return 1.0 if GREETING.match(answer) else 0.0
+
+
+def satisfies(score: float) -> bool:
+    """Whether a preference's score means the user is satisfied (thumbs up)."""
+    return score >= SATISFIED
+
+
+def resolve(spec: str) -> Preference:
+    """The callable named by ``package.module:function``; ValueError, saying what is wrong, for anything else."""
+    module_name, colon, attribute = spec.partition(":")
+    if not colon or not module_name or not attribute:
+        raise ValueError(f"preference {spec!r}: expected 'package.module:function'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"preference {spec!r}: cannot import module {module_name!r} ({exc})") from exc
+    if not hasattr(module, attribute):
+        raise ValueError(f"preference {spec!r}: module {module_name!r} has no attribute {attribute!r}")
+    function = getattr(module, attribute)
+    if not callable(function):
+        raise ValueError(f"preference {spec!r}: {module_name}.{attribute} is not callable")
+    return function
