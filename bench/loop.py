@@ -22,8 +22,7 @@ from pathlib import Path
 from harness import running
 from report import default_out
 
-from client.simulation.experiment import run_experiment
-from client.simulation.users import Behaviour
+from client.simulation.experiment import add_simulation_args, behaviour_from, run_experiment
 from core.config import LOCAL_ADMIN_KEY, LOCAL_API_KEY, Settings
 from core.logs import configure_logging
 
@@ -45,13 +44,7 @@ def up_command(port: int) -> list[str]:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preference", required=True, help="package.module:function scoring (conversation, answer)")
-    parser.add_argument("--minutes", type=float, default=60.0)
-    parser.add_argument("--users", type=int, default=6)
-    parser.add_argument("--random-share", type=float, default=0.1)
-    parser.add_argument("--silent-share", type=float, default=0.1)
-    parser.add_argument("--max-tokens", type=int, default=96)
-    parser.add_argument("--seed", type=int, default=0)
+    add_simulation_args(parser)
     parser.add_argument("--out", type=Path, default=default_out("loop"))
     return parser.parse_args()
 
@@ -63,13 +56,11 @@ def main() -> None:
     settings = Settings()
     args.out.mkdir(parents=True, exist_ok=True)
     experiment = {**EXPERIMENT, **{k: v for k, v in os.environ.items() if k.startswith("CHATLOOP_")}}
-    behaviour = Behaviour(users=args.users, random_share=args.random_share, silent_share=args.silent_share,
-                          max_tokens=args.max_tokens, seed=args.seed)  # fmt: skip
     command = " ".join([*(f"{k}={shlex.quote(v)}" for k, v in os.environ.items() if k.startswith("CHATLOOP_")),
                         ".venv/bin/python bench/loop.py", *map(shlex.quote, sys.argv[1:])])  # fmt: skip
     with running("loop", up_command, settings, args.out, {**experiment, "CHATLOOP_LOG_LEVEL": "INFO"}) as system:
         summary = run_experiment(system.url, LOCAL_API_KEY, LOCAL_ADMIN_KEY, args.preference, args.minutes,
-                                 behaviour, args.out, command)  # fmt: skip
+                                 behaviour_from(args), args.out, command)  # fmt: skip
     print((args.out / "report.md").read_text())
     print(f"rise: {summary['rise_pp']} pp; folder: {args.out}")
 

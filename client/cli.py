@@ -161,34 +161,28 @@ def _policy(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _simulate(args: argparse.Namespace, settings: Settings) -> None:
-    from client.simulation.experiment import run_experiment
-    from client.simulation.users import Behaviour
+    from client.simulation.experiment import behaviour_from, run_experiment
 
-    behaviour = Behaviour(users=args.users, random_share=args.random_share, silent_share=args.silent_share,
-                          max_tokens=args.max_tokens, seed=args.seed)  # fmt: skip
     summary = run_experiment(
         url=(args.url or f"http://{settings.host}:{settings.port}").rstrip("/"),
         user_key=args.key or os.environ.get("CHATLOOP_KEY") or LOCAL_API_KEY,
         admin_key=settings.admin_key.get_secret_value(), preference=args.preference, minutes=args.minutes,
-        behaviour=behaviour, out=args.out, command=" ".join(["chatloop", *sys.argv[1:]]),
+        behaviour=behaviour_from(args), out=args.out, command=" ".join(["chatloop", *sys.argv[1:]]),
     )  # fmt: skip
     print((args.out / "report.md").read_text())
     log.info("simulation done", extra={"out": str(args.out), "rise_pp": summary["rise_pp"]})
 
 
 def _add_simulate_command(commands: argparse._SubParsersAction) -> None:
+    from client.simulation.experiment import add_simulation_args
+
     simulate = commands.add_parser("simulate", help="simulated users teach a running system a hidden preference")
-    simulate.add_argument("--preference", required=True, help="package.module:function scoring (conversation, answer)")
-    simulate.add_argument("--minutes", type=float, default=60.0, help="how long the users chat (default: 60)")
-    simulate.add_argument("--users", type=int, default=6, help="simulated users chatting at once (default: 6)")
-    simulate.add_argument("--random-share", type=float, default=0.1, help="turns rated at random (default: 0.1)")
-    simulate.add_argument("--silent-share", type=float, default=0.1, help="turns with no feedback (default: 0.1)")
-    simulate.add_argument("--max-tokens", type=int, default=96, help="longest answer (default: 96)")
-    simulate.add_argument("--seed", type=int, default=0)
+    add_simulation_args(simulate)
     simulate.add_argument("--url", help="the server (default: http://CHATLOOP_HOST:CHATLOOP_PORT)")
     simulate.add_argument("--key", help="a user API key (default: CHATLOOP_KEY, else the local default key)")
+    run_folder = Path("data/simulations") / datetime.now().strftime("%Y%m%d-%H%M%S")
     simulate.add_argument(
-        "--out", type=Path, default=Path("data/simulations") / datetime.now().strftime("%Y%m%d-%H%M%S")
+        "--out", type=Path, default=run_folder, help="the report's folder (default: data/simulations/<time>)"
     )
     simulate.set_defaults(run=_simulate)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from pathlib import Path
 
 import psutil
 from vllm.config import StructuredOutputsConfig
@@ -84,6 +85,19 @@ def pin(process: psutil.Process, cores: set[int]) -> None:
                 os.sched_setaffinity(thread.id, cores)
 
 
+SERVING_PROCESSES = ("VLLM", "redis-server")
+"""Command-line prefixes of the children that serve requests with us: vLLM's scheduler, a local Redis. Others
+(the trainer that ``chatloop up`` starts) keep every core: at a lower priority they use what serving leaves."""
+
+
+def _serves(process: psutil.Process) -> bool:
+    try:
+        command = process.cmdline()
+    except psutil.Error:
+        return False
+    return bool(command) and Path(command[0]).name.startswith(SERVING_PROCESSES)
+
+
 def keep_off_engine_cores() -> None:
     """Move this process and its unbound children (vLLM's scheduler process, a local Redis) off the cores that
     vLLM's CPU worker is bound to.
@@ -99,7 +113,7 @@ def keep_off_engine_cores() -> None:
     free = everything - bound
     if not bound or not free:
         return
-    unbound = [child for child in me.children(recursive=True) if _affinity(child) == everything]
+    unbound = [child for child in me.children(recursive=True) if _affinity(child) == everything and _serves(child)]
     for process in [me, *unbound]:
         pin(process, free)
     log.info("kept off the engine's cores", extra={"engine_cores": sorted(bound), "others": sorted(free)})

@@ -3,15 +3,16 @@ report is written from what they saw and from the admin API (training rounds, ve
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import time
 from pathlib import Path
 
 import httpx
+
 from client.simulation.preferences import resolve
 from client.simulation.prompt_set import load_prompts
-
 from client.simulation.report import share, write
 from client.simulation.users import Behaviour, Turn, simulate
 
@@ -36,6 +37,25 @@ class Progress:
                 "answers": len(self.turns), "recent_satisfied": share(recent).rate,
                 "recent_versions": sorted({t.version for t in recent}),
             })  # fmt: skip
+
+
+def add_simulation_args(parser: argparse.ArgumentParser) -> None:
+    """The options of a run, shared by ``chatloop simulate`` and ``bench/loop.py``."""
+    parser.add_argument("--preference", required=True, help="package.module:function scoring (conversation, answer)")
+    parser.add_argument("--minutes", type=float, default=60.0, help="how long the users chat (default: 60)")
+    parser.add_argument("--users", type=int, default=6, help="simulated users (default: 6)")
+    parser.add_argument("--think-seconds", type=float, default=5.0, help="mean pause between turns (default: 5)")
+    parser.add_argument("--random-share", type=float, default=0.1, help="turns rated at random (default: 0.1)")
+    parser.add_argument("--silent-share", type=float, default=0.1, help="turns with no feedback (default: 0.1)")
+    parser.add_argument("--max-tokens", type=int, default=96, help="longest answer (default: 96)")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def behaviour_from(args: argparse.Namespace) -> Behaviour:
+    return Behaviour(
+        users=args.users, think_seconds=args.think_seconds, random_share=args.random_share,
+        silent_share=args.silent_share, max_tokens=args.max_tokens, seed=args.seed,
+    )  # fmt: skip
 
 
 def admin_get(url: str, admin_key: str, path: str) -> list[dict]:

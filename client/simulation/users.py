@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
+
 from client.simulation.preferences import satisfies
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,8 @@ class Behaviour:
     """Turns whose rating is a coin toss, as from a careless user."""
     silent_share: float = 0.1
     """Turns that get no feedback at all."""
+    think_seconds: float = 5.0
+    """Mean pause between a user's turns (reading, typing): people do not chat back to back."""
     max_tokens: int = 96
     temperature: float = 0.7
     seed: int = 0
@@ -126,6 +129,7 @@ async def simulate(
         async def live(name: str) -> None:
             user = SimulatedUser(name, http, preference, prompts, behaviour)
             while time.monotonic() < deadline:
+                await asyncio.sleep(user.rng.uniform(0, 2 * behaviour.think_seconds))
                 try:
                     on_turns(await user.turn())
                 except httpx.HTTPError as exc:

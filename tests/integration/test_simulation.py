@@ -36,7 +36,7 @@ OPEN_GATE = {
     "CHATLOOP_GATE__LENGTH_BAND": "100", "CHATLOOP_GATE__MAX_REPETITION": "1",
 }  # fmt: skip
 """A round this small proves nothing about quality: the gate is opened so that the mechanics are what is tested."""
-BEHAVIOUR = Behaviour(users=3, random_share=0.0, silent_share=0.0, max_tokens=32, seed=1)
+BEHAVIOUR = Behaviour(users=3, think_seconds=0.5, random_share=0.0, silent_share=0.0, max_tokens=32, seed=1)
 
 
 def test_users_teach_a_round_whose_version_goes_live(tmp_path: Path, model_path: Path) -> None:
