@@ -50,7 +50,7 @@ class LoadedVersions:
         asking for the same version meanwhile share one build."""
         if version not in self._builds:
             out = self.cache / "merged" / version
-            args = (self.settings.model_path, self._adapter(version), out, self.settings.dtype)
+            args = (self.settings.model_path, self._adapter(version), out)
             self._builds[version] = asyncio.ensure_future(asyncio.to_thread(build_merged, *args))
         try:
             return await asyncio.shield(self._builds[version])

@@ -15,7 +15,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -24,7 +24,7 @@ from vllm.lora.request import LoRARequest
 from core import keys
 from core.config import Settings
 from core.errors import ApiError
-from core.policy import BASE_VERSION
+from core.policy import BASE_VERSION, version_order
 from core.routing import Routing, routed_version
 from server.versions.loaded import LoadedVersions
 from server.versions.weights import BrokenVersion
@@ -44,6 +44,7 @@ class VersionManager:
         self.known: set[str] = {BASE_VERSION}
         self.errors: dict[str, str] = {}
         self._lock = asyncio.Lock()
+        self._background: set[asyncio.Task[None]] = set()
 
     # ---- following the registry --------------------------------------------------------------------------
 
@@ -65,11 +66,19 @@ class VersionManager:
         """Apply the stored routing if it changed since this server last applied it."""
         raw, versions = await self._read_registry()
         desired = Routing() if raw is None else Routing.model_validate_json(raw)
+        new_versions = set(versions) - self.known
         self.known = {BASE_VERSION, *versions}
         async with self._lock:
             if desired.revision != self.routing.revision:
                 await self._apply(desired)
+            elif new_versions:
+                self._in_background(self._prepare_next(self.routing))
         return self.routing
+
+    def _in_background(self, work: Coroutine[object, object, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _read_registry(self) -> tuple[bytes | None, list[str]]:
         pipe = self.client.pipeline(transaction=False)
@@ -96,11 +105,13 @@ class VersionManager:
             extra={"revision": desired.revision, "active": self.routing.active, "canary": canary,
                    "canary_percent": self.routing.canary_percent, "seconds": round(time.perf_counter() - started, 3)},
         )  # fmt: skip
-        asyncio.get_running_loop().create_task(self._prepare_next(desired))
+        self._in_background(self._prepare_next(desired))
 
     async def _prepare_next(self, routing: Routing) -> None:
-        """Merge the weights a promotion or a rollback would swap in, so that the swap itself is quick."""
-        for version in filter(None, [routing.canary, *routing.history[-1:]]):
+        """Merge the weights a promotion or a rollback would likely swap in (the canary, the rollback target, the
+        newest version), so that the swap itself is quick."""
+        newest = max(self.known, key=version_order)
+        for version in dict.fromkeys(filter(None, [routing.canary, *routing.history[-1:], newest])):
             await self._load(version, self.loaded.prepare)
 
     async def _load(self, version: str, load: Callable[[str], Awaitable[object]]) -> bool:

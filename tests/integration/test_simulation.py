@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from client.simulation.preferences import resolve
-from client.simulation.prompt_set import load_prompts
 
 from client.simulation.experiment import run_experiment
+from client.simulation.preferences import resolve
+from client.simulation.prompt_set import load_prompts
 from client.simulation.users import Behaviour, Turn, simulate
 from core.config import LOCAL_ADMIN_KEY, LOCAL_API_KEY
 from core.local_redis import start_local_redis

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from server.versions.weights import BrokenVersion, build_difference
+from server.versions.weights import BrokenVersion, build_difference, build_merged
 
 MODULES = ["base_model.model.model.layers.0.self_attn.q_proj", "base_model.model.model.layers.0.mlp.up_proj"]
 
@@ -67,3 +67,27 @@ def test_a_corrupt_adapter_is_a_broken_version(tmp_path: Path) -> None:
     with pytest.raises(BrokenVersion, match="cannot read"):
         build_difference(tmp_path / "bad", None, tmp_path / "diff")
     assert not (tmp_path / "diff").exists()
+
+
+def test_merged_weights_add_the_scaled_product_to_the_base(tmp_path: Path) -> None:
+    base = tmp_path / "base"
+    base.mkdir()
+    weights = {"model.layers.0.self_attn.q_proj.weight": torch.randn(10, 12), "model.norm.weight": torch.ones(12)}
+    save_file(weights, base / "model.safetensors")
+    (base / "config.json").write_text("{}")
+    adapter = write_adapter(tmp_path / "adapter", rank=4, alpha=8, seed=1, modules=MODULES[:1])
+    merged = load_file(build_merged(base, tmp_path / "adapter", tmp_path / "merged") / "model.safetensors")
+    name = "model.layers.0.self_attn.q_proj.weight"
+    torch.testing.assert_close(merged[name], weights[name] + delta(adapter, MODULES[0], 2.0))
+    torch.testing.assert_close(merged["model.norm.weight"], weights["model.norm.weight"])
+    assert (tmp_path / "merged" / "config.json").exists()
+
+
+def test_an_adapter_for_another_architecture_is_a_broken_version(tmp_path: Path) -> None:
+    base = tmp_path / "base"
+    base.mkdir()
+    save_file({"model.norm.weight": torch.ones(12)}, base / "model.safetensors")
+    write_adapter(tmp_path / "adapter", rank=4, alpha=8, seed=1)
+    with pytest.raises(BrokenVersion, match="lacks"):
+        build_merged(base, tmp_path / "adapter", tmp_path / "merged")
+    assert not (tmp_path / "merged").exists()
