@@ -5,12 +5,15 @@ The full experiment is a benchmark (bench/loop.py), not a test."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from client.simulation.experiment import run_experiment
@@ -39,6 +42,20 @@ OPEN_GATE = {
 BEHAVIOUR = Behaviour(users=3, think_seconds=0.5, random_share=0.0, silent_share=0.0, max_tokens=32, seed=1)
 
 
+def promoted(url: str, registry: Registry, timeout_s: float = 120) -> bool:
+    """Whether the canary becomes active; more answers are asked for while it has not served enough (on a busy
+    machine the simulated minute may end before it has)."""
+    deadline = time.monotonic() + timeout_s
+    users = (f"extra-{turn}" for turn in itertools.count())
+    body = {"model": "chatloop", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {LOCAL_API_KEY}"}, timeout=120) as http:
+        while registry.routing().active != "v1":
+            if time.monotonic() > deadline:
+                return False
+            http.post("/v1/chat/completions", json={**body, "user": next(users)})
+    return True
+
+
 def test_users_teach_a_round_whose_version_goes_live(tmp_path: Path, model_path: Path) -> None:
     redis_handle = RedisHandle(folder=tmp_path / "redis", server=start_local_redis(tmp_path / "redis"))
     process, url, _ = start_server(tmp_path, redis_handle.url, model_path, AUTOPILOT)
@@ -58,7 +75,7 @@ def test_users_teach_a_round_whose_version_goes_live(tmp_path: Path, model_path:
         out = tmp_path / "report"
         summary = run_experiment(url, LOCAL_API_KEY, LOCAL_ADMIN_KEY, PREFERENCE, 0.75, BEHAVIOUR, out, "test")
         assert "v1" in summary["by_version"]
-        assert Registry(redis_handle.client()).routing().active == "v1"
+        assert promoted(url, Registry(redis_handle.client())), "the autopilot did not promote the canary"
         (round_row,) = summary["rounds"]
         assert round_row["version"] == "v1" and round_row["minutes_to_serving"] is not None
         assert (out / "loop.png").stat().st_size > 10_000
