@@ -37,8 +37,10 @@ def over_time(turns: list[Turn], started: float, window_s: float) -> list[dict]:
     while start <= end:
         inside = [t for t in turns if start <= t.at < start + window_s]
         if inside:
-            windows.append({"minute": (start - started) / 60, "share": share(inside).model_dump(),
-                            "versions": sorted({t.version for t in inside})})  # fmt: skip
+            windows.append({
+                "minute": (start - started) / 60, "share": share(inside).model_dump(),
+                "versions": sorted({t.version for t in inside}), "complete": start + window_s <= end,
+            })  # fmt: skip
         start += window_s
     return windows
 
@@ -66,7 +68,8 @@ def summarize(turns: list[Turn], rounds: list[dict], versions: list[dict], start
     first = [turn for turn in turns if not turn.regeneration]
     windows = over_time(first, started, WINDOW_S)
     base = share([t for t in first if t.version == "base"])
-    final = windows[-1]["share"]["rate"] if windows else None
+    complete = [w for w in windows if w["complete"]] or windows  # a last sliver of a window says little
+    final = complete[-1]["share"]["rate"] if complete else None
     return {
         "answers": len(first),
         "by_version": {version: r.model_dump() for version, r in by_version(first).items()},
@@ -94,7 +97,7 @@ def markdown(summary: dict, command: str, preference: str) -> str:
     rise = "–" if summary["rise_pp"] is None else f"{summary['rise_pp']:+.1f} pp"
     lines = [
         f"Closed loop, preference `{preference}`", "", f"```sh\n{command}\n```", "",
-        f"Satisfied share: base {_percent(summary['base_share'])}, last {WINDOW_S / 60:.0f} minutes "
+        f"Satisfied share: base {_percent(summary['base_share'])}, last full {WINDOW_S / 60:.0f} minutes "
         f"{_percent(summary['final_window_share'])}, rise {rise}, over {summary['answers']} first answers.", "",
     ]  # fmt: skip
     lines += _table(
