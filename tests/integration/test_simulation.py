@@ -1,5 +1,6 @@
 """One short turn of the closed loop, to keep its mechanics honest: simulated users chat and give feedback, a real
-training round (tiny) makes a version, the autopilot canaries and promotes it, and the report shows it all.
+training round (tiny) makes a version, the autopilot canaries it and then promotes it or rolls it back on the
+users' thumbs, and the report shows it all.
 The full experiment is a benchmark (bench/loop.py), not a test."""
 
 from __future__ import annotations
@@ -42,14 +43,14 @@ OPEN_GATE = {
 BEHAVIOUR = Behaviour(users=3, think_seconds=0.5, random_share=0.0, silent_share=0.0, max_tokens=32, seed=1)
 
 
-def promoted(url: str, registry: Registry, timeout_s: float = 120) -> bool:
-    """Whether the canary becomes active; more answers are asked for while it has not served enough (on a busy
-    machine the simulated minute may end before it has)."""
+def decided(url: str, registry: Registry, timeout_s: float = 180) -> bool:
+    """Whether the autopilot ended the canary (promoted, or rolled back as worse: a round this small may well
+    make a worse policy); more answers are asked for while it has too few to judge."""
     deadline = time.monotonic() + timeout_s
     users = (f"extra-{turn}" for turn in itertools.count())
     body = {"model": "chatloop", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {LOCAL_API_KEY}"}, timeout=120) as http:
-        while registry.routing().active != "v1":
+        while registry.routing().canary is not None:
             if time.monotonic() > deadline:
                 return False
             http.post("/v1/chat/completions", json={**body, "user": next(users)})
@@ -75,7 +76,13 @@ def test_users_teach_a_round_whose_version_goes_live(tmp_path: Path, model_path:
         out = tmp_path / "report"
         summary = run_experiment(url, LOCAL_API_KEY, LOCAL_ADMIN_KEY, PREFERENCE, 0.75, BEHAVIOUR, out, "test")
         assert "v1" in summary["by_version"]
-        assert promoted(url, Registry(redis_handle.client())), "the autopilot did not promote the canary"
+        registry = Registry(redis_handle.client())
+        assert decided(url, registry), "the autopilot did not judge the canary"
+        last = registry.get("v1").audit[-1]
+        assert last.who == "autopilot" and (last.state, registry.routing().active) in {
+            ("active", "v1"),
+            ("retired", "base"),
+        }
         (round_row,) = summary["rounds"]
         assert round_row["version"] == "v1" and round_row["minutes_to_serving"] is not None
         assert (out / "loop.png").stat().st_size > 10_000
