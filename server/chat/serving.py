@@ -75,6 +75,8 @@ class PreparedChat:
     caller: Caller
     completion_id: str
     created: int
+    owner: str
+    """The caller's user id (API key and ``user``): the traffic split and feedback ownership go by it."""
     version: str
     pinned: bool
     prompt_ids: list[int]
@@ -184,7 +186,8 @@ class ChatService:
 
     def prepare(self, request: ChatCompletionRequest, caller: Caller) -> PreparedChat:
         pinned = self._pinned_version(request.model)
-        version = self.versions.route(pinned, user_id(caller.key_id, request.user))
+        owner = user_id(caller.key_id, request.user)
+        version = self.versions.route(pinned, owner)
         self._check_limits(request)
         prompt_ids = self._render(request)
         max_tokens = self._answer_budget(len(prompt_ids), request.answer_token_limit)
@@ -194,6 +197,7 @@ class ChatService:
             caller=caller,
             completion_id=f"chatcmpl-{uuid.uuid4().hex}",
             created=int(time.time()),
+            owner=owner,
             version=version,
             pinned=pinned is not None,
             prompt_ids=prompt_ids,
@@ -276,14 +280,13 @@ class ChatService:
             return
         metadata = chat.request.metadata or {}
         user = chat.request.user
-        owner = user_id(chat.caller.key_id, user)
         try:
             if "regenerate_of" in metadata:
                 await self.feedback.check_regeneration(
                     chat.caller.key_id, user, metadata["regenerate_of"], metadata.get("regenerate_choice"),
-                    conversation_id(owner, recorded_conversation(chat.request)),
+                    conversation_id(chat.owner, recorded_conversation(chat.request)),
                 )  # fmt: skip
-            await self.store.mark_in_flight(chat.completion_id, owner, IN_FLIGHT_TTL_S)
+            await self.store.mark_in_flight(chat.completion_id, chat.owner, IN_FLIGHT_TTL_S)
         except RedisError:
             log.warning("redis unavailable before generation", extra={"completion_id": chat.completion_id})
 

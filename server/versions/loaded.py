@@ -51,17 +51,15 @@ class LoadedVersions:
         if version not in self._builds:
             out = self.cache / "merged" / version
             args = (self.settings.model_path, self._adapter(version), out)
-            self._builds[version] = asyncio.ensure_future(asyncio.to_thread(build_merged, *args))
-        try:
-            return await asyncio.shield(self._builds[version])
-        finally:
-            if self._builds.get(version) is not None and self._builds[version].done():
-                del self._builds[version]
+            build = asyncio.ensure_future(asyncio.to_thread(build_merged, *args))
+            build.add_done_callback(lambda _: self._builds.pop(version, None))
+            self._builds[version] = build
+        return await asyncio.shield(self._builds[version])
 
-    async def make_active(self, version: str) -> float:
-        """Put the version's weights in the engine; the seconds the engine was paused."""
+    async def make_active(self, version: str) -> None:
+        """Put the version's weights in the engine."""
         if version == self.active:
-            return 0.0
+            return
         weights = await self.prepare(version)
         async with self._lock:
             started = time.perf_counter()
@@ -77,7 +75,6 @@ class LoadedVersions:
                 await self.engine.resume_generation()
             paused = time.perf_counter() - started
         log.info("active version swapped", extra={"version": version, "paused_s": round(paused, 3)})
-        return paused
 
     async def lora_for(self, version: str) -> LoRARequest | None:
         """What a request for ``version`` must carry: nothing for the active version, else its adapter,
