@@ -14,12 +14,13 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel
 
 from core import keys
+from feedback.commit import Commands
 
 COUNTERS = ("served", "up", "down", "regenerations", "wins", "losses")
 Z_95 = 1.959963984540054
 
 
-def count(pipe: aioredis.client.Pipeline, version: str, counter: str, delta: int) -> None:
+def count(pipe: aioredis.client.Pipeline | Commands, version: str, counter: str, delta: int) -> None:
     """Queue a move of one version's counter (and remember that the version has counters)."""
     pipe.hincrby(keys.version_stats_key(version), counter, delta)
     pipe.sadd(keys.VERSIONS_SEEN, version)

@@ -1,9 +1,10 @@
 """Feedback in Redis: accept a gesture, update its conversation's state, emit pairs, count per policy version.
 
-Each gesture is one optimistic transaction (``WATCH`` the conversation's state and the user's pair quota, decide
-with the pure rules of ``feedback/rules.py``, then ``MULTI``/``EXEC``), so that two gestures on one conversation
-racing each other still see each other's ratings and never emit a pair twice. The transaction appends the event
-to the event stream, the new pairs to the pair stream, and moves the per-version counters, all or nothing.
+Each gesture is one optimistic transaction: read the conversation's state and the user's pair quota, decide with
+the pure rules of ``feedback/rules.py``, then write through ``feedback/commit.py`` only if neither changed
+meanwhile (else decide again), so that two gestures on one conversation racing each other still see each other's
+ratings and never emit a pair twice. The write appends the event to the event stream, the new pairs to the pair
+stream, and moves the per-version counters, all or nothing.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
-from redis.exceptions import WatchError
+from redis.asyncio.client import Pipeline
 
 from core import keys
 from core.config import Settings
 from core.errors import ApiError
+from feedback.commit import REVISION, Commands, ConditionalCommit
 from feedback.pairs import Pair, PairAnswer
 from feedback.records import CompletionRecord, CompletionStore, user_id
 from feedback.rules import (
@@ -86,6 +88,7 @@ class FeedbackStore:
         self.settings = settings
         self.record_ttl_s = int(settings.record_retention_days * 86400)
         self.event_retention_s = settings.event_retention_days * 86400
+        self._commit_if_unchanged = ConditionalCommit(client)
 
     # ---- checks -----------------------------------------------------------------------------------------
 
@@ -237,6 +240,7 @@ class FeedbackStore:
         pipe.hset(
             conversation, mapping={f"replaces:{answer_ref(record.id, c.index)}": replaced_ref for c in record.choices}
         )
+        pipe.hincrby(conversation, REVISION, 1)
         pipe.expire(conversation, self.record_ttl_s)
         count(pipe, replaced.version, "regenerations", 1)
         self._append_event(pipe, record, event)
@@ -251,54 +255,51 @@ class FeedbackStore:
         plan: Callable[[ConversationState], Change],
         known: list[CompletionRecord] | None = None,
     ) -> Outcome:
-        """Apply ``plan`` to ``record``'s conversation; ``known`` are other records already read, not read again."""
+        """Apply ``plan`` to ``record``'s conversation; ``known`` are other records already read, not read again.
+        Decided from one read of the state and quota, written if neither changed meanwhile, else decided again."""
         conversation = keys.conversation_key(record.conversation_id)
         quota = keys.pair_quota_key(record.user_id, int(time.time() // QUOTA_WINDOW_S))
-        async with self.client.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(conversation, quota)
-                    change = plan(state_from_hash(await pipe.hgetall(conversation)))
-                    room = max(self.settings.pairs_per_hour - int(await pipe.get(quota) or 0), 0)
-                    pairs = await self._pairs([record, *(known or [])], change.drafts[:room])
-                    pipe.multi()
-                    self._write(pipe, record, conversation, quota, change, pairs)
-                    event_id = self._append_event(pipe, record, {**event, "pairs": [p.pair_id for p in pairs]})
-                    await pipe.execute()
-                    break
-                except WatchError:
-                    continue
+        while True:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hgetall(conversation)
+            pipe.get(quota)
+            raw_state, raw_quota = await pipe.execute()
+            change = plan(state_from_hash(raw_state))
+            room = max(self.settings.pairs_per_hour - int(raw_quota or 0), 0)
+            pairs = await self._pairs([record, *(known or [])], change.drafts[:room])
+            commands = Commands()
+            self._write(commands, conversation, quota, change, pairs)
+            event_id = self._append_event(commands, record, {**event, "pairs": [p.pair_id for p in pairs]})
+            revision = raw_state.get(REVISION.encode(), b"").decode()
+            if await self._commit_if_unchanged(conversation, revision, quota, (raw_quota or b"").decode(), commands):
+                break
         capped = len(change.drafts) - len(pairs)
         if capped:
             log.info("pair quota reached", extra={"user_id": record.user_id, "capped": capped})
         return Outcome(event_id=event_id, pairs=pairs, capped=capped)
 
-    def _write(
-        self, pipe: aioredis.client.Pipeline, record: CompletionRecord, conversation: str, quota: str,
-        change: Change, pairs: list[Pair],
-    ) -> None:  # fmt: skip
+    def _write(self, commands: Commands, conversation: str, quota: str, change: Change, pairs: list[Pair]) -> None:
         fields = change.fields | {f"pair:{draft.key}": "1" for draft in change.drafts}
         if fields:
-            pipe.hset(conversation, mapping=fields)
+            commands.hset(conversation, mapping=fields)
         if change.deleted:
-            pipe.hdel(conversation, *change.deleted)
-        pipe.expire(conversation, self.record_ttl_s)
+            commands.hdel(conversation, *change.deleted)
+        commands.hincrby(conversation, REVISION, 1)
+        commands.expire(conversation, self.record_ttl_s)
         for version, counter, delta in change.counters:
-            count(pipe, version, counter, delta)
+            count(commands, version, counter, delta)
         if pairs:
-            pipe.incrby(quota, len(pairs))
-            pipe.expire(quota, QUOTA_WINDOW_S * 2)
+            commands.incrby(quota, len(pairs))
+            commands.expire(quota, QUOTA_WINDOW_S * 2)
         for pair in pairs:
-            pipe.xadd(
-                keys.PAIRS_STREAM, {"pair": pair.model_dump_json()}, minid=self._oldest_kept_ms(), approximate=True
-            )
+            commands.xadd(keys.PAIRS_STREAM, {"pair": pair.model_dump_json()}, minid=self._oldest_kept_ms())
 
-    def _append_event(self, pipe: aioredis.client.Pipeline, record: CompletionRecord, event: dict) -> str:
-        """Queue the event and return its id: ours, so that the caller knows it before the pipeline runs."""
+    def _append_event(self, commands: Commands | Pipeline, record: CompletionRecord, event: dict) -> str:
+        """Queue the event and return its id: ours, so that the caller knows it before the writes run."""
         event_id = f"evt-{uuid.uuid4().hex}"
         payload = {"id": event_id, "created": time.time(), "user_id": record.user_id,
                    "conversation_id": record.conversation_id, **event}  # fmt: skip
-        pipe.xadd(keys.EVENTS_STREAM, {"event": json.dumps(payload)}, minid=self._oldest_kept_ms(), approximate=True)
+        commands.xadd(keys.EVENTS_STREAM, {"event": json.dumps(payload)}, minid=self._oldest_kept_ms())
         return event_id
 
     def _oldest_kept_ms(self) -> int:

@@ -240,18 +240,19 @@ def test_pair_quota_caps_one_user(server: ServerHandle, client: OpenAI, user: st
     assert len(pairs_of(server, answer.id)) == PAIRS_PER_HOUR
 
 
-def test_stats_count_per_version_and_need_admin(server: ServerHandle, client: OpenAI, user: str) -> None:
-    def base_counts() -> dict:
-        with server.http(LOCAL_ADMIN_KEY) as http:
-            data = http.get("/v1/feedback/stats").json()["data"]
-        return next(v for v in data if v["version"] == "base")
+def base_counts(server: ServerHandle) -> dict:
+    with server.http(LOCAL_ADMIN_KEY) as http:
+        data = http.get("/v1/feedback/stats").json()["data"]
+    return next(v for v in data if v["version"] == "base")
 
-    before = base_counts()["counts"]
+
+def test_stats_count_per_version_and_need_admin(server: ServerHandle, client: OpenAI, user: str) -> None:
+    before = base_counts(server)["counts"]
     answer = ask(client, user, n=2)
     rate(server, user, answer.id, 0, "up")
     rate(server, user, answer.id, 1, "down")
     rate(server, user, answer.id, 1, None)  # cleared: no longer counted down
-    after = base_counts()
+    after = base_counts(server)
     assert after["counts"]["served"] == before["served"] + 2
     assert after["counts"]["up"] == before["up"] + 1 and after["counts"]["down"] == before["down"]
     assert 0 <= after["thumbs_up"]["low"] <= after["thumbs_up"]["rate"] <= after["thumbs_up"]["high"] <= 1

@@ -1,0 +1,73 @@
+"""Optimistic transactions in one round trip: writes that Redis applies only if what they were decided from is
+unchanged.
+
+A gesture reads its conversation's state and the user's pair quota, decides in Python (``feedback/rules.py``), then
+writes. ``WATCH``/``MULTI``/``EXEC`` does that in three round trips after the reads; this Lua script checks the
+conversation's revision and the quota and runs the queued writes in one, atomically (Redis runs a script alone).
+It takes about half of a gesture's time in our process (``docs/benchmarks.md``, feedback). Every writer of a
+conversation's state bumps its ``rev`` field, so a concurrent gesture is seen as a changed revision and retried.
+"""
+
+from __future__ import annotations
+
+import json
+
+import redis.asyncio as aioredis
+
+REVISION = "rev"
+"""The field of a conversation's hash that every write to it increments."""
+
+_COMMIT_IF_UNCHANGED = """
+if (redis.call('HGET', KEYS[1], ARGV[1]) or '') ~= ARGV[2] then return 0 end
+if (redis.call('GET', KEYS[2]) or '') ~= ARGV[3] then return 0 end
+for _, command in ipairs(cjson.decode(ARGV[4])) do redis.call(unpack(command)) end
+return 1
+"""
+
+
+class Commands:
+    """Redis writes queued as plain lists, for the script to run; the methods used with pipelines elsewhere
+    (``feedback.stats.count`` takes either)."""
+
+    def __init__(self) -> None:
+        self.queued: list[list[str]] = []
+
+    def _add(self, *command: object) -> None:
+        self.queued.append([str(part) for part in command])
+
+    def hset(self, key: str, mapping: dict[str, str]) -> None:
+        self._add("HSET", key, *(part for item in mapping.items() for part in item))
+
+    def hdel(self, key: str, *fields: str) -> None:
+        self._add("HDEL", key, *fields)
+
+    def hincrby(self, key: str, field: str, delta: int) -> None:
+        self._add("HINCRBY", key, field, delta)
+
+    def sadd(self, key: str, *members: str) -> None:
+        self._add("SADD", key, *members)
+
+    def incrby(self, key: str, delta: int) -> None:
+        self._add("INCRBY", key, delta)
+
+    def expire(self, key: str, seconds: int) -> None:
+        self._add("EXPIRE", key, seconds)
+
+    def xadd(self, key: str, fields: dict[str, str], minid: int) -> None:
+        """Append, trimming entries older than ``minid`` (approximately, as Redis trims whole nodes)."""
+        self._add("XADD", key, "MINID", "~", minid, "*", *(part for item in fields.items() for part in item))
+
+
+class ConditionalCommit:
+    def __init__(self, client: aioredis.Redis):
+        self._script = client.register_script(_COMMIT_IF_UNCHANGED)
+
+    async def __call__(
+        self, conversation: str, revision: str, quota: str, quota_value: str, commands: Commands
+    ) -> bool:
+        """Run ``commands`` if ``conversation``'s revision and the ``quota`` counter still hold the values read
+        (``""`` for missing); False, with nothing written, if either changed."""
+        applied = await self._script(
+            keys=[conversation, quota], args=[REVISION, revision, quota_value, json.dumps(commands.queued)]
+        )
+        return bool(applied)

@@ -1,0 +1,72 @@
+"""Gestures racing on one conversation, against a real Redis: each is decided from a state another may change."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import pytest
+import redis.asyncio as aioredis
+
+from core import keys
+from core.config import Settings
+from feedback.commit import Commands, ConditionalCommit
+from feedback.pairs import read_all
+from feedback.records import CompletionRecord, CompletionStore, RecordedChoice, RecordedMessage
+from feedback.store import FeedbackStore
+from tests.conftest import RedisHandle
+
+pytestmark = pytest.mark.integration
+
+
+def two_choice_record(version: str) -> CompletionRecord:
+    now = time.time()
+    return CompletionRecord(
+        id=f"chatcmpl-{uuid.uuid4().hex}", created=now, finished=now, status="complete", model="chatloop",
+        version=version, key_id="key", user="racer", metadata={}, stream=False,
+        conversation=[RecordedMessage(role="user", content="Name a fruit.")],
+        choices=[RecordedChoice(index=i, text=text, finish_reason="stop", completion_tokens=1)
+                 for i, text in enumerate(["Apple.", "A fruit is a plant's seed-bearing part."])],
+        params={}, prompt_tokens=4, completion_tokens=2,
+    )  # fmt: skip
+
+
+def test_racing_ratings_count_once_and_pair_once(redis_server: RedisHandle) -> None:
+    """Every rating reads the conversation before any writes it (asyncio interleaves them at each await):
+    all but the first must see their state changed, and decide again."""
+    version = f"race-{uuid.uuid4().hex[:8]}"
+    record = two_choice_record(version)
+
+    async def race() -> None:
+        client = aioredis.from_url(redis_server.url)
+        settings = Settings(_env_file=None, feedback_per_minute=100)
+        await CompletionStore(client, retention_s=3600).save(record)
+        store = FeedbackStore(client, CompletionStore(client, retention_s=3600), settings)
+        ratings = [(i % 2, ("up", "down")[i % 2]) for i in range(8)]
+        await asyncio.gather(*(store.rate("key", "racer", record.id, i, r, None) for i, r in ratings))
+        await client.aclose()
+
+    asyncio.run(race())
+    counts = redis_server.client().hgetall(keys.version_stats_key(version))
+    assert (counts.get("up"), counts.get("down")) == ("1", "1")
+    pairs = [p for _, p in read_all(redis_server.client()) if p.chosen.completion_id == record.id]
+    assert [(p.chosen.choice_index, p.rejected.choice_index, p.rule) for p in pairs] == [(0, 1, "up_vs_down")]
+
+
+def test_conditional_commit_writes_nothing_once_the_state_changed(redis_server: RedisHandle) -> None:
+    conversation, quota, target = (f"test:{name}:{uuid.uuid4().hex}" for name in ("conversation", "quota", "target"))
+
+    async def attempts() -> tuple[bool, bool]:
+        client = aioredis.from_url(redis_server.url)
+        commit = ConditionalCommit(client)
+        writes = Commands()
+        writes.incrby(target, 1)
+        await client.hincrby(conversation, "rev", 1)  # another gesture wrote since revision "" was read
+        stale = await commit(conversation, "", quota, "", writes)
+        current = await commit(conversation, "1", quota, "", writes)
+        await client.aclose()
+        return stale, current
+
+    assert asyncio.run(attempts()) == (False, True)
+    assert redis_server.client().get(target) == "1"
