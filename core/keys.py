@@ -32,7 +32,8 @@ def in_flight_key(completion_id: str) -> str:
 
 
 def conversation_key(conversation_id: str) -> str:
-    """The feedback state of one conversation: current ratings, regeneration links, pairs already emitted."""
+    """The feedback state of one conversation: current ratings, regeneration links, pairs already emitted, and the
+    revision that every write increments (``feedback/commit.py``)."""
     return f"{PREFIX}:conversation:{conversation_id}"
 
 

@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from redis.exceptions import RedisError
+from vllm.utils.gc_utils import freeze_gc_heap
 
 from core.config import Settings
 from core.local_redis import LocalRedis, start_local_redis
@@ -54,6 +55,9 @@ async def _load_engine(app: FastAPI, settings: Settings, client: aioredis.Redis)
         await _first_reconcile(versions)
         app.state.versions = versions
         app.state.chat = ChatService(app.state.engine, settings, app.state.feedback, versions)
+        # As vLLM's own server does: importing torch and vLLM leaves ~600,000 objects that a full collection
+        # walks in 0.35 s, a pause for every request in flight; frozen, the collector never looks at them again.
+        freeze_gc_heap()
     except Exception:
         log.critical("engine failed to start; shutting down", exc_info=True)
         os.kill(os.getpid(), signal.SIGTERM)
