@@ -6,7 +6,8 @@ adapter or not (only its prefill path checks), which cut plain generation from 4
 nearly every request just so that a canary can run beside it. vLLM's GPU kernels already skip such steps.
 
 vLLM imports this module in its worker process when ``worker_extension_cls`` names the class below; the import
-applies the patch there (the server process itself runs no model). Only ``PunicaWrapperCPU`` is touched.
+applies the patch there (the server process itself runs no model). It touches ``PunicaWrapperCPU`` and the linear
+layers' LoRA wrappers, which consult the CPU wrapper's flag: on GPUs the flag is never set and they run as shipped.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from vllm.lora.layers.column_parallel_linear import ColumnParallelLinearWithLoRA
+from vllm.lora.layers.row_parallel_linear import RowParallelLinearWithLoRA
 from vllm.lora.punica_wrapper.punica_base import PunicaWrapperBase
 from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
 
@@ -34,12 +37,26 @@ def _skip_when_idle(kernel: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
+def _base_layer_when_idle(forward: Callable[..., Any]) -> Callable[..., Any]:
+    """The wrapped linear layer's own forward in steps without an adapter: the wrapper's Python around it (about
+    seven calls and lookups per layer, 120 layers in the default model) cost 1-1.5 ms per decode step here."""
+
+    def run(self: Any, input_: Any) -> Any:
+        if not getattr(self.punica_wrapper, "step_uses_lora", True):
+            return self.base_layer.forward(input_)
+        return forward(self, input_)
+
+    return run
+
+
 def _patch() -> None:
     if getattr(PunicaWrapperCPU, "_chatloop_patched", False):
         return
     PunicaWrapperCPU.update_metadata = _track_adapters
     for name in SKIPPABLE:
         setattr(PunicaWrapperCPU, name, _skip_when_idle(getattr(PunicaWrapperCPU, name)))
+    for layer in (ColumnParallelLinearWithLoRA, RowParallelLinearWithLoRA):
+        layer.forward = _base_layer_when_idle(layer.forward)
     PunicaWrapperCPU._chatloop_patched = True
 
 

@@ -195,6 +195,22 @@ def test_a_second_replica_follows_every_change(cluster: Cluster, versions: list[
     assert answer(cluster, "a", model="chatloop@base", index=1)[1] == "base"
 
 
+def test_adapters_answer_with_their_own_weights(cluster: Cluster, versions: list[str]) -> None:
+    """The active version is merged, the others run as adapters (the base model too, as its difference to the
+    active one): each greedy answer is its own, so no adapter was skipped."""
+    v1, v2 = versions
+    assert routing_of(cluster, 0)[1].active == v2
+
+    def greedy(model: str) -> str:
+        completion = cluster.sdk().chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "Name three colours."}], max_tokens=12, temperature=0
+        )
+        return completion.choices[0].message.content
+
+    answers = {model: greedy(model) for model in ("chatloop@base", f"chatloop@{v1}", f"chatloop@{v2}")}
+    assert len(set(answers.values())) == 3, answers
+
+
 def test_a_missed_message_is_caught_up_by_reconciling(cluster: Cluster, versions: list[str]) -> None:
     client = cluster.redis.client()
     stored = Registry(client).routing()
