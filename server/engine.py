@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from pathlib import Path
 
 import psutil
 from vllm.config import StructuredOutputsConfig
@@ -85,27 +84,15 @@ def pin(process: psutil.Process, cores: set[int]) -> None:
                 os.sched_setaffinity(thread.id, cores)
 
 
-SERVING_PROCESSES = ("VLLM", "redis-server")
-"""Command-line prefixes of the children that serve requests with us: vLLM's scheduler, a local Redis. Others
-(the trainer that ``chatloop up`` starts) keep every core: at a lower priority they use what serving leaves."""
-
-
-def _serves(process: psutil.Process) -> bool:
-    try:
-        command = process.cmdline()
-    except psutil.Error:
-        return False
-    return bool(command) and Path(command[0]).name.startswith(SERVING_PROCESSES)
-
-
 def keep_off_engine_cores() -> None:
-    """Move this process and its unbound children (vLLM's scheduler process, a local Redis) off the cores that
-    vLLM's CPU worker is bound to.
+    """Move this process and its unbound children (vLLM's scheduler process, a local Redis, the trainer that
+    ``chatloop up`` starts) off the cores that vLLM's CPU worker is bound to.
 
     On the CPU backend the worker binds its OpenMP threads to all cores but a reserved few (meant for the
     scheduler), and every forward pass waits for its slowest thread: a process that wakes on a worker core, to
     stream a token or to schedule the next step, stalls the whole step. Nothing changes where the worker is not
-    bound, as on GPUs.
+    bound, as on GPUs. The trainer sizes its thread pool to the cores it is left (``trainer/loop.py``): a thread
+    of its own on a worker core would slow both.
     """
     me = psutil.Process()
     everything = _affinity(me)
@@ -113,7 +100,7 @@ def keep_off_engine_cores() -> None:
     free = everything - bound
     if not bound or not free:
         return
-    unbound = [child for child in me.children(recursive=True) if _affinity(child) == everything and _serves(child)]
+    unbound = [child for child in me.children(recursive=True) if _affinity(child) == everything]
     for process in [me, *unbound]:
         pin(process, free)
     log.info("kept off the engine's cores", extra={"engine_cores": sorted(bound), "others": sorted(free)})

@@ -10,12 +10,14 @@ lock and decides when a round is due, and the others follow its decisions (``tra
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import uuid
 from contextlib import nullcontext
 
 import redis
+import torch
 
 from core import keys
 from core.config import Settings
@@ -70,12 +72,22 @@ def due(waiting_pairs: int, since_last_round_s: float, settings: Settings) -> bo
     )
 
 
+def fit_threads_to_cores() -> None:
+    """One torch thread per core this process may use, shared among the processes of a run. Beside a CPU engine,
+    ``chatloop up``'s server moves the trainer off the engine's cores once the engine is up (``server/engine.py``),
+    after torch sized its pool for every core: a thread left over would share a core with another and every
+    parallel step would wait for it."""
+    if get_accelerator().device.type == "cpu":
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // get_accelerator().num_processes))
+
+
 def train_once(settings: Settings, client: redis.Redis | None) -> RoundResult:
     """One round under the lock. ``client`` is None on every process but the main one."""
     lock = TrainerLock(client, settings.trainer.lock_lease_s) if client is not None else None
     if not main_then_share(lambda: lock.acquire()):
         return RoundResult(None, "another trainer holds the lock")
     with lock or nullcontext():
+        fit_threads_to_cores()
         return run_round(settings, client, trainer_consumer(client) if client is not None else None)
 
 
