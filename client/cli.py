@@ -24,7 +24,6 @@ from core.logs import configure_logging
 log = logging.getLogger("chatloop")
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
-TRAINER_NICENESS = 10
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> None:
@@ -61,7 +60,7 @@ def _up(args: argparse.Namespace, settings: Settings) -> None:
     trainer = subprocess.Popen(
         [sys.executable, "-m", "client.cli", "trainer"],
         env={**os.environ, "REDIS_URL": redis_url},
-        preexec_fn=lambda: os.nice(TRAINER_NICENESS),
+        preexec_fn=lambda: os.nice(settings.trainer.niceness),
     )
     base = f"http://{args.host or settings.host}:{args.port or settings.port}"
     print(

@@ -70,6 +70,9 @@ class TrainerLoopSettings(BaseModel):
     poll_seconds: float = Field(10.0, gt=0)
     lock_lease_s: float = Field(120.0, gt=0, description="The trainer lock expires this long after a renewal.")
     seed: int = 0
+    niceness: int = Field(
+        10, ge=0, le=19, description="CPU priority of the trainer `chatloop up` starts: higher yields more to serving."
+    )
 
 
 class RolloutSettings(BaseModel):
