@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 
 from core import keys
 from core.config import Settings
-from feedback.commit import Commands, ConditionalCommit
+from feedback.commit import REVISION, Commands, ConditionalCommit
 from feedback.pairs import read_all
 from feedback.records import CompletionRecord, CompletionStore, RecordedChoice, RecordedMessage
 from feedback.store import FeedbackStore
@@ -41,8 +41,9 @@ def test_racing_ratings_count_once_and_pair_once(redis_server: RedisHandle) -> N
     async def race() -> None:
         client = aioredis.from_url(redis_server.url)
         settings = Settings(_env_file=None, feedback_per_minute=100)
-        await CompletionStore(client, retention_s=3600).save(record)
-        store = FeedbackStore(client, CompletionStore(client, retention_s=3600), settings)
+        records = CompletionStore(client, retention_s=3600)
+        await records.save(record)
+        store = FeedbackStore(client, records, settings)
         ratings = [(i % 2, ("up", "down")[i % 2]) for i in range(8)]
         await asyncio.gather(*(store.rate("key", "racer", record.id, i, r, None) for i, r in ratings))
         await client.aclose()
@@ -62,7 +63,7 @@ def test_conditional_commit_writes_nothing_once_the_state_changed(redis_server: 
         commit = ConditionalCommit(client)
         writes = Commands()
         writes.incrby(target, 1)
-        await client.hincrby(conversation, "rev", 1)  # another gesture wrote since revision "" was read
+        await client.hincrby(conversation, REVISION, 1)  # another gesture wrote since revision "" was read
         stale = await commit(conversation, "", quota, "", writes)
         current = await commit(conversation, "1", quota, "", writes)
         await client.aclose()
