@@ -11,31 +11,15 @@ from __future__ import annotations
 import argparse
 import resource
 import time
-import uuid
 from pathlib import Path
 
 import torch
 from report import default_out, figure_table, write_results
 
 from core.config import Settings
-from feedback.pairs import Pair, PairAnswer
-from feedback.records import RecordedMessage
+from tests.factories import short_over_long_pair
 from trainer.ppo import PPOTrainer, load_policy
 from trainer.reward import load_tokenizer, train_reward_model
-
-SUBJECTS = ["tea", "rivers", "chess", "bread", "owls", "granite", "violins", "comets", "moss", "kites", "salt"]
-
-
-def synthetic_pair(index: int) -> Pair:
-    subject = SUBJECTS[index % len(SUBJECTS)]
-    answer = lambda text, side: PairAnswer(completion_id=f"{side}{index}", choice_index=0, text=text, version="base")  # noqa: E731
-    return Pair(
-        pair_id=f"pair-{uuid.uuid4().hex}", conversation_id=f"bench-{index}", user_id="bench",
-        prompt=[RecordedMessage(role="user", content=f"What should I know about {subject}? ({index})")],
-        chosen=answer(f"{subject.capitalize()} are worth a look.", "c"),
-        rejected=answer(f"There is a very great deal that one could say about {subject}, and " * 4, "r"),
-        rule="comparison", weight=1.0, created=time.time(), answered=time.time(),
-    )  # fmt: skip
 
 
 def peak_memory_mib() -> dict[str, float]:
@@ -55,7 +39,7 @@ def main() -> None:
     settings = Settings()
     torch.manual_seed(0)
 
-    pairs = [synthetic_pair(i) for i in range(args.pairs)]
+    pairs = [short_over_long_pair(i) for i in range(args.pairs)]
     started = time.perf_counter()
     _, reward_metrics = train_reward_model(settings.model_path, pairs, settings.reward, seed=0)
     reward_seconds = time.perf_counter() - started

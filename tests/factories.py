@@ -1,5 +1,6 @@
-"""Synthetic policy versions for the tests and benchmarks of serving: LoRA adapters with random weights change
-the answers, which is all that routing and weight swaps need, without minutes of training."""
+"""Synthetic data for tests and benchmarks: policy versions whose LoRA adapters have random weights (they change the
+answers, which is all that routing and weight swaps need, without minutes of training), and preference pairs with
+a preference any reward model can learn in a few steps."""
 
 from __future__ import annotations
 
@@ -13,7 +14,26 @@ from transformers import AutoModelForCausalLM
 
 from core.policy import ADAPTER_DIRNAME
 from core.registry import Registry, Version
+from feedback.pairs import Pair, PairAnswer
+from feedback.records import RecordedMessage
 from trainer.ppo import LORA_TARGETS
+
+TOPICS = ["the sea", "a cat", "bread", "rain", "music", "trees", "winter", "coffee", "a city", "the moon",
+          "bicycles", "chess", "honey", "a river", "snow", "stars", "tea", "a garden"]  # fmt: skip
+
+
+def short_over_long_pair(index: int, weight: float = 1.0) -> Pair:
+    """A synthetic preference: the short answer over the long one. Everything but the timestamps follows from
+    ``index``, so that the processes of one ``accelerate launch`` build the same pairs."""
+    topic = TOPICS[index % len(TOPICS)]
+    answer = lambda text, side: PairAnswer(completion_id=f"{side}{index}", choice_index=0, text=text, version="base")  # noqa: E731
+    return Pair(
+        pair_id=f"pair-{index}", conversation_id=f"conv-{index}", user_id="u",
+        prompt=[RecordedMessage(role="user", content=f"Tell me about {topic}. ({index})")],
+        chosen=answer(f"{topic.capitalize()} is lovely.", "c"),
+        rejected=answer(f"Well, {topic} is a subject about which a great deal could be said, " * 3, "r"),
+        rule="comparison", weight=weight, created=time.time(), answered=time.time(),
+    )  # fmt: skip
 
 
 def random_version(

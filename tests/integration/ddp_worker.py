@@ -10,14 +10,12 @@ lists do not split evenly (3 items over 2 processes), so that padded shares are 
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 from core.config import PPOSettings, RewardSettings
-from feedback.pairs import Pair, PairAnswer
-from feedback.records import RecordedMessage
+from tests.factories import short_over_long_pair
 from trainer.distributed import get_accelerator, process_share
 from trainer.gate import evaluate_policy
 from trainer.ppo import PPOTrainer, load_policy
@@ -27,17 +25,6 @@ from trainer.sft import supervised_stage
 TOPICS = ["the sea", "a cat", "bread", "rain", "music", "the moon", "a river", "winter and its long nights"]
 PPO = PPOSettings(batch_prompts=4, max_new_tokens=6, epochs=1, minibatch_size=4, learning_rate=1e-2, sft_epochs=1)
 """A large learning rate: the update must move the weights of a random model visibly."""
-
-
-def pair(index: int) -> Pair:
-    topic = TOPICS[index % len(TOPICS)]
-    answer = lambda text, side: PairAnswer(completion_id=f"{side}{index}", choice_index=0, text=text, version="base")  # noqa: E731
-    return Pair(
-        pair_id=f"pair-{index}", conversation_id=f"conv-{index}", user_id="u",
-        prompt=[RecordedMessage(role="user", content=f"Tell me about {topic}.")],
-        chosen=answer(f"{topic} is lovely.", "c"), rejected=answer(f"Well, {topic} is a long story. " * 3, "r"),
-        rule="comparison", weight=1.0 if index % 2 else 0.5, created=time.time(), answered=time.time(),
-    )  # fmt: skip
 
 
 def prompt_reward(prompts: list[list[dict]], answers: list[str]) -> torch.Tensor:
@@ -51,7 +38,7 @@ def trainable(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def main(model: Path, out: Path) -> None:
     accelerator = get_accelerator()
-    pairs = [pair(i) for i in range(7)]
+    pairs = [short_over_long_pair(i, weight=1.0 if i % 2 else 0.5) for i in range(7)]
     reward_settings = RewardSettings(epochs=1, top_layers=1, batch_size=3, max_length=64, held_out_share=0.3)
     reward_model, reward_metrics = train_reward_model(model, pairs, reward_settings, seed=0)
 

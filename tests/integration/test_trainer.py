@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -17,17 +16,15 @@ import torch
 from core import keys
 from core.config import PPOSettings, RewardSettings
 from core.registry import Registry
-from feedback.pairs import Pair, PairAnswer, PairConsumer
-from feedback.records import RecordedMessage
+from feedback.pairs import PairConsumer
 from tests.conftest import REPO, RedisHandle
+from tests.factories import TOPICS, short_over_long_pair
 from trainer.loop import CONSUMER
 from trainer.ppo import PPOTrainer, load_policy
 from trainer.reward import load_tokenizer, train_reward_model
 
 pytestmark = pytest.mark.integration
 
-TOPICS = ["the sea", "a cat", "bread", "rain", "music", "trees", "winter", "coffee", "a city", "the moon",
-          "bicycles", "chess", "honey", "a river", "snow", "stars", "tea", "a garden"]  # fmt: skip
 SMALL = {
     "CHATLOOP_REWARD__EPOCHS": "2", "CHATLOOP_REWARD__TOP_LAYERS": "2", "CHATLOOP_REWARD__MAX_LENGTH": "96",
     "CHATLOOP_PPO__ROLLOUTS": "1", "CHATLOOP_PPO__BATCH_PROMPTS": "4", "CHATLOOP_PPO__MAX_NEW_TOKENS": "12",
@@ -35,22 +32,8 @@ SMALL = {
 }  # fmt: skip
 
 
-def concise_pair(index: int) -> Pair:
-    """A synthetic preference: the short answer over the long one."""
-    topic = TOPICS[index % len(TOPICS)]
-    short = f"{topic.capitalize()} is lovely."
-    long = f"Well, {topic} is a subject about which a great deal could be said, " * 3
-    return Pair(
-        pair_id=f"pair-{uuid.uuid4().hex}", conversation_id=f"conv-{index}", user_id="u",
-        prompt=[RecordedMessage(role="user", content=f"Tell me about {topic}.")],
-        chosen=PairAnswer(completion_id=f"a{index}", choice_index=0, text=short, version="base"),
-        rejected=PairAnswer(completion_id=f"b{index}", choice_index=0, text=long, version="base"),
-        rule="comparison", weight=1.0, created=time.time(), answered=time.time(),
-    )  # fmt: skip
-
-
 def test_reward_model_learns_a_synthetic_preference(model_path: Path) -> None:
-    pairs = [concise_pair(i) for i in range(36)]
+    pairs = [short_over_long_pair(i) for i in range(36)]
     settings = RewardSettings(epochs=2, top_layers=2, max_length=96, held_out_share=0.25, batch_size=6)
     _, metrics = train_reward_model(model_path, pairs, settings, seed=0)
     assert metrics.held_out_pairs == 9 and metrics.train_pairs == 27
@@ -79,7 +62,7 @@ def seed_pairs(redis_server: RedisHandle, count: int) -> list[str]:
     client = redis_server.client()
     client.delete(keys.PAIRS_STREAM, keys.VERSIONS, keys.TRAINER_LOCK)
     for i in range(count):
-        client.xadd(keys.PAIRS_STREAM, {"pair": concise_pair(i).model_dump_json()})
+        client.xadd(keys.PAIRS_STREAM, {"pair": short_over_long_pair(i).model_dump_json()})
     return [json.loads(fields["pair"])["pair_id"] for _, fields in client.xrange(keys.PAIRS_STREAM)]
 
 
