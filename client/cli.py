@@ -56,7 +56,8 @@ def _up(args: argparse.Namespace, settings: Settings) -> None:
     _prepare_model(args, settings)
     local = None if settings.redis_url else start_local_redis(settings.redis_dir)
     redis_url = settings.redis_url or local.url
-    # The trainer runs at a lower CPU priority: serving answers comes first when a round competes for the cores.
+    # The trainer's priority is a setting. At the default (0) it shares fairly the cores that the CPU engine's worker
+    # leaves free: at nice 10 the vLLM scheduler's busy polling there left a round almost no CPU (docs/benchmarks.md).
     trainer = subprocess.Popen(
         [sys.executable, "-m", "client.cli", "trainer"],
         env={**os.environ, "REDIS_URL": redis_url},

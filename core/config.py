@@ -24,7 +24,7 @@ class RewardSettings(BaseModel):
 
     lora_rank: int = Field(8, ge=1)
     top_layers: int = Field(6, ge=1, description="LoRA on this many top layers only: backprop stops below them.")
-    epochs: int = Field(3, ge=1)
+    epochs: int = Field(2, ge=1)
     learning_rate: float = Field(3e-4, gt=0)
     batch_size: int = Field(8, ge=1, description="Pairs per step, all processes together.")
     max_length: int = Field(384, ge=16, description="Tokens of prompt + answer kept (the start is cut).")
@@ -36,9 +36,9 @@ class PPOSettings(BaseModel):
 
     lora_rank: int = Field(16, ge=1)
     lora_alpha: int = Field(32, ge=1)
-    rollouts: int = Field(2, ge=1, description="Rollout batches per round.")
-    batch_prompts: int = Field(16, ge=1, description="Prompts per rollout batch, all processes together.")
-    max_new_tokens: int = Field(96, ge=1)
+    rollouts: int = Field(1, ge=1, description="Rollout batches per round.")
+    batch_prompts: int = Field(8, ge=1, description="Prompts per rollout batch, all processes together.")
+    max_new_tokens: int = Field(64, ge=1)
     temperature: float = Field(1.0, gt=0)
     kl_coef: float = Field(0.05, ge=0, description="Per-token KL penalty to the base model.")
     gamma: float = Field(1.0, gt=0, le=1)
@@ -46,18 +46,18 @@ class PPOSettings(BaseModel):
     clip_range: float = Field(0.2, gt=0)
     clip_range_value: float = Field(0.2, gt=0)
     value_coef: float = Field(0.5, ge=0)
-    epochs: int = Field(4, ge=1, description="Passes over each rollout batch.")
+    epochs: int = Field(2, ge=1, description="Passes over each rollout batch.")
     minibatch_size: int = Field(4, ge=1, description="Answers per update, all processes together.")
-    learning_rate: float = Field(1e-5, gt=0)
+    learning_rate: float = Field(1e-4, gt=0)
     max_grad_norm: float = Field(1.0, gt=0)
     target_kl: float = Field(0.1, gt=0, description="Stop a batch's epochs once approximate KL exceeds it.")
-    sft_epochs: int = Field(0, ge=0, description="Supervised epochs on chosen answers first (0: off).")
+    sft_epochs: int = Field(1, ge=0, description="Supervised epochs on chosen answers first (0: off).")
 
 
 class GateSettings(BaseModel):
     """What a new policy must show against its parent, on held-out prompts, to become a candidate."""
 
-    eval_prompts: int = Field(16, ge=1)
+    eval_prompts: int = Field(8, ge=1)
     min_reward_gain: float = Field(0.0, description="Mean reward must beat the parent's by more than this.")
     kl_budget: float = Field(8.0, gt=0, description="Largest mean KL to the base model per answer (nats).")
     length_band: float = Field(0.5, gt=0, description="Mean answer length within this share of the parent's.")
@@ -70,8 +70,11 @@ class TrainerLoopSettings(BaseModel):
     poll_seconds: float = Field(10.0, gt=0)
     lock_lease_s: float = Field(120.0, gt=0, description="The trainer lock expires this long after a renewal.")
     seed: int = 0
+    round_pairs: int = Field(
+        128, ge=1, description="Pairs one round trains on: the new ones first, then a sample of earlier ones."
+    )
     niceness: int = Field(
-        10, ge=0, le=19, description="CPU priority of the trainer `chatloop up` starts: higher yields more to serving."
+        0, ge=0, le=19, description="CPU priority of the trainer `chatloop up` starts: higher yields more to serving."
     )
 
 

@@ -27,7 +27,7 @@ from core.policy import adapter_path
 from core.registry import Registry, Version
 from feedback.pairs import Pair, PairConsumer, read_all
 from trainer.artifacts import remove_partials, write_version
-from trainer.data import recent_prompts
+from trainer.data import recent_prompts, round_pairs
 from trainer.distributed import get_accelerator, main_then_share, process_share, progress_disabled
 from trainer.gate import GateResult, evaluate_policy, judge
 from trainer.ppo import PPOTrainer, load_policy
@@ -36,7 +36,6 @@ from trainer.sft import supervised_stage
 
 log = logging.getLogger(__name__)
 
-MAX_PAIRS_PER_ROUND = 100_000
 PROMPT_POOL = 512
 
 
@@ -54,7 +53,8 @@ class RoundInputs:
     """Stream entries of the pairs claimed for this round: acknowledged once its outcome is recorded."""
     pair_ids: list[str]
     pairs: list[Pair]
-    """Every pair in the stream: the reward model learns from all of them."""
+    """The claimed pairs and a sample of earlier ones (``trainer/data.py: round_pairs``): what the reward model and
+    the supervised stage learn from."""
     prompts: list[list[dict]]
     parent: str
 
@@ -69,11 +69,12 @@ def _split_prompts(prompts: list[list[dict]], eval_count: int, seed: int) -> tup
 
 
 def _read_inputs(settings: Settings, client: redis.Redis, consumer: PairConsumer) -> RoundInputs | None:
-    claimed = consumer.read(count=MAX_PAIRS_PER_ROUND)
+    claimed = consumer.read(count=settings.trainer.round_pairs)
     if not claimed:
         return None
     remove_partials(settings.versions_dir)
-    pairs = [pair for _, pair in read_all(client)]
+    every = [pair for _, pair in read_all(client)]
+    pairs = round_pairs([pair for _, pair in claimed], every, settings.trainer.round_pairs, settings.trainer.seed)
     prompts = recent_prompts(client, PROMPT_POOL) or [[m.model_dump() for m in p.prompt] for p in pairs]
     return RoundInputs(
         entry_ids=[entry for entry, _ in claimed], pair_ids=[pair.pair_id for _, pair in claimed], pairs=pairs,
