@@ -126,7 +126,7 @@ class Settings(BaseSettings):
     pairs_per_hour: int = Field(200, ge=1, description="Preference pairs one user may contribute per hour.")
 
     max_model_len: int = Field(2048, ge=64, description="Context window (prompt + answer tokens).")
-    dtype: str = "bfloat16"
+    dtype: str = Field("auto", description="Engine dtype; auto: float32 on x86 CPUs without AVX-512, else bfloat16.")
     kv_cache_gib: int = Field(2, ge=1, description="KV cache size for the CPU backend (VLLM_CPU_KVCACHE_SPACE).")
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="Share of GPU memory for vLLM (CUDA).")
     enforce_eager: bool = Field(True, description="Skip graph compilation: faster start, see docs/benchmarks.md.")

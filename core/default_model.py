@@ -52,7 +52,7 @@ def prepare_default_model(folder: Path) -> Path:
         del config.quantization_config
     model = AutoModelForCausalLM.from_config(config)
     model.load_state_dict(loaded.state_dict())
-    model.to(torch.bfloat16)  # the dtype vLLM serves in; the trainer upcasts where it needs to
+    model.to(torch.bfloat16)  # half the disk; the engine (server/engine.py: engine_dtype) and the trainer upcast
     staging = folder.with_name(folder.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging)
