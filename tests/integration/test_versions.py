@@ -91,13 +91,14 @@ def routing_of(cluster: Cluster, index: int) -> tuple[Routing, Routing | None]:
     return Routing.model_validate(view["stored"]), view["applied"] and Routing.model_validate(view["applied"])
 
 
-def wait_applied(cluster: Cluster, index: int, timeout: float = 30) -> float:
-    """Seconds until server ``index`` applies the stored routing."""
+def wait_applied(cluster: Cluster, index: int, timeout: float = 30) -> None:
+    """Until server ``index`` applies the stored routing. How fast is a benchmark's question (bench/swap.py); the
+    timeout only tells a server that never follows from a slow machine."""
     started = time.monotonic()
     while time.monotonic() - started < timeout:
         stored, applied = routing_of(cluster, index)
         if applied is not None and applied == stored:
-            return time.monotonic() - started
+            return
         time.sleep(0.1)
     raise AssertionError(f"server {index} did not apply {stored} within {timeout} s (it serves {applied})")
 
@@ -141,6 +142,14 @@ def stream_forever(cluster: Cluster, worker: int, stop: threading.Event, samples
         samples.append(sample)
 
 
+def settle(samples: list[Sample], since: float, timeout_s: float = 120) -> None:
+    """At least SETTLE_S, and until every client has finished an answer it started after ``since``: on a slow
+    machine a fixed pause would leave windows with too few answers to check."""
+    time.sleep(SETTLE_S)
+    while sum(sample.started > since for sample in samples) < CLIENTS and time.monotonic() < since + timeout_s:
+        time.sleep(0.2)
+
+
 def test_swaps_and_canaries_under_load_fail_nothing_and_route_as_told(cluster: Cluster, versions: list[str]) -> None:
     v1, v2 = versions
     steps = [
@@ -155,12 +164,12 @@ def test_swaps_and_canaries_under_load_fail_nothing_and_route_as_told(cluster: C
         worker.start()
     windows = []  # (routing, from, to): requests started in between must follow that routing
     try:
-        time.sleep(SETTLE_S)
+        settle(samples, 0.0)
         windows.append((routing_of(cluster, 0)[1], 0.0, time.monotonic()))
         for path, body in steps:
             routing = change(cluster, path, body)
             applied_at = time.monotonic()
-            time.sleep(SETTLE_S)
+            settle(samples, applied_at)
             windows.append((routing, applied_at, time.monotonic()))
     finally:
         stop.set()
@@ -180,13 +189,13 @@ def test_swaps_and_canaries_under_load_fail_nothing_and_route_as_told(cluster: C
     for sample in samples[:: max(1, len(samples) // 20)]:
         record = records.get(keys.completion_key(sample.completion_id))
         assert record is not None and f'"version":"{sample.version}"' in record
-    assert wait_applied(cluster, 1) < 5
+    wait_applied(cluster, 1)
 
 
 def test_a_second_replica_follows_every_change(cluster: Cluster, versions: list[str]) -> None:
     v1, v2 = versions
     change(cluster, f"/versions/{v1}/promote", {"canary_percent": 30}, index=1)
-    assert wait_applied(cluster, 0) < 5
+    wait_applied(cluster, 0)
     stored, _ = routing_of(cluster, 0)
     assert (stored.active, stored.canary) == (v2, v1)
     for user in ("a", "b", "c", "d"):
@@ -217,7 +226,7 @@ def test_a_missed_message_is_caught_up_by_reconciling(cluster: Cluster, versions
     silent = stored.model_copy(update={"revision": stored.revision + 1, "canary_percent": 77.0})
     client.set(keys.ROUTING, silent.model_dump_json())  # no pub/sub message, as if it had been lost
     for index in (0, 1):
-        assert wait_applied(cluster, index, timeout=10) < 5
+        wait_applied(cluster, index, timeout=10)  # no message came: only reconciling can apply it
         assert routing_of(cluster, index)[1].canary_percent == 77.0
 
 
@@ -246,7 +255,7 @@ def test_redis_down_keeps_serving_and_the_servers_reconnect(cluster: Cluster, ve
     finally:
         cluster.redis.restart()
     change(cluster, f"/versions/{v1}/promote", {"canary_percent": 10})
-    assert wait_applied(cluster, 1, timeout=20) < 20
+    wait_applied(cluster, 1)
 
 
 def test_a_canary_users_dislike_is_rolled_back_automatically(cluster: Cluster) -> None:
