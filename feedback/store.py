@@ -205,8 +205,9 @@ class FeedbackStore:
 
     async def check_regeneration(
         self, key_id: str, user: str | None, replaced: str, choice: str | None, conversation_id: str
-    ) -> None:
-        """A regeneration must name an answer its caller received, to the same conversation."""
+    ) -> str:
+        """A regeneration must name an answer its caller received, to the same conversation. Returns the version
+        that wrote the replaced answer, which ``link_regeneration`` counts the regeneration against."""
         (record,) = await self.owned_records(key_id, user, [replaced], gesture=False)
         index = self._regenerated_choice(choice)
         self.check_choice(record, index, "metadata.regenerate_choice")
@@ -215,6 +216,7 @@ class FeedbackStore:
                 400, f"A regeneration must repeat the messages of the completion it replaces ({replaced}).",
                 param="messages", code="different_conversations",
             )  # fmt: skip
+        return record.version
 
     @staticmethod
     def _regenerated_choice(choice: str | None) -> int:
@@ -226,14 +228,12 @@ class FeedbackStore:
             )
         return int(choice)
 
-    async def link_regeneration(self, record: CompletionRecord) -> None:
-        """Record that each choice of ``record`` replaces the answer its metadata names."""
+    async def link_regeneration(self, record: CompletionRecord, replaced_version: str) -> None:
+        """Record that each choice of ``record`` replaces the answer its metadata names, which ``replaced_version``
+        wrote (as ``check_regeneration`` found it)."""
         replaced_ref = answer_ref(
             record.metadata["regenerate_of"], self._regenerated_choice(record.metadata.get("regenerate_choice"))
         )
-        replaced = await self.records.get(split_ref(replaced_ref)[0])
-        if replaced is None:
-            return  # expired in between: nothing left to link to
         conversation = keys.conversation_key(record.conversation_id)
         event = {"type": "regeneration", "answer": record.id, "replaces": replaced_ref}
         pipe = self.client.pipeline(transaction=True)
@@ -242,7 +242,7 @@ class FeedbackStore:
         )
         pipe.hincrby(conversation, REVISION, 1)
         pipe.expire(conversation, self.record_ttl_s)
-        count(pipe, replaced.version, "regenerations", 1)
+        count(pipe, replaced_version, "regenerations", 1)
         self._append_event(pipe, record, event)
         await pipe.execute()
 

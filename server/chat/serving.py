@@ -85,6 +85,8 @@ class PreparedChat:
     started: float = field(default_factory=time.perf_counter)
     weight_changes: list[WeightChange] = field(default_factory=list)
     """Swaps of the active version's weights while this answer was generated (server/versions/loaded.py)."""
+    replaces_version: str | None = None
+    """For a regeneration whose link was checked: the version that wrote the answer it replaces."""
 
 
 @dataclass
@@ -282,7 +284,7 @@ class ChatService:
         user = chat.request.user
         try:
             if "regenerate_of" in metadata:
-                await self.feedback.check_regeneration(
+                chat.replaces_version = await self.feedback.check_regeneration(
                     chat.caller.key_id, user, metadata["regenerate_of"], metadata.get("regenerate_choice"),
                     conversation_id(chat.owner, recorded_conversation(chat.request)),
                 )  # fmt: skip
@@ -402,8 +404,8 @@ class ChatService:
         try:
             record = self._build_record(chat, acc, status)
             await self.store.save(record)
-            if "regenerate_of" in record.metadata and status == "complete":
-                await self.feedback.link_regeneration(record)
+            if chat.replaces_version is not None and status == "complete":
+                await self.feedback.link_regeneration(record, chat.replaces_version)
         except Exception:
             metrics.RECORD_FAILURES.inc()
             log.warning("completion record not written", exc_info=True, extra={"completion_id": chat.completion_id})
