@@ -1,0 +1,42 @@
+"""Our vLLM plugin: in vLLM's scheduler process on the CPU backend, readers of the worker's messages never spin;
+everywhere else they spin as shipped."""
+
+from __future__ import annotations
+
+import multiprocessing
+from importlib.metadata import entry_points
+
+import pytest
+import zmq
+from vllm.distributed.device_communicators.shm_broadcast import SpinCondition
+from vllm.utils.network_utils import get_open_zmq_ipc_path
+
+from server.vllm_plugin import register
+
+
+def reader_spin_seconds(results: multiprocessing.Queue) -> None:
+    """In a process of the given name: vLLM loads its plugins, then creates a writer and a reader."""
+    register()
+    context = zmq.Context()
+    address = get_open_zmq_ipc_path()
+    writer = SpinCondition(is_reader=False, context=context, notify_address=address)
+    reader = SpinCondition(is_reader=True, context=context, notify_address=address)
+    results.put((reader.busy_loop_s, writer.busy_loop_s))
+
+
+@pytest.mark.parametrize(("process", "reader_spins"), [("EngineCore", False), ("EngineCore_DP0", False),
+                                                       ("VllmWorker-0", True), ("MainProcess", True)])  # fmt: skip
+def test_only_the_scheduler_process_waits_without_spinning(process: str, reader_spins: bool) -> None:
+    spawn = multiprocessing.get_context("spawn")
+    results = spawn.Queue()
+    child = spawn.Process(target=reader_spin_seconds, args=(results,), name=process)
+    child.start()
+    reader_busy_loop_s, writer_busy_loop_s = results.get(timeout=120)
+    child.join()
+    assert (reader_busy_loop_s > 0) is reader_spins
+    assert writer_busy_loop_s == 0
+
+
+def test_vllm_finds_the_plugin() -> None:
+    plugins = {entry.name: entry.value for entry in entry_points(group="vllm.general_plugins")}
+    assert plugins.get("chatloop_cpu_wait") == "server.vllm_plugin:register"
