@@ -50,7 +50,7 @@ run: setup
 	$(BIN)/chatloop up
 
 test: setup test-packages
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
 
 unit: $(INSTALLED)
 	$(BIN)/pytest -q tests/unit

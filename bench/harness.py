@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import httpx
@@ -29,6 +30,7 @@ from server.engine import engine_cores, pin
 READY_TIMEOUT_S = 600
 SERVED_NAME = "chatloop"
 ALL_CORES = os.sched_getaffinity(0)
+OUR_VLLM_PLUGIN = "chatloop_cpu_wait"  # pyproject.toml
 CLIENT_METRICS = ("output_throughput", "median_ttft_ms", "p99_ttft_ms", "median_tpot_ms", "completed", "failed")
 
 
@@ -42,6 +44,12 @@ class Server:
     def redis_url(self) -> str:
         """The local Redis our server started in its data folder."""
         return f"unix://{(self.data_dir / 'redis' / 'redis.sock').resolve()}"
+
+
+def vllm_plugins_but_ours() -> dict[str, str]:
+    """The environment that runs vLLM as shipped: our plugin is installed here, and vLLM loads every one it finds."""
+    names = [entry.name for entry in entry_points(group="vllm.general_plugins") if entry.name != OUR_VLLM_PLUGIN]
+    return {"VLLM_PLUGINS": ",".join(names)}
 
 
 def free_port() -> int:

@@ -2,8 +2,11 @@
 
 Each server is started in turn on a free port and driven by vLLM's own benchmark client
 (``vllm.benchmarks.serve``, openai-chat backend, random prompts of --input-len tokens, --output-len answer tokens
-with ignore_eos) at each concurrency. The script prints a table of both and the ratios ours / vLLM's, and writes
-every figure as JSON into the output folder. Run it with nothing else loading the machine:
+with ignore_eos) at each concurrency. vLLM's server runs twice: as shipped (``vllm``), and with our engine's
+settings (``vllm-our-engine``: the LoRA mode that serves canaries as adapters, with its worker extension, and our
+vLLM plugin, ``server/vllm_plugin.py``), so that only the HTTP layers differ. The script prints a table of all and
+the ratios ours / each of vLLM's, and writes every figure as JSON into the output folder. Run it with nothing else
+loading the machine:
 
     .venv/bin/python bench/serve.py                       # concurrency 1, 4, 16; 64 prompts each
     .venv/bin/python bench/serve.py --concurrency 16 --num-prompts 32   # a quicker look
@@ -17,25 +20,36 @@ import sys
 from functools import partial
 from pathlib import Path
 
-from harness import SERVED_NAME, chatloop_command, drive_chat, running
+from harness import SERVED_NAME, chatloop_command, drive_chat, running, vllm_plugins_but_ours
 from report import default_out, write_results
 
 from core.config import LOCAL_API_KEY, Settings
+from server.engine import engine_dtype, max_lora_rank
+
+REFERENCES = ("vllm", "vllm-our-engine")
 
 
 def engine_flags(settings: Settings) -> list[str]:
     """vLLM server flags for the engine settings our server uses, so that only the HTTP layer differs."""
     flags = [
         "--model", str(settings.model_path.resolve()), "--served-model-name", SERVED_NAME,
-        "--dtype", settings.dtype, "--max-model-len", str(settings.max_model_len),
+        "--dtype", engine_dtype(settings), "--max-model-len", str(settings.max_model_len),
         "--max-num-seqs", str(settings.max_num_seqs), "--seed", "0",
         "--structured-outputs-config", json.dumps({"backend": "xgrammar", "disable_any_whitespace": True}),
     ]  # fmt: skip
     return flags + (["--enforce-eager"] if settings.enforce_eager else [])
 
 
-def vllm_command(settings: Settings, port: int) -> list[str]:
+def lora_flags(settings: Settings) -> list[str]:
+    """Our engine's LoRA mode (``server/engine.py: engine_args``), worker extension included."""
+    return ["--enable-lora", "--max-lora-rank", str(max_lora_rank(settings)),
+            "--max-loras", str(settings.rollout.max_adapters),
+            "--worker-extension-cls", "server.versions.cpu_lora.SkipIdleLoRA"]  # fmt: skip
+
+
+def vllm_command(settings: Settings, lora: bool, port: int) -> list[str]:
     return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", *engine_flags(settings),
+            *(lora_flags(settings) if lora else []),
             "--host", "127.0.0.1", "--port", str(port), "--api-key", LOCAL_API_KEY]  # fmt: skip
 
 
@@ -44,23 +58,24 @@ def ratio(ours: float, theirs: float) -> float:
 
 
 def report(results: dict[str, dict[int, dict]], concurrencies: list[int]) -> str:
+    """Every server's figures, then ours against each of vLLM's servers that ran."""
     columns = ["concurrency", "server", "output tok/s", "TTFT median ms", "TTFT p99 ms", "TPOT median ms",
                "API CPU ms/token", "failed"]  # fmt: skip
     lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     for c in concurrencies:
-        for name in ("vllm", "chatloop"):
-            r = results[name][c]
+        for name, by_concurrency in results.items():
+            r = by_concurrency[c]
             lines.append(
                 f"| {c} | {name} | {r['output_throughput']:.1f} | {r['median_ttft_ms']:.0f} | "
                 f"{r['p99_ttft_ms']:.0f} | {r['median_tpot_ms']:.1f} | {r['api_cpu_ms_per_token']:.2f} | "
                 f"{r['failed']} |"
             )
-    lines += ["", "| concurrency | throughput ratio (ours/vLLM) | TTFT median ratio | TTFT p99 ratio |"]
-    lines += ["| --- | --- | --- | --- |"]
-    for c in concurrencies:
-        ours, theirs = results["chatloop"][c], results["vllm"][c]
+    lines += ["", "| against | concurrency | throughput ratio (ours/vLLM) | TTFT median ratio | TTFT p99 ratio |"]
+    lines += ["| --- | --- | --- | --- | --- |"]
+    for reference, c in ((name, c) for name in REFERENCES if name in results for c in concurrencies):
+        ours, theirs = results["chatloop"][c], results[reference][c]
         lines.append(
-            f"| {c} | {ratio(ours['output_throughput'], theirs['output_throughput']):.3f} | "
+            f"| {reference} | {c} | {ratio(ours['output_throughput'], theirs['output_throughput']):.3f} | "
             f"{ratio(ours['median_ttft_ms'], theirs['median_ttft_ms']):.3f} | "
             f"{ratio(ours['p99_ttft_ms'], theirs['p99_ttft_ms']):.3f} |"
         )
@@ -73,7 +88,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--num-prompts", type=int, default=64)
     parser.add_argument("--input-len", type=int, default=128)
     parser.add_argument("--output-len", type=int, default=128)
-    parser.add_argument("--order", nargs=2, default=["vllm", "chatloop"], help="which server runs first")
+    parser.add_argument(
+        "--order",
+        nargs="+",
+        choices=[*REFERENCES, "chatloop"],
+        default=[*REFERENCES, "chatloop"],
+        help="the servers to run, in this order (chatloop and at least one of vLLM's)",
+    )
     parser.add_argument("--warmup-prompts", type=int, default=8, help="sent at concurrency 4 before measuring")
     parser.add_argument("--out", type=Path, default=default_out("serve"))
     return parser.parse_args()
@@ -83,11 +104,16 @@ def main() -> None:
     args = parse_args()
     settings = Settings()
     args.out.mkdir(parents=True, exist_ok=True)
-    commands = {"vllm": partial(vllm_command, settings), "chatloop": chatloop_command}
+    servers = {
+        "vllm": (partial(vllm_command, settings, False), vllm_plugins_but_ours()),
+        "vllm-our-engine": (partial(vllm_command, settings, True), {}),
+        "chatloop": (chatloop_command, {}),
+    }
     lengths = {"input_len": args.input_len, "output_len": args.output_len}
     results: dict[str, dict[int, dict]] = {}
     for name in args.order:
-        with running(name, commands[name], settings, args.out) as server:
+        command, env = servers[name]
+        with running(name, command, settings, args.out, env) as server:
             drive_chat(server, settings, concurrency=4, num_prompts=args.warmup_prompts, **lengths)
             results[name] = {c: drive_chat(server, settings, c, args.num_prompts, **lengths) for c in args.concurrency}
     table = report(results, args.concurrency)
