@@ -17,13 +17,19 @@ import time
 from pathlib import Path
 
 import torch
-from harness import Server, chatloop_command, cpu_seconds, drive_chat, running, vllm_plugins_but_ours
+from harness import (
+    ENGINE_PROCESSES,
+    Server,
+    chatloop_command,
+    cpu_seconds,
+    drive_chat,
+    running,
+    vllm_plugins_but_ours,
+)
 from report import default_out, write_results
 
 from core.config import Settings
 from server.engine import engine_dtype
-
-ENGINE_PROCESSES = {"scheduler": "VLLM::EngineCore", "worker": "VLLM::Worker"}
 
 
 def default_variants(settings: Settings) -> dict[str, dict[str, str]]:

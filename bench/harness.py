@@ -25,12 +25,14 @@ import psutil
 from report import REPO
 
 from core.config import LOCAL_API_KEY, Settings
-from server.engine import engine_cores, pin
+from server.engine import pin
 
 READY_TIMEOUT_S = 600
 SERVED_NAME = "chatloop"
 ALL_CORES = os.sched_getaffinity(0)
 OUR_VLLM_PLUGIN = "chatloop_cpu_wait"  # pyproject.toml
+ENGINE_PROCESSES = {"scheduler": "VLLM::EngineCore", "worker": "VLLM::Worker"}
+"""How vLLM names its engine processes."""
 CLIENT_METRICS = ("output_throughput", "median_ttft_ms", "p99_ttft_ms", "median_tpot_ms", "completed", "failed")
 
 
@@ -50,6 +52,17 @@ def vllm_plugins_but_ours() -> dict[str, str]:
     """The environment that runs vLLM as shipped: our plugin is installed here, and vLLM loads every one it finds."""
     names = [entry.name for entry in entry_points(group="vllm.general_plugins") if entry.name != OUR_VLLM_PLUGIN]
     return {"VLLM_PLUGINS": ",".join(names)}
+
+
+def worker_cores(server: psutil.Process) -> set[int]:
+    """The cores vLLM's CPU worker below ``server`` is bound to (all of them on GPUs). Found by name: by the time a
+    client is placed, our server has pinned its other processes to cores of their own."""
+    return {
+        core
+        for process in server.children(recursive=True)
+        if process.name() == ENGINE_PROCESSES["worker"]
+        for core in process.cpu_affinity()
+    }
 
 
 def free_port() -> int:
@@ -114,7 +127,7 @@ def running(
         print(f"{name}: ready after {time.monotonic() - started:.0f} s at {url}", flush=True)
         server = psutil.Process(process.pid)
         # The client stays off the engine worker's cores; each server places itself as it does out of the box.
-        pin(psutil.Process(), ALL_CORES - engine_cores(server) or ALL_CORES)
+        pin(psutil.Process(), ALL_CORES - worker_cores(server) or ALL_CORES)
         yield Server(url, server, data_dir)
     finally:
         pin(psutil.Process(), ALL_CORES)  # so that the next server's engine may bind the cores it wants

@@ -2,20 +2,27 @@
 
 Each server is started in turn on a free port and driven by vLLM's own benchmark client
 (``vllm.benchmarks.serve``, openai-chat backend, random prompts of --input-len tokens, --output-len answer tokens
-with ignore_eos) at each concurrency. vLLM's server runs twice: as shipped (``vllm``), and with our engine's
-settings (``vllm-our-engine``: the LoRA mode that serves canaries as adapters, with its worker extension, and our
-vLLM plugin, ``server/vllm_plugin.py``), so that only the HTTP layers differ. The script prints a table of all and
-the ratios ours / each of vLLM's, and writes every figure as JSON into the output folder. Run it with nothing else
-loading the machine:
+with ignore_eos) at each concurrency. vLLM's server runs as shipped (``vllm``) and, on request (``--order``), with
+our engine's settings as well (``vllm-our-engine``: the LoRA mode that serves canaries as adapters, with its worker
+extension, and our vLLM plugin, ``server/vllm_plugin.py``), so that only the HTTP layers differ.
+The script prints a table of all and the ratios ours / each of vLLM's, and writes every figure as JSON into the
+output folder.
 
-    .venv/bin/python bench/serve.py                       # concurrency 1, 4, 16; 64 prompts each
-    .venv/bin/python bench/serve.py --concurrency 16 --num-prompts 32   # a quicker look
+The machines this runs on drift: one stream's step time moved from 35 to 58 ms within a few minutes here, with
+nothing else running. So the servers take turns in ``--rounds``, in the given order and then reversed, each round
+on freshly started servers, and the tables give each figure's mean over the rounds (each round's ratios too, in
+``results.json``). Run it with nothing else loading the machine:
+
+    .venv/bin/python bench/serve.py                       # concurrency 1, 4, 16; 64 prompts each; 2 rounds
+    .venv/bin/python bench/serve.py --concurrency 16 --num-prompts 32 --rounds 1   # a quicker look
+    .venv/bin/python bench/serve.py --order vllm vllm-our-engine chatloop          # the HTTP layers alone too
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from functools import partial
 from pathlib import Path
@@ -57,6 +64,14 @@ def ratio(ours: float, theirs: float) -> float:
     return ours / theirs if theirs else float("nan")
 
 
+COUNTS = ("completed", "failed")
+
+
+def mean_figures(rounds: list[dict]) -> dict:
+    """Each figure's mean over the rounds of one server at one concurrency; the request counts summed."""
+    return {key: (sum if key in COUNTS else statistics.fmean)(r[key] for r in rounds) for key in rounds[0]}
+
+
 def report(results: dict[str, dict[int, dict]], concurrencies: list[int]) -> str:
     """Every server's figures, then ours against each of vLLM's servers that ran."""
     columns = ["concurrency", "server", "output tok/s", "TTFT median ms", "TTFT p99 ms", "TPOT median ms",
@@ -92,9 +107,11 @@ def parse_args() -> argparse.Namespace:
         "--order",
         nargs="+",
         choices=[*REFERENCES, "chatloop"],
-        default=[*REFERENCES, "chatloop"],
-        help="the servers to run, in this order (chatloop and at least one of vLLM's)",
+        default=["vllm", "chatloop"],
+        help="the servers to run, in this order (chatloop and at least one of vLLM's; vllm-our-engine isolates the "
+        "HTTP layers)",
     )
+    parser.add_argument("--rounds", type=int, default=2, help="turns of every server, the order reversed each time")
     parser.add_argument("--warmup-prompts", type=int, default=8, help="sent at concurrency 4 before measuring")
     parser.add_argument("--out", type=Path, default=default_out("serve"))
     return parser.parse_args()
@@ -110,14 +127,20 @@ def main() -> None:
         "chatloop": (chatloop_command, {}),
     }
     lengths = {"input_len": args.input_len, "output_len": args.output_len}
-    results: dict[str, dict[int, dict]] = {}
-    for name in args.order:
-        command, env = servers[name]
-        with running(name, command, settings, args.out, env) as server:
-            drive_chat(server, settings, concurrency=4, num_prompts=args.warmup_prompts, **lengths)
-            results[name] = {c: drive_chat(server, settings, c, args.num_prompts, **lengths) for c in args.concurrency}
-    table = report(results, args.concurrency)
-    write_results(args.out, args, {"results": results}, table)
+    rounds: list[dict[str, dict[int, dict]]] = []
+    for turn in range(args.rounds):
+        rounds.append({})
+        for name in args.order if turn % 2 == 0 else reversed(args.order):
+            command, env = servers[name]
+            with running(f"{name}-{turn}", command, settings, args.out, env) as server:
+                drive_chat(server, settings, concurrency=4, num_prompts=args.warmup_prompts, **lengths)
+                rounds[-1][name] = {c: drive_chat(server, settings, c, args.num_prompts, **lengths)
+                                    for c in args.concurrency}  # fmt: skip
+    means = {name: {c: mean_figures([r[name][c] for r in rounds]) for c in args.concurrency} for name in args.order}
+    table = report(means, args.concurrency)
+    for turn, figures in enumerate(rounds):
+        table += f"\n\nRound {turn + 1}:\n\n" + report(figures, args.concurrency).split("\n\n")[1]
+    write_results(args.out, args, {"rounds": rounds, "means": means}, table)
 
 
 if __name__ == "__main__":
