@@ -21,6 +21,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 import httpx
+import numpy as np
 import psutil
 from report import REPO
 
@@ -33,7 +34,6 @@ ALL_CORES = os.sched_getaffinity(0)
 OUR_VLLM_PLUGIN = "chatloop_cpu_wait"  # pyproject.toml
 ENGINE_PROCESSES = {"scheduler": "VLLM::EngineCore", "worker": "VLLM::Worker"}
 """How vLLM names its engine processes."""
-CLIENT_METRICS = ("output_throughput", "median_ttft_ms", "p99_ttft_ms", "median_tpot_ms", "completed", "failed")
 
 
 @dataclass
@@ -119,7 +119,10 @@ def running(
     if replica_of is not None:
         env["REDIS_URL"] = replica_of.redis_url
     with log_path.open("wb") as log_file:
-        process = subprocess.Popen(command(port), cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command(port), cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+            preexec_fn=lambda: os.sched_setaffinity(0, ALL_CORES),  # its engine binds the cores it wants
+        )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
         started = time.monotonic()
@@ -130,7 +133,6 @@ def running(
         pin(psutil.Process(), ALL_CORES - worker_cores(server) or ALL_CORES)
         yield Server(url, server, data_dir)
     finally:
-        pin(psutil.Process(), ALL_CORES)  # so that the next server's engine may bind the cores it wants
         process.send_signal(signal.SIGINT)
         try:
             process.wait(timeout=60)
@@ -152,8 +154,9 @@ def drive_chat(
     output_len: int = 128,
     seed: int = 0,
 ) -> dict:
-    """One run of vLLM's own benchmark client (openai-chat, random prompts, ignore_eos); also the CPU the server's
-    API process spent per output token (HTTP, tokenizing, detokenizing: the engine core is a child process)."""
+    """One run of vLLM's own benchmark client (openai-chat, random prompts, ignore_eos): its figures (``pooled``),
+    with the samples they come from, so that several runs' figures can be pooled. The CPU time of the server's API
+    process is among them (HTTP, tokenizing, detokenizing: the engine core is a child process)."""
     from vllm.benchmarks.serve import add_cli_args, main
     from vllm.utils.argparse_utils import FlexibleArgumentParser
 
@@ -166,10 +169,32 @@ def drive_chat(
         "--dataset-name", "random", "--random-input-len", str(input_len), "--random-output-len", str(output_len),
         "--num-prompts", str(num_prompts), "--max-concurrency", str(concurrency), "--ignore-eos", "--seed", str(seed),
         "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,99", "--disable-tqdm",
+        "--save-detailed",  # keeps the per-request figures in the result (nothing is written without --save-result)
     ])  # fmt: skip
     cpu_before = cpu_seconds(server.process)
     result = main(args)
-    figures = {key: result[key] for key in CLIENT_METRICS}
-    spent = cpu_seconds(server.process) - cpu_before
-    figures["api_cpu_ms_per_token"] = 1000 * spent / max(result["total_output_tokens"], 1)
-    return figures
+    answered = [(t, lat, n) for t, lat, n, e in zip(result["ttfts"], result["latencies"], result["output_lens"],
+                                                     result["errors"], strict=True) if not e]  # fmt: skip
+    samples = {
+        "ttfts_ms": [1000 * ttft for ttft, _, _ in answered],
+        "tpots_ms": [1000 * (latency - ttft) / (n - 1) for ttft, latency, n in answered if n > 1],
+        "output_tokens": result["total_output_tokens"], "seconds": result["duration"],
+        "completed": result["completed"], "failed": result["failed"],
+        "api_cpu_s": cpu_seconds(server.process) - cpu_before,
+    }  # fmt: skip
+    return {**pooled([samples]), "samples": samples}
+
+
+def pooled(samples: list[dict]) -> dict:
+    """The figures of several runs as if they were one: tokens over the runs' summed time, percentiles over all
+    their requests (as vLLM's client computes them for one run)."""
+    ttfts = [t for s in samples for t in s["ttfts_ms"]]
+    tpots = [t for s in samples for t in s["tpots_ms"]]
+    tokens = sum(s["output_tokens"] for s in samples)
+    return {
+        "output_throughput": tokens / sum(s["seconds"] for s in samples),
+        "median_ttft_ms": float(np.percentile(ttfts, 50)), "p99_ttft_ms": float(np.percentile(ttfts, 99)),
+        "median_tpot_ms": float(np.percentile(tpots, 50)),
+        "completed": sum(s["completed"] for s in samples), "failed": sum(s["failed"] for s in samples),
+        "api_cpu_ms_per_token": 1000 * sum(s["api_cpu_s"] for s in samples) / max(tokens, 1),
+    }  # fmt: skip

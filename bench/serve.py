@@ -9,12 +9,14 @@ The script prints a table of all and the ratios ours / each of vLLM's, and write
 output folder.
 
 The machines this runs on drift: one stream's step time moved from 35 to 58 ms within a few minutes here, with
-nothing else running. So the servers take turns in ``--rounds``, in the given order and then reversed, each round
-on freshly started servers, and the tables give each figure's mean over the rounds (each round's ratios too, in
-``results.json``). Run it with nothing else loading the machine:
+nothing else running, and a server run ten minutes after another was 36% faster than the same server before. So
+all servers are started at once and take turns: each concurrency level is cut into ``--blocks``, each block of
+prompts goes to every server in turn (the order reversed from block to block, a pause before each so that the
+previous server's engine is idle), and each server's figures pool its blocks. An idle server costs nothing
+measurable (its engine processes sleep). Run it with nothing else loading the machine:
 
-    .venv/bin/python bench/serve.py                       # concurrency 1, 4, 16; 64 prompts each; 2 rounds
-    .venv/bin/python bench/serve.py --concurrency 16 --num-prompts 32 --rounds 1   # a quicker look
+    .venv/bin/python bench/serve.py                       # concurrency 1, 4, 16; 64 prompts each, in 4 blocks
+    .venv/bin/python bench/serve.py --concurrency 16 --num-prompts 32 --blocks 2   # a quicker look
     .venv/bin/python bench/serve.py --order vllm vllm-our-engine chatloop          # the HTTP layers alone too
 """
 
@@ -22,12 +24,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
+import time
+from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
 
-from harness import SERVED_NAME, chatloop_command, drive_chat, running, vllm_plugins_but_ours
+from harness import SERVED_NAME, Server, chatloop_command, drive_chat, pooled, running, vllm_plugins_but_ours
 from report import default_out, write_results
 
 from core.config import LOCAL_API_KEY, Settings
@@ -64,12 +67,27 @@ def ratio(ours: float, theirs: float) -> float:
     return ours / theirs if theirs else float("nan")
 
 
-COUNTS = ("completed", "failed")
+SETTLE_S = 3.0
+"""Before each block: vLLM's worker spins for a second after its last step, on the cores the next server needs."""
 
 
-def mean_figures(rounds: list[dict]) -> dict:
-    """Each figure's mean over the rounds of one server at one concurrency; the request counts summed."""
-    return {key: (sum if key in COUNTS else statistics.fmean)(r[key] for r in rounds) for key in rounds[0]}
+def measure(servers: dict[str, Server], settings: Settings, args: argparse.Namespace, concurrency: int) -> dict:
+    """Every server's pooled figures at one concurrency; its blocks' own figures under ``blocks``."""
+    per_block = max(args.num_prompts // args.blocks, 1)
+    runs: dict[str, list[dict]] = {name: [] for name in servers}
+    for block in range(args.blocks):
+        names = list(servers) if block % 2 == 0 else list(reversed(servers))
+        for name in names:
+            time.sleep(SETTLE_S)
+            seed = 1 + 100 * concurrency + block  # the same prompts for every server, new ones for each block
+            runs[name].append(drive_chat(servers[name], settings, concurrency, per_block, args.input_len,
+                                         args.output_len, seed))  # fmt: skip
+    return {name: {**pooled([r["samples"] for r in blocks]), "blocks": blocks} for name, blocks in runs.items()}
+
+
+def block_ratios(ours: dict, theirs: dict) -> str:
+    pairs = zip(ours.get("blocks", []), theirs.get("blocks", []), strict=True)
+    return ", ".join(f"{ratio(a['output_throughput'], b['output_throughput']):.2f}" for a, b in pairs)
 
 
 def report(results: dict[str, dict[int, dict]], concurrencies: list[int]) -> str:
@@ -85,14 +103,18 @@ def report(results: dict[str, dict[int, dict]], concurrencies: list[int]) -> str
                 f"{r['p99_ttft_ms']:.0f} | {r['median_tpot_ms']:.1f} | {r['api_cpu_ms_per_token']:.2f} | "
                 f"{r['failed']} |"
             )
-    lines += ["", "| against | concurrency | throughput ratio (ours/vLLM) | TTFT median ratio | TTFT p99 ratio |"]
-    lines += ["| --- | --- | --- | --- | --- |"]
+    lines += [
+        "",
+        "| against | concurrency | throughput ratio (ours/vLLM) | TTFT median ratio | TTFT p99 ratio | "
+        "throughput ratio of each block |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for reference, c in ((name, c) for name in REFERENCES if name in results for c in concurrencies):
         ours, theirs = results["chatloop"][c], results[reference][c]
         lines.append(
             f"| {reference} | {c} | {ratio(ours['output_throughput'], theirs['output_throughput']):.3f} | "
             f"{ratio(ours['median_ttft_ms'], theirs['median_ttft_ms']):.3f} | "
-            f"{ratio(ours['p99_ttft_ms'], theirs['p99_ttft_ms']):.3f} |"
+            f"{ratio(ours['p99_ttft_ms'], theirs['p99_ttft_ms']):.3f} | {block_ratios(ours, theirs)} |"
         )
     return "\n".join(lines)
 
@@ -111,7 +133,7 @@ def parse_args() -> argparse.Namespace:
         help="the servers to run, in this order (chatloop and at least one of vLLM's; vllm-our-engine isolates the "
         "HTTP layers)",
     )
-    parser.add_argument("--rounds", type=int, default=2, help="turns of every server, the order reversed each time")
+    parser.add_argument("--blocks", type=int, default=4, help="turns of the servers at each concurrency")
     parser.add_argument("--warmup-prompts", type=int, default=8, help="sent at concurrency 4 before measuring")
     parser.add_argument("--out", type=Path, default=default_out("serve"))
     return parser.parse_args()
@@ -126,21 +148,16 @@ def main() -> None:
         "vllm-our-engine": (partial(vllm_command, settings, True), {}),
         "chatloop": (chatloop_command, {}),
     }
-    lengths = {"input_len": args.input_len, "output_len": args.output_len}
-    rounds: list[dict[str, dict[int, dict]]] = []
-    for turn in range(args.rounds):
-        rounds.append({})
-        for name in args.order if turn % 2 == 0 else reversed(args.order):
-            command, env = servers[name]
-            with running(f"{name}-{turn}", command, settings, args.out, env) as server:
-                drive_chat(server, settings, concurrency=4, num_prompts=args.warmup_prompts, **lengths)
-                rounds[-1][name] = {c: drive_chat(server, settings, c, args.num_prompts, **lengths)
-                                    for c in args.concurrency}  # fmt: skip
-    means = {name: {c: mean_figures([r[name][c] for r in rounds]) for c in args.concurrency} for name in args.order}
-    table = report(means, args.concurrency)
-    for turn, figures in enumerate(rounds):
-        table += f"\n\nRound {turn + 1}:\n\n" + report(figures, args.concurrency).split("\n\n")[1]
-    write_results(args.out, args, {"rounds": rounds, "means": means}, table)
+    with ExitStack() as stack:
+        up = {name: stack.enter_context(running(name, servers[name][0], settings, args.out, servers[name][1]))
+              for name in args.order}  # fmt: skip
+        for server in up.values():
+            drive_chat(server, settings, 4, args.warmup_prompts, args.input_len, args.output_len)
+        results = {name: {} for name in up}
+        for c in args.concurrency:
+            for name, figures in measure(up, settings, args, c).items():
+                results[name][c] = figures
+    write_results(args.out, args, {"results": results}, report(results, args.concurrency))
 
 
 if __name__ == "__main__":
