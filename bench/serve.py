@@ -1,6 +1,6 @@
 """Our HTTP layer against vLLM's own OpenAI server, on the same model and the same engine settings.
 
-Each server is started in turn on a free port and driven by vLLM's own benchmark client
+Each server is started on a free port and driven by vLLM's own benchmark client
 (``vllm.benchmarks.serve``, openai-chat backend, random prompts of --input-len tokens, --output-len answer tokens
 with ignore_eos) at each concurrency. vLLM's server runs as shipped (``vllm``) and, on request (``--order``), with
 our engine's settings as well (``vllm-our-engine``: the LoRA mode that serves canaries as adapters, with its worker
@@ -9,13 +9,13 @@ The script prints a table of all and the ratios ours / each of vLLM's, and write
 output folder.
 
 The machines this runs on drift: one stream's step time moved from 35 to 58 ms within a few minutes here, with
-nothing else running, and a server run ten minutes after another was 36% faster than the same server before. So
-all servers are started at once and take turns: each concurrency level is cut into ``--blocks``, each block of
-prompts goes to every server in turn (the order reversed from block to block, a pause before each so that the
-previous server's engine is idle), and each server's figures pool its blocks. An idle server costs nothing
-measurable (its engine processes sleep). Run it with nothing else loading the machine:
+nothing else running, and a server run ten minutes after another was 36% faster than the same server before. So all
+servers are started at once and take turns: each concurrency level is cut into ``--blocks``, each block of prompts
+(at least four per stream) goes to every server in turn (the order reversed from block to block, a pause before
+each so that the previous server's engine is idle), and each server's figures pool its blocks. An idle server costs
+nothing measurable (its engine processes sleep). Run it with nothing else loading the machine:
 
-    .venv/bin/python bench/serve.py                       # concurrency 1, 4, 16; 64 prompts each, in 4 blocks
+    .venv/bin/python bench/serve.py                       # concurrency 1, 4, 16; 4 blocks of 16, 16, 64 prompts
     .venv/bin/python bench/serve.py --concurrency 16 --num-prompts 32 --blocks 2   # a quicker look
     .venv/bin/python bench/serve.py --order vllm vllm-our-engine chatloop          # the HTTP layers alone too
 """
@@ -67,13 +67,15 @@ def ratio(ours: float, theirs: float) -> float:
     return ours / theirs if theirs else float("nan")
 
 
+WAVES_PER_BLOCK = 4
+"""A block holds at least this many prompts per stream: its first wave's prefill burst is then a quarter of it."""
 SETTLE_S = 3.0
 """Before each block: vLLM's worker spins for a second after its last step, on the cores the next server needs."""
 
 
 def measure(servers: dict[str, Server], settings: Settings, args: argparse.Namespace, concurrency: int) -> dict:
     """Every server's pooled figures at one concurrency; its blocks' own figures under ``blocks``."""
-    per_block = max(args.num_prompts // args.blocks, 1)
+    per_block = max(args.num_prompts // args.blocks, WAVES_PER_BLOCK * concurrency)
     runs: dict[str, list[dict]] = {name: [] for name in servers}
     for block in range(args.blocks):
         names = list(servers) if block % 2 == 0 else list(reversed(servers))
