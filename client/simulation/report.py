@@ -64,11 +64,16 @@ def round_rows(rounds: list[dict], versions: list[dict]) -> list[dict]:
     return rows
 
 
+def complete_windows(windows: list[dict]) -> list[dict]:
+    """The windows that ran their full length: a last sliver of a window says little (a few answers)."""
+    return [w for w in windows if w["complete"]] or windows
+
+
 def summarize(turns: list[Turn], rounds: list[dict], versions: list[dict], started: float) -> dict:
     first = [turn for turn in turns if not turn.regeneration]
     windows = over_time(first, started, WINDOW_S)
     base = share([t for t in first if t.version == "base"])
-    complete = [w for w in windows if w["complete"]] or windows  # a last sliver of a window says little
+    complete = complete_windows(windows)
     final = complete[-1]["share"]["rate"] if complete else None
     return {
         "answers": len(first),
@@ -130,10 +135,11 @@ def plot(summary: dict, started: float, path: Path, preference: str) -> None:
     from matplotlib import pyplot
 
     figure, (shares, rounds) = pyplot.subplots(1, 2, figsize=(12, 4.5))
-    minutes = [w["minute"] + WINDOW_S / 120 for w in summary["over_time"]]
-    rates = [100 * w["share"]["rate"] for w in summary["over_time"]]
-    shares.fill_between(minutes, [100 * w["share"]["low"] for w in summary["over_time"]],
-                        [100 * w["share"]["high"] for w in summary["over_time"]], alpha=0.2)  # fmt: skip
+    windows = complete_windows(summary["over_time"])
+    minutes = [w["minute"] + WINDOW_S / 120 for w in windows]
+    rates = [100 * w["share"]["rate"] for w in windows]
+    shares.fill_between(minutes, [100 * w["share"]["low"] for w in windows],
+                        [100 * w["share"]["high"] for w in windows], alpha=0.2)  # fmt: skip
     shares.plot(minutes, rates, marker="o", label="satisfied share (first answers)")
     for row in summary["rounds"]:
         if row["minutes_to_serving"] is not None:
