@@ -57,9 +57,12 @@ class PPOSettings(BaseModel):
 class GateSettings(BaseModel):
     """What a new policy must show against its parent, on held-out prompts, to become a candidate."""
 
-    eval_prompts: int = Field(8, ge=1)
-    min_reward_gain: float = Field(0.0, description="Mean reward must beat the parent's by more than this.")
-    kl_budget: float = Field(8.0, gt=0, description="Largest mean KL to the base model per answer (nats).")
+    eval_prompts: int = Field(16, ge=1)
+    min_reward_gain: float = Field(0.0, description="The mean per-prompt reward gain over the parent must beat this...")
+    reward_tolerance_se: float = Field(
+        1.0, ge=0, description="...less this many of its standard errors (trainer/gate.py: within the noise)."
+    )
+    kl_budget: float = Field(16.0, gt=0, description="Largest mean KL to the base model per answer (nats).")
     length_band: float = Field(0.5, gt=0, description="Mean answer length within this share of the parent's.")
     max_repetition: float = Field(0.5, gt=0, le=1, description="Largest share of repeated 3-grams in an answer.")
 

@@ -3,9 +3,21 @@
 Evaluation samples answers to held-out prompts (with a fixed seed) from the parent, before training, and from the
 candidate, after; the verdict is a pure function of the two measurements. Under ``accelerate launch`` each process
 answers its share of the prompts and the measurements are gathered, so every process reaches the same verdict.
+
+The reward test is paired and allows for noise. With ``d_i`` the candidate's reward minus the parent's on prompt
+``i`` of ``n``, ``mean(d)`` the gain and ``se = std(d) / sqrt(n)`` its standard error, the candidate passes when
+
+    mean(d) > min_reward_gain - reward_tolerance_se * se
+
+A shortfall within the evaluation's own noise is no evidence that the candidate is worse. Requiring a strict gain
+on a handful of sampled answers rejected most rounds of a sparse preference (a list in one answer of ten) by
+margins far inside that noise, and each rejection threw the round's training away (docs/benchmarks.md, issue 7).
+A canary's live test (server/versions/autopilot.py) still rolls back a version that users find worse.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from pydantic import BaseModel
@@ -16,6 +28,8 @@ from trainer.ppo import PPOTrainer
 
 
 class PolicyEval(BaseModel):
+    rewards: list[float]
+    """The reward model's score of each answer, in the order of the prompts."""
     mean_reward: float
     kl_to_base: float
     """Mean over answers of the summed per-token log-ratio to the base model (nats)."""
@@ -45,18 +59,33 @@ def evaluate_policy(trainer: PPOTrainer, prompts: list[list[dict]], seed: int) -
     repetitions = torch.tensor([repetition(a) for a in rollout.answers], dtype=torch.float64)
     columns = [rollout.scores, trainer.kl_to_base(rollout), rollout.mask.sum(dim=1), repetitions]
     per_answer = torch.stack([column.double().to(trainer.device) for column in columns], dim=1)
-    mean_reward, kl_to_base, mean_length, mean_repetition = gather_real(per_answer, share).mean(dim=0).tolist()
+    gathered = gather_real(per_answer, share)
+    mean_reward, kl_to_base, mean_length, mean_repetition = gathered.mean(dim=0).tolist()
     return PolicyEval(
-        mean_reward=mean_reward, kl_to_base=kl_to_base, mean_length=mean_length, repetition=mean_repetition
-    )
+        rewards=gathered[:, 0].tolist(), mean_reward=mean_reward, kl_to_base=kl_to_base, mean_length=mean_length,
+        repetition=mean_repetition,
+    )  # fmt: skip
+
+
+def reward_gain(parent: PolicyEval, candidate: PolicyEval) -> tuple[float, float]:
+    """The mean per-prompt gain of the candidate's reward over the parent's, and its standard error (0 with a
+    single prompt)."""
+    gains = [c - p for p, c in zip(parent.rewards, candidate.rewards, strict=True)]
+    mean = sum(gains) / len(gains)
+    if len(gains) < 2:
+        return mean, 0.0
+    variance = sum((g - mean) ** 2 for g in gains) / (len(gains) - 1)
+    return mean, math.sqrt(variance / len(gains))
 
 
 def judge(parent: PolicyEval, candidate: PolicyEval, settings: GateSettings) -> GateResult:
     reasons = []
-    if candidate.mean_reward <= parent.mean_reward + settings.min_reward_gain:
+    gain, se = reward_gain(parent, candidate)
+    threshold = settings.min_reward_gain - settings.reward_tolerance_se * se
+    if gain <= threshold:
         reasons.append(
-            f"mean reward {candidate.mean_reward:.3f} does not beat the parent's {parent.mean_reward:.3f} "
-            f"by more than {settings.min_reward_gain}"
+            f"mean reward {candidate.mean_reward:.3f} against the parent's {parent.mean_reward:.3f}: the gain "
+            f"{gain:.3f} (standard error {se:.3f}) does not exceed {threshold:.3f}"
         )
     if candidate.kl_to_base > settings.kl_budget:
         reasons.append(f"KL to the base {candidate.kl_to_base:.2f} exceeds the budget {settings.kl_budget}")

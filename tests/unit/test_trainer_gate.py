@@ -1,15 +1,21 @@
-"""The gate's verdict and the repetition measure."""
+"""The gate's verdict, its paired reward test, and the repetition measure."""
 
 from __future__ import annotations
 
+import pytest
+
 from core.config import GateSettings
-from trainer.gate import PolicyEval, judge, repetition
+from trainer.gate import PolicyEval, judge, repetition, reward_gain
 
-PARENT = PolicyEval(mean_reward=0.0, kl_to_base=0.0, mean_length=50.0, repetition=0.05)
+PARENT_REWARDS = [0.0, 1.0, -1.0, 0.5]
+PARENT = PolicyEval(rewards=PARENT_REWARDS, mean_reward=0.125, kl_to_base=0.0, mean_length=50.0, repetition=0.05)
 
 
-def candidate(**change: float) -> PolicyEval:
-    return PARENT.model_copy(update={"mean_reward": 0.5, "kl_to_base": 2.0, **change})
+def candidate(gains: list[float] | None = None, **change: float) -> PolicyEval:
+    """The parent's answers, each scored ``gains`` higher (0.5 each by default), at KL 2."""
+    rewards = [r + g for r, g in zip(PARENT_REWARDS, gains or [0.5] * len(PARENT_REWARDS), strict=True)]
+    update = {"rewards": rewards, "mean_reward": sum(rewards) / len(rewards), "kl_to_base": 2.0, **change}
+    return PARENT.model_copy(update=update)
 
 
 def test_a_better_close_sane_policy_passes() -> None:
@@ -18,20 +24,33 @@ def test_a_better_close_sane_policy_passes() -> None:
 
 
 def test_each_failure_has_its_reason() -> None:
-    settings = GateSettings(min_reward_gain=0.1, kl_budget=5.0, length_band=0.5, max_repetition=0.4)
+    settings = GateSettings(min_reward_gain=0.6, kl_budget=5.0, length_band=0.5, max_repetition=0.4)
     cases = {
-        "mean reward": candidate(mean_reward=0.05),
-        "KL to the base": candidate(kl_to_base=6.0),
-        "mean length": candidate(mean_length=80.0),
-        "repetition": candidate(repetition=0.6),
+        "mean reward": candidate(),
+        "KL to the base": candidate([0.7] * 4, kl_to_base=6.0),
+        "mean length": candidate([0.7] * 4, mean_length=80.0),
+        "repetition": candidate([0.7] * 4, repetition=0.6),
     }
     for word, policy in cases.items():
         result = judge(PARENT, policy, settings)
-        assert not result.passed and len(result.reasons) == 1 and word in result.reasons[0]
+        assert not result.passed and len(result.reasons) == 1 and word in result.reasons[0], (word, result.reasons)
 
 
-def test_worse_policy_is_rejected() -> None:
-    assert not judge(PARENT, candidate(mean_reward=-1.0), GateSettings()).passed
+def test_reward_gain_is_paired_by_prompt() -> None:
+    # Prompt-level differences between the parent's rewards do not enter the gain's noise.
+    gain, se = reward_gain(PARENT, candidate([0.4, 0.6, 0.4, 0.6]))
+    assert gain == pytest.approx(0.5)
+    assert se == pytest.approx((4 * 0.1**2 / 3) ** 0.5 / 4**0.5)  # sample deviation over the root of n
+    one_prompt = PARENT.model_copy(update={"rewards": [1.0]})
+    assert reward_gain(one_prompt, one_prompt.model_copy(update={"rewards": [0.0]})) == (-1.0, 0.0)
+
+
+def test_a_shortfall_within_the_noise_passes_and_a_clear_one_does_not() -> None:
+    noisy = candidate([1.0, -1.0, 1.0, -1.2])  # gain -0.05, standard error about 0.58
+    assert judge(PARENT, noisy, GateSettings()).passed
+    assert not judge(PARENT, noisy, GateSettings(reward_tolerance_se=0.0)).passed
+    clearly_worse = candidate([-1.0, -0.9, -1.1, -1.0])  # gain -1.0, standard error about 0.04
+    assert not judge(PARENT, clearly_worse, GateSettings()).passed
 
 
 def test_repetition() -> None:
