@@ -51,10 +51,7 @@ class PPOSettings(BaseModel):
     learning_rate: float = Field(1e-4, gt=0)
     max_grad_norm: float = Field(1.0, gt=0)
     target_kl: float = Field(0.1, gt=0, description="Stop a batch's epochs once approximate KL exceeds it.")
-    sft_epochs: int = Field(1, ge=0, description="Supervised epochs on chosen and liked answers first (0: off).")
-    sft_liked_answers: int = Field(
-        128, ge=0, description="Answers rated up, newest first, that the supervised stage adds to the chosen ones."
-    )
+    sft_epochs: int = Field(1, ge=0, description="Supervised epochs on chosen answers first (0: off).")
 
 
 class GateSettings(BaseModel):

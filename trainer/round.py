@@ -27,7 +27,7 @@ from core.policy import adapter_path
 from core.registry import Registry, Version
 from feedback.pairs import Pair, PairConsumer, read_all
 from trainer.artifacts import remove_partials, write_version
-from trainer.data import Demonstration, liked_answers, recent_prompts, round_pairs, sft_demonstrations
+from trainer.data import recent_prompts, round_pairs
 from trainer.distributed import get_accelerator, main_then_share, process_share, progress_disabled
 from trainer.gate import GateResult, evaluate_policy, judge
 from trainer.ppo import PPOTrainer, load_policy
@@ -55,8 +55,6 @@ class RoundInputs:
     pairs: list[Pair]
     """The claimed pairs and a sample of earlier ones (``trainer/data.py: round_pairs``): what the reward model and
     the supervised stage learn from."""
-    liked: list[Demonstration]
-    """Recent answers users rated up (``trainer/data.py: liked_answers``): the supervised stage imitates them too."""
     prompts: list[list[dict]]
     parent: str
 
@@ -78,10 +76,9 @@ def _read_inputs(settings: Settings, client: redis.Redis, consumer: PairConsumer
     every = [pair for _, pair in read_all(client)]
     pairs = round_pairs([pair for _, pair in claimed], every, settings.trainer.round_pairs, settings.trainer.seed)
     prompts = recent_prompts(client, PROMPT_POOL) or [[m.model_dump() for m in p.prompt] for p in pairs]
-    liked = liked_answers(client, settings.ppo.sft_liked_answers) if settings.ppo.sft_epochs else []
     return RoundInputs(
         entry_ids=[entry for entry, _ in claimed], pair_ids=[pair.pair_id for _, pair in claimed], pairs=pairs,
-        liked=liked, prompts=prompts, parent=Registry(client).parent_for_training(),
+        prompts=prompts, parent=Registry(client).parent_for_training(),
     )  # fmt: skip
 
 
@@ -107,8 +104,9 @@ def _train(settings: Settings, inputs: RoundInputs, started: float) -> Trained:
     ppo = PPOTrainer(load_policy(base, parent_adapter, settings.ppo), tokenizer, reward_model.score, settings.ppo, seed)
 
     parent_eval = evaluate_policy(ppo, eval_prompts, seed)
-    demonstrations = sft_demonstrations(inputs.pairs, inputs.liked) if settings.ppo.sft_epochs else []
-    sft_losses = supervised_stage(ppo.policy, tokenizer, demonstrations, settings.ppo, seed) if demonstrations else []
+    sft_losses = []
+    if settings.ppo.sft_epochs:
+        sft_losses = supervised_stage(ppo.policy, tokenizer, inputs.pairs, settings.ppo, seed)
     steps = []
     rng = random.Random(seed)
     for _ in tqdm(range(settings.ppo.rollouts), desc="ppo rollouts", disable=progress_disabled()):
@@ -116,8 +114,8 @@ def _train(settings: Settings, inputs: RoundInputs, started: float) -> Trained:
         steps.append(ppo.step(ppo.rollout(process_share(batch).items)))
         log.info("ppo step", extra={k: round(v, 4) for k, v in steps[-1].items()})
     gate = judge(parent_eval, evaluate_policy(ppo, eval_prompts, seed), settings.gate)
-    metrics = {"reward_model": reward_metrics.model_dump(), "sft_losses": sft_losses,
-               "sft_demonstrations": len(demonstrations), "ppo": steps, "seconds": time.time() - started}  # fmt: skip
+    metrics = {"reward_model": reward_metrics.model_dump(), "sft_losses": sft_losses, "ppo": steps,
+               "seconds": time.time() - started}  # fmt: skip
     return Trained(ppo.policy, reward_model, metrics, gate)
 
 

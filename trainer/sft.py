@@ -1,10 +1,9 @@
-"""The optional supervised stage before PPO: fine-tune the adapter on the answers users chose or liked.
+"""The optional supervised stage before PPO: fine-tune the adapter on the answers users chose.
 
-InstructGPT's first stage, done online: next-token cross-entropy on the chosen answer of each pair and on the
-answers users rated up (``trainer/data.py: sft_demonstrations``), the prompt's tokens excluded from the loss. One
-epoch by default, as in the closed-loop runs that met their target (docs/benchmarks.md): imitating what users
-picked is the most direct signal a round has, while PPO through the reward model generalises it to new prompts.
-``CHATLOOP_PPO__SFT_EPOCHS=0`` leaves PPO alone.
+InstructGPT's first stage, done online: next-token cross-entropy on the chosen answer of each pair, the prompt's
+tokens excluded from the loss. One epoch by default, as in the closed-loop runs that met their target
+(docs/benchmarks.md): imitating the chosen answers is the most direct signal a round has, while PPO through the
+reward model generalises it to new prompts. ``CHATLOOP_PPO__SFT_EPOCHS=0`` leaves PPO alone.
 
 Under ``accelerate launch`` each process takes its share of every minibatch, weighted so that DDP's average of the
 processes' gradients is the minibatch's gradient, as one process would compute it.
@@ -21,17 +20,17 @@ from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
 
 from core.config import PPOSettings
-from trainer.data import Demonstration
+from feedback.pairs import Pair
 from trainer.distributed import get_accelerator, mean_across_processes, process_share
 
 IGNORE = -100
 
 
-def _example(tokenizer: PreTrainedTokenizerBase, demonstration: Demonstration) -> tuple[torch.Tensor, torch.Tensor]:
-    prompt = demonstration.prompt
+def _example(tokenizer: PreTrainedTokenizerBase, pair: Pair) -> tuple[torch.Tensor, torch.Tensor]:
+    prompt = [m.model_dump() for m in pair.prompt]
     prompt_text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
     full_text = tokenizer.apply_chat_template(
-        [*prompt, {"role": "assistant", "content": demonstration.answer}], tokenize=False
+        [*prompt, {"role": "assistant", "content": pair.chosen.text}], tokenize=False
     )
     ids = tokenizer(full_text, return_tensors="pt", add_special_tokens=False).input_ids.to(get_accelerator().device)
     labels = ids.clone()
@@ -40,17 +39,13 @@ def _example(tokenizer: PreTrainedTokenizerBase, demonstration: Demonstration) -
 
 
 def supervised_stage(
-    policy: PeftModel,
-    tokenizer: PreTrainedTokenizerBase,
-    demonstrations: Sequence[Demonstration],
-    settings: PPOSettings,
-    seed: int,
+    policy: PeftModel, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[Pair], settings: PPOSettings, seed: int
 ) -> list[float]:
     """Mean loss of each epoch; gradients accumulate over ``minibatch_size`` examples (on all processes together)."""
     accelerator = get_accelerator()
     trainable = [p for p in policy.parameters() if p.requires_grad]
     model, optimizer = accelerator.prepare(policy, torch.optim.AdamW(trainable, lr=settings.learning_rate))
-    examples = [_example(tokenizer, demonstration) for demonstration in demonstrations]
+    examples = [_example(tokenizer, pair) for pair in pairs]
     rng = random.Random(seed)
     model.train()
     losses = []

@@ -16,7 +16,6 @@ from feedback.pairs import read_all
 from feedback.records import CompletionRecord, CompletionStore, RecordedChoice, RecordedMessage
 from feedback.store import FeedbackStore
 from tests.conftest import RedisHandle
-from trainer.data import liked_answers
 
 pytestmark = pytest.mark.integration
 
@@ -72,27 +71,3 @@ def test_conditional_commit_writes_nothing_once_the_state_changed(redis_server: 
 
     assert asyncio.run(attempts()) == (False, True)
     assert redis_server.client().get(target) == "1"
-
-
-def test_the_trainer_reads_the_answers_whose_up_rating_stands(redis_server: RedisHandle) -> None:
-    """Newest first, each once; a later down or a cleared rating takes an up back."""
-    question = [RecordedMessage(role="user", content=f"Name a fruit ({uuid.uuid4().hex}).")]
-    kept, taken_back = (two_choice_record("liked").model_copy(update={"conversation": question}) for _ in range(2))
-
-    async def rate() -> None:
-        client = aioredis.from_url(redis_server.url)
-        records = CompletionStore(client, retention_s=3600)
-        store = FeedbackStore(client, records, Settings(_env_file=None, feedback_per_minute=100))
-        for record in (kept, taken_back):
-            await records.save(record)
-        gestures = [(kept, 1, "up"), (kept, 0, "down"), (kept, 0, "up"), (taken_back, 0, "up"), (taken_back, 0, None),
-                    (taken_back, 1, "up"), (taken_back, 1, "down")]  # fmt: skip
-        for record, index, rating in gestures:
-            await store.rate("key", "racer", record.id, index, rating, None)
-        await client.aclose()
-
-    asyncio.run(rate())
-    liked = liked_answers(redis_server.client(), limit=1000)
-    ours = [d.answer for d in liked if d.prompt == [m.model_dump() for m in question]]
-    assert ours == [kept.choices[0].text, kept.choices[1].text]
-    assert len(liked_answers(redis_server.client(), limit=1)) == 1

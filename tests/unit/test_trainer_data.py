@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.factories import short_over_long_pair
-from trainer.data import Demonstration, round_pairs, sft_demonstrations
+from trainer.data import round_pairs
 
 
 def ids(pairs: list) -> list[str]:
@@ -38,11 +38,3 @@ def test_the_sample_of_earlier_pairs_changes_as_the_stream_grows() -> None:
     second = round_pairs(every[210:220], every[:220], limit=40, seed=0)
     assert set(ids(first[10:])) != set(ids(second[10:])), "every round would see the same earlier pairs"
     assert round_pairs(every[200:210], every[:210], limit=40, seed=0) == first, "a round must be reproducible"
-
-
-def test_demonstrations_are_the_chosen_answers_then_the_liked_ones_each_once() -> None:
-    pairs = [short_over_long_pair(i) for i in range(3)]
-    chosen = [Demonstration([m.model_dump() for m in p.prompt], p.chosen.text) for p in pairs]
-    new = Demonstration([{"role": "user", "content": "Hello?"}], "Hi.")
-    assert sft_demonstrations(pairs, [chosen[1], new, new]) == [*chosen, new]
-    assert sft_demonstrations([], [new]) == [new]
