@@ -17,10 +17,10 @@ A canary's live test (server/versions/autopilot.py) still rolls back a version t
 
 from __future__ import annotations
 
-import math
+import statistics
 
 import torch
-from pydantic import BaseModel
+from pydantic import BaseModel, computed_field
 
 from core.config import GateSettings
 from trainer.distributed import gather_real, process_seed, process_share
@@ -30,13 +30,17 @@ from trainer.ppo import PPOTrainer
 class PolicyEval(BaseModel):
     rewards: list[float]
     """The reward model's score of each answer, in the order of the prompts."""
-    mean_reward: float
     kl_to_base: float
     """Mean over answers of the summed per-token log-ratio to the base model (nats)."""
     mean_length: float
     """Answer tokens."""
     repetition: float
     """Mean share of an answer's word 3-grams that repeat an earlier one."""
+
+    @computed_field
+    @property
+    def mean_reward(self) -> float:
+        return statistics.fmean(self.rewards)
 
 
 class GateResult(BaseModel):
@@ -60,22 +64,18 @@ def evaluate_policy(trainer: PPOTrainer, prompts: list[list[dict]], seed: int) -
     columns = [rollout.scores, trainer.kl_to_base(rollout), rollout.mask.sum(dim=1), repetitions]
     per_answer = torch.stack([column.double().to(trainer.device) for column in columns], dim=1)
     gathered = gather_real(per_answer, share)
-    mean_reward, kl_to_base, mean_length, mean_repetition = gathered.mean(dim=0).tolist()
+    _, kl_to_base, mean_length, mean_repetition = gathered.mean(dim=0).tolist()
     return PolicyEval(
-        rewards=gathered[:, 0].tolist(), mean_reward=mean_reward, kl_to_base=kl_to_base, mean_length=mean_length,
-        repetition=mean_repetition,
-    )  # fmt: skip
+        rewards=gathered[:, 0].tolist(), kl_to_base=kl_to_base, mean_length=mean_length, repetition=mean_repetition
+    )
 
 
 def reward_gain(parent: PolicyEval, candidate: PolicyEval) -> tuple[float, float]:
     """The mean per-prompt gain of the candidate's reward over the parent's, and its standard error (0 with a
     single prompt)."""
     gains = [c - p for p, c in zip(parent.rewards, candidate.rewards, strict=True)]
-    mean = sum(gains) / len(gains)
-    if len(gains) < 2:
-        return mean, 0.0
-    variance = sum((g - mean) ** 2 for g in gains) / (len(gains) - 1)
-    return mean, math.sqrt(variance / len(gains))
+    se = statistics.stdev(gains) / len(gains) ** 0.5 if len(gains) > 1 else 0.0
+    return statistics.fmean(gains), se
 
 
 def judge(parent: PolicyEval, candidate: PolicyEval, settings: GateSettings) -> GateResult:

@@ -8,14 +8,13 @@ from core.config import GateSettings
 from trainer.gate import PolicyEval, judge, repetition, reward_gain
 
 PARENT_REWARDS = [0.0, 1.0, -1.0, 0.5]
-PARENT = PolicyEval(rewards=PARENT_REWARDS, mean_reward=0.125, kl_to_base=0.0, mean_length=50.0, repetition=0.05)
+PARENT = PolicyEval(rewards=PARENT_REWARDS, kl_to_base=0.0, mean_length=50.0, repetition=0.05)
 
 
 def candidate(gains: list[float] | None = None, **change: float) -> PolicyEval:
     """The parent's answers, each scored ``gains`` higher (0.5 each by default), at KL 2."""
     rewards = [r + g for r, g in zip(PARENT_REWARDS, gains or [0.5] * len(PARENT_REWARDS), strict=True)]
-    update = {"rewards": rewards, "mean_reward": sum(rewards) / len(rewards), "kl_to_base": 2.0, **change}
-    return PARENT.model_copy(update=update)
+    return PARENT.model_copy(update={"rewards": rewards, "kl_to_base": 2.0, **change})
 
 
 def test_a_better_close_sane_policy_passes() -> None:
