@@ -161,7 +161,7 @@ async function streamCompletion(messages, metadata, onDelta) {
     const response = await fetch("/v1/chat/completions", {
       method: "POST", headers: headers(), signal: state.controller.signal,
       body: JSON.stringify({ model: $("model").value || "chatloop", temperature: Number($("temperature").value),
-        messages, stream: true, user: endUser(), metadata }),
+        max_tokens: Number($("max-tokens").value) || undefined, messages, stream: true, user: endUser(), metadata }),
     });
     if (!response.ok) throw new Error(await errorText(response));
     const reader = response.body.getReader();
@@ -363,7 +363,7 @@ async function copy(text, button) {
 function init() {
   $("api-key").value = store.get("key", "");
   $("api-key").addEventListener("change", (e) => store.set("key", e.target.value.trim()));
-  for (const [field, fallback] of [["model", "chatloop"], ["temperature", "0.7"]]) {
+  for (const [field, fallback] of [["model", "chatloop"], ["temperature", "0.7"], ["max-tokens", ""]]) {
     $(field).value = store.get(field, fallback);
     $(field).addEventListener("change", (e) => store.set(field, e.target.value.trim()));
   }

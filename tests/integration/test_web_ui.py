@@ -16,12 +16,16 @@ pytestmark = pytest.mark.integration
 
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
+# At temperature 0.7 the small model sometimes loops on emoji until the context is full: cap answers so that every
+# test's answer ends within its timeout on a slow machine.
+ANSWER_CAP = {"max-tokens": "160"}
 
 
 def open_page(browser: Browser, server: ServerHandle, viewport: dict, storage: dict | None = None) -> Page:
-    """A fresh browser profile with the API key set, and ``storage`` preloaded into localStorage."""
+    """A fresh browser profile with the API key and the answer cap set, and ``storage`` preloaded into localStorage."""
     context = browser.new_context(viewport=viewport)
-    preset = {"chatloop.key": server.user_key, **{f"chatloop.{k}": v for k, v in (storage or {}).items()}}
+    settings = {"key": server.user_key, **ANSWER_CAP, **(storage or {})}
+    preset = {f"chatloop.{k}": v for k, v in settings.items()}
     context.add_init_script(
         f"for (const [k, v] of Object.entries({json.dumps(preset)})) localStorage.setItem(k, JSON.stringify(v));"
     )
@@ -58,6 +62,15 @@ def finished_answer(page: Page) -> dict:
     return last_answer(page)
 
 
+def stored_record(server: ServerHandle, completion_id: str) -> dict:
+    """The completion's record in Redis, which the server writes just after the stream ends."""
+    deadline = time.monotonic() + 10
+    while (raw := server.redis.client().get(f"chatloop:completion:{completion_id}")) is None:
+        assert time.monotonic() < deadline, "the answer was never recorded"
+        time.sleep(0.2)
+    return json.loads(raw)
+
+
 def test_answer_grows_while_it_streams(page: Page) -> None:
     send(page, "Write three paragraphs about the sea.")
     lengths = []
@@ -79,7 +92,18 @@ def test_answer_grows_while_it_streams(page: Page) -> None:
     expect(page.locator("#send")).to_be_visible()
 
 
-def test_stop_cancels_the_stream(page: Page, server: ServerHandle) -> None:
+def test_max_tokens_setting_caps_the_answer(browser: Browser, server: ServerHandle) -> None:
+    page = open_page(browser, server, DESKTOP, {"max-tokens": "3"})
+    send(page, "Write a long story about a lighthouse keeper.")
+    answer = finished_answer(page)
+    page.context.close()
+    record = stored_record(server, answer["completionId"])
+    assert record["params"]["max_tokens"] == 3
+    assert (record["choices"][0]["finish_reason"], record["choices"][0]["completion_tokens"]) == ("length", 3)
+
+
+def test_stop_cancels_the_stream(browser: Browser, server: ServerHandle) -> None:
+    page = open_page(browser, server, DESKTOP, {"max-tokens": ""})  # uncapped, so the answer is still streaming
     send(page, "Write a very long story about a dragon who learns to cook.")
     streaming = page.locator(".message.assistant.streaming .bubble")
     expect(streaming).not_to_have_text("", timeout=30_000)
@@ -89,11 +113,8 @@ def test_stop_cancels_the_stream(page: Page, server: ServerHandle) -> None:
     shown = page.locator(".message.assistant .bubble").last.inner_text()
     time.sleep(1.0)
     assert page.locator(".message.assistant .bubble").last.inner_text() == shown, "text kept coming after stop"
-    deadline = time.monotonic() + 10
-    while (raw := server.redis.client().get(f"chatloop:completion:{answer['completionId']}")) is None:
-        assert time.monotonic() < deadline, "the stopped answer was never recorded"
-        time.sleep(0.2)
-    assert json.loads(raw)["status"] == "aborted"
+    page.context.close()
+    assert stored_record(server, answer["completionId"])["status"] == "aborted"
 
 
 def test_thumbs_up_lands_in_redis(page: Page, server: ServerHandle) -> None:
