@@ -27,12 +27,13 @@ from core.policy import adapter_path
 from core.registry import Registry, Version
 from feedback.pairs import Pair, PairConsumer, read_all
 from trainer.artifacts import remove_partials, write_version
+from trainer.best_of import best_of_n
 from trainer.data import recent_prompts, round_pairs
 from trainer.distributed import get_accelerator, main_then_share, process_share, progress_disabled
 from trainer.gate import GateResult, evaluate_policy, judge
 from trainer.ppo import PPOTrainer, load_policy
 from trainer.reward import RewardModel, load_tokenizer, train_reward_model
-from trainer.sft import supervised_stage
+from trainer.sft import Example, chosen_example, supervised_stage
 
 log = logging.getLogger(__name__)
 
@@ -104,18 +105,24 @@ def _train(settings: Settings, inputs: RoundInputs, started: float) -> Trained:
     ppo = PPOTrainer(load_policy(base, parent_adapter, settings.ppo), tokenizer, reward_model.score, settings.ppo, seed)
 
     parent_eval = evaluate_policy(ppo, eval_prompts, seed)
-    sft_losses = []
-    if settings.ppo.sft_epochs:
-        sft_losses = supervised_stage(ppo.policy, tokenizer, inputs.pairs, settings.ppo, seed)
-    steps = []
     rng = random.Random(seed)
+    sft_losses, best_of = [], {}
+    if settings.ppo.sft_epochs:
+        examples: list[Example] = [chosen_example(tokenizer, pair) for pair in inputs.pairs]
+        if settings.ppo.best_of > 1:
+            sampled = rng.sample(train_prompts, min(settings.ppo.best_of_prompts, len(train_prompts)))
+            found, best_of = best_of_n(ppo, sampled, settings.ppo.best_of, seed)
+            examples += found
+            log.info("best of n", extra={k: round(v, 4) for k, v in best_of.items()})
+        sft_losses = supervised_stage(ppo.policy, examples, settings.ppo, seed)
+    steps = []
     for _ in tqdm(range(settings.ppo.rollouts), desc="ppo rollouts", disable=progress_disabled()):
         batch = rng.sample(train_prompts, min(settings.ppo.batch_prompts, len(train_prompts)))
         steps.append(ppo.step(ppo.rollout(process_share(batch).items)))
         log.info("ppo step", extra={k: round(v, 4) for k, v in steps[-1].items()})
     gate = judge(parent_eval, evaluate_policy(ppo, eval_prompts, seed), settings.gate)
-    metrics = {"reward_model": reward_metrics.model_dump(), "sft_losses": sft_losses, "ppo": steps,
-               "seconds": time.time() - started}  # fmt: skip
+    metrics = {"reward_model": reward_metrics.model_dump(), "sft_losses": sft_losses, "best_of": best_of,
+               "ppo": steps, "seconds": time.time() - started}  # fmt: skip
     return Trained(ppo.policy, reward_model, metrics, gate)
 
 

@@ -1,4 +1,5 @@
-"""The optional supervised stage before PPO: fine-tune the adapter on the answers users chose.
+"""The optional supervised stage before PPO: fine-tune the adapter on the answers users chose (and, with
+``CHATLOOP_PPO__BEST_OF``, on the policy's own best-of-n answers: ``trainer/best_of.py``).
 
 InstructGPT's first stage, done online: next-token cross-entropy on the chosen answer of each pair, the prompt's
 tokens excluded from the loss. One epoch by default, as in the closed-loop runs that met their target
@@ -25,8 +26,11 @@ from trainer.distributed import get_accelerator, mean_across_processes, process_
 
 IGNORE = -100
 
+Example = tuple[torch.Tensor, torch.Tensor]
+"""Token ids ``[1, L]`` of a conversation ending in an answer, and its labels: the ids, ``IGNORE`` before the answer."""
 
-def _example(tokenizer: PreTrainedTokenizerBase, pair: Pair) -> tuple[torch.Tensor, torch.Tensor]:
+
+def chosen_example(tokenizer: PreTrainedTokenizerBase, pair: Pair) -> Example:
     prompt = [m.model_dump() for m in pair.prompt]
     prompt_text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
     full_text = tokenizer.apply_chat_template(
@@ -38,14 +42,13 @@ def _example(tokenizer: PreTrainedTokenizerBase, pair: Pair) -> tuple[torch.Tens
     return ids, labels
 
 
-def supervised_stage(
-    policy: PeftModel, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[Pair], settings: PPOSettings, seed: int
-) -> list[float]:
-    """Mean loss of each epoch; gradients accumulate over ``minibatch_size`` examples (on all processes together)."""
+def supervised_stage(policy: PeftModel, examples: Sequence[Example], settings: PPOSettings, seed: int) -> list[float]:
+    """Mean loss of each epoch; gradients accumulate over ``minibatch_size`` examples (on all processes together).
+    Every process passes the same examples."""
     accelerator = get_accelerator()
     trainable = [p for p in policy.parameters() if p.requires_grad]
     model, optimizer = accelerator.prepare(policy, torch.optim.AdamW(trainable, lr=settings.learning_rate))
-    examples = [_example(tokenizer, pair) for pair in pairs]
+    examples = list(examples)
     rng = random.Random(seed)
     model.train()
     losses = []

@@ -20,7 +20,7 @@ from trainer.distributed import get_accelerator, process_share
 from trainer.gate import evaluate_policy
 from trainer.ppo import PPOTrainer, load_policy
 from trainer.reward import load_tokenizer, train_reward_model
-from trainer.sft import supervised_stage
+from trainer.sft import chosen_example, supervised_stage
 
 TOPICS = ["the sea", "a cat", "bread", "rain", "music", "the moon", "a river", "winter and its long nights"]
 PPO = PPOSettings(batch_prompts=4, max_new_tokens=6, epochs=1, minibatch_size=4, learning_rate=1e-2, sft_epochs=1)
@@ -48,7 +48,7 @@ def main(model: Path, out: Path) -> None:
     prompts = [[{"role": "user", "content": f"Tell me about {topic}."}] for topic in TOPICS]
     initial = trainable(ppo.policy)
     parent_eval = evaluate_policy(ppo, prompts[:3], seed=0)
-    sft_losses = supervised_stage(ppo.policy, tokenizer, pairs[:3], PPO, seed=0)
+    sft_losses = supervised_stage(ppo.policy, [chosen_example(tokenizer, p) for p in pairs[:3]], PPO, seed=0)
     after_sft = trainable(ppo.policy)
     rollout = ppo.rollout(process_share(prompts[:4]).items)
     stats = ppo.step(rollout)

@@ -19,9 +19,11 @@ from core.registry import Registry
 from feedback.pairs import PairConsumer
 from tests.conftest import REPO, RedisHandle
 from tests.factories import TOPICS, short_over_long_pair
+from trainer.best_of import best_of_n
 from trainer.loop import CONSUMER
 from trainer.ppo import PPOTrainer, load_policy
 from trainer.reward import load_tokenizer, train_reward_model
+from trainer.sft import IGNORE
 
 pytestmark = pytest.mark.integration
 
@@ -58,6 +60,26 @@ def test_ppo_step_moves_the_adapter_from_zero_kl(model_path: Path) -> None:
     assert changed, "the update changed no adapter weight"
 
 
+def test_best_of_n_keeps_the_answer_the_reward_ranks_first(model_path: Path) -> None:
+    settings = PPOSettings(max_new_tokens=12)
+    tokenizer = load_tokenizer(model_path)
+    seen: list[str] = []
+
+    def shortest_first(prompts: list, answers: list[str]) -> torch.Tensor:
+        seen.extend(answers)
+        return torch.tensor([-float(len(a)) for a in answers])
+
+    trainer = PPOTrainer(load_policy(model_path, None, settings), tokenizer, shortest_first, settings, seed=0)
+    prompts = [[{"role": "user", "content": f"Tell me about {t}."}] for t in TOPICS[:3]]
+    examples, stats = best_of_n(trainer, prompts, n=4, seed=0)
+    assert len(examples) == 3 and len(seen) == 12
+    for (ids, labels), group in zip(examples, [seen[i : i + 4] for i in range(0, 12, 4)], strict=True):
+        answer = labels[0] != IGNORE
+        assert tokenizer.decode(ids[0][answer], skip_special_tokens=True) == min(group, key=len)
+        assert not answer[: int((~answer).sum())].any(), "only the answer's tokens, after the prompt, are learnt"
+    assert stats["best_reward"] >= stats["mean_reward"]
+
+
 def seed_pairs(redis_server: RedisHandle, count: int) -> list[str]:
     client = redis_server.client()
     client.delete(keys.PAIRS_STREAM, keys.VERSIONS, keys.TRAINER_LOCK)
@@ -91,8 +113,9 @@ def test_a_killed_round_leaves_nothing_and_the_next_trains_on_the_same_pairs(
     assert PairConsumer(client, "observer").pending() == 12, "the killed round acknowledged pairs"
     client.delete(keys.TRAINER_LOCK)  # its lease would run out; a test need not wait for it
 
-    # No policy can pass this gate: it must say why. The optional supervised stage runs too.
-    strict = {**env, "CHATLOOP_GATE__MIN_REWARD_GAIN": "1000", "CHATLOOP_PPO__SFT_EPOCHS": "1"}
+    # No policy can pass this gate: it must say why. The optional supervised stage, with best-of-n, runs too.
+    strict = {**env, "CHATLOOP_GATE__MIN_REWARD_GAIN": "1000", "CHATLOOP_PPO__SFT_EPOCHS": "1",
+              "CHATLOOP_PPO__BEST_OF": "2", "CHATLOOP_PPO__BEST_OF_PROMPTS": "3"}  # fmt: skip
     done = subprocess.run(command, cwd=REPO, env=strict, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     (version,) = Registry(client).all()
@@ -105,6 +128,8 @@ def test_a_killed_round_leaves_nothing_and_the_next_trains_on_the_same_pairs(
     assert info["metrics"]["reward_model"]["train_pairs"] + info["metrics"]["reward_model"]["held_out_pairs"] == 12
     (sft_loss,) = info["metrics"]["sft_losses"]
     assert 0 < sft_loss < 20
+    best_of = info["metrics"]["best_of"]
+    assert (best_of["prompts"], best_of["n"]) == (3, 2) and best_of["best_reward"] >= best_of["mean_reward"]
     assert PairConsumer(client, CONSUMER).pending() == 0 and PairConsumer(client, CONSUMER).waiting() == 0
     assert not list(tmp_path.glob("versions/.*.partial"))
     rounds = client.xrange(keys.TRAINER_ROUNDS)
