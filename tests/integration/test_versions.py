@@ -264,10 +264,11 @@ def test_a_canary_users_dislike_is_rolled_back_automatically(cluster: Cluster) -
     users = [f"judge-{i}" for i in range(40)]
     on_canary = [u for u in users if routed_version(routing, uid(u)) == canary][:6]
     on_active = [u for u in users if routed_version(routing, uid(u)) == routing.active][:6]
+    # Every canary answer is served before the first rating: the autopilot may act on the fifth thumbs-down.
+    served = [(user, *answer(cluster, user)) for user in on_canary]
+    assert {version for _, _, version in served} == {canary}
     with httpx.Client(base_url=cluster.urls[0], headers={"Authorization": f"Bearer {LOCAL_API_KEY}"}) as http:
-        for user in on_canary:
-            completion_id, version = answer(cluster, user)
-            assert version == canary
+        for user, completion_id, _ in served:
             rated = http.post("/v1/feedback", json={"completion_id": completion_id, "rating": "down", "user": user})
             assert rated.status_code == 200, rated.text
     for user in on_active:
