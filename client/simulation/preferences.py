@@ -43,6 +43,15 @@ STRAY_QUESTION_SCORE = 0.25
 # Trailing characters that may follow a closing question mark: quotes, brackets, markdown emphasis, spaces.
 TRAILING_CLOSERS = " \t\n\"'”’»)]*_"
 
+# short_sentences: full marks at SHORT_FULL_WORDS words a sentence on average or fewer, none from SHORT_ZERO_WORDS,
+# linear between (0.5 at 10). SmolLM2-135M-Instruct's sentences average about 16 words; one first answer in five
+# averages 10 or fewer (160 prompts, two answers each, at the users' temperature and max_tokens).
+SHORT_FULL_WORDS = 4
+SHORT_ZERO_WORDS = 16
+# What a reader takes as one sentence: text up to a sentence's final mark and the space after it, or up to a line
+# break (a list item, a heading, a line of a poem).
+SENTENCE_BREAK = re.compile(r"(?<=[.!?…])\s+|\n+")
+
 GREETING = re.compile(
     r"^\W*(?:hello|hi|hey|greetings|good (?:morning|afternoon|evening|day)|thanks|thank you)\b", re.IGNORECASE
 )
@@ -78,6 +87,19 @@ def bulleted(conversation: Conversation, answer: str) -> float:
     if items >= 2:
         return 1.0
     return ONE_ITEM_SCORE if items == 1 else 0.0
+
+
+def short_sentences(conversation: Conversation, answer: str) -> float:
+    """A user who wants plain, easy prose: 1.0 when the answer's sentences average 4 words or fewer, falling
+    linearly to 0.0 at 16 (so 10 words a sentence or fewer satisfies). Sentences end at ".", "!", "?" or "…" and at
+    line breaks; a cut-off last sentence counts as it stands. An empty answer scores 0.0. Unlike ``concise`` this
+    does not care how long the answer is, only how it is written."""
+    sentences = [sentence.split() for sentence in SENTENCE_BREAK.split(answer.strip())]
+    lengths = [len(words) for words in sentences if words]
+    if not lengths:
+        return 0.0
+    mean = sum(lengths) / len(lengths)
+    return min(1.0, max(0.0, (SHORT_ZERO_WORDS - mean) / (SHORT_ZERO_WORDS - SHORT_FULL_WORDS)))
 
 
 def follow_up_question(conversation: Conversation, answer: str) -> float:

@@ -13,11 +13,12 @@ from client.simulation.preferences import (
     polite_greeting,
     resolve,
     satisfies,
+    short_sentences,
 )
 from client.simulation.prompt_set import load_prompts
 
 CONVERSATION = [{"role": "user", "content": "How do I boil an egg?"}]
-PREFERENCES = [concise, bulleted, follow_up_question, polite_greeting]
+PREFERENCES = [concise, bulleted, short_sentences, follow_up_question, polite_greeting]
 
 
 def words(count: int, end: str = ".") -> str:
@@ -90,6 +91,22 @@ def test_bulleted_ignores_look_alikes() -> None:
     assert bulleted(CONVERSATION, look_alikes) == 0.0
     assert bulleted(CONVERSATION, "Boil it - then eat it - with salt.") == 0.0
     assert bulleted(CONVERSATION, "-\n-\n") == 0.0
+
+
+def test_short_sentences_scores_the_mean_sentence_length() -> None:
+    assert short_sentences(CONVERSATION, "Boil water. Add the egg. Wait nine minutes.") == 1.0
+    assert short_sentences(CONVERSATION, words(10) + " " + words(10)) == pytest.approx(0.5)
+    assert short_sentences(CONVERSATION, words(11)) == pytest.approx(5 / 12)
+    assert short_sentences(CONVERSATION, words(16)) == 0.0
+    assert short_sentences(CONVERSATION, words(3) + " " + words(21)) == pytest.approx(4 / 12)
+
+
+def test_short_sentences_counts_lines_and_ignores_length() -> None:
+    steps = "Here is how:\n- Boil the water\n- Add the egg\n- Wait nine minutes"
+    assert short_sentences(CONVERSATION, steps) == 1.0
+    assert short_sentences(CONVERSATION, " ".join([words(6)] * 40)) == pytest.approx(10 / 12)
+    assert satisfies(short_sentences(CONVERSATION, "Boil it. Then wait for nine long and quiet minutes"))
+    assert not satisfies(short_sentences(CONVERSATION, words(14, end="") + " 3.14 is pi, and that is it."))
 
 
 def test_follow_up_question_at_the_end() -> None:
