@@ -21,6 +21,9 @@ class PairAnswer(BaseModel):
     choice_index: int
     text: str
     version: str
+    finish_reason: str | None = None
+    """Why the engine stopped: "stop" (the answer ended), "length" (it ran into max_tokens); None in pairs
+    stored before this field, which the trainer takes as ended."""
 
 
 class Pair(BaseModel):

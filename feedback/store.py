@@ -341,6 +341,8 @@ class FeedbackStore:
         record = records.get(completion_id)
         if record is None:
             return None
+        choice = record.choices[index]
         return PairAnswer(
-            completion_id=completion_id, choice_index=index, text=record.choices[index].text, version=record.version
-        )
+            completion_id=completion_id, choice_index=index, text=choice.text, version=record.version,
+            finish_reason=choice.finish_reason,
+        )  # fmt: skip

@@ -23,8 +23,8 @@ from collections.abc import Sequence
 
 import torch
 
+from trainer.finetune import IGNORE, Example
 from trainer.ppo import PPOTrainer
-from trainer.sft import IGNORE, Example
 
 
 def best_of_n(trainer: PPOTrainer, prompts: Sequence[Sequence[dict]], n: int, seed: int) -> tuple[list[Example], dict]:

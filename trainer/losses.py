@@ -1,5 +1,5 @@
-"""The losses of the trainer as pure tensor functions: PPO for language models (run by ``trainer/ppo.py``) and the
-reward model's Bradley-Terry loss (run by ``trainer/reward.py``).
+"""The losses of the trainer as pure tensor functions: PPO for language models (run by ``trainer/ppo.py``), the
+reward model's Bradley-Terry loss (run by ``trainer/reward.py``) and DPO's (run by ``trainer/dpo.py``).
 
 PPO, following Ziegler et al. (2019) and InstructGPT (Ouyang et al., 2022), for an answer y = (a_1..a_T) to prompt x:
 
@@ -104,3 +104,19 @@ def bradley_terry_loss(
     """
     total = weights.sum() if total_weight is None else total_weight
     return (weights * -torch.nn.functional.logsigmoid(chosen - rejected)).sum() / total
+
+
+def dpo_loss(
+    chosen: torch.Tensor,
+    rejected: torch.Tensor,
+    ref_chosen: torch.Tensor,
+    ref_rejected: torch.Tensor,
+    beta: float,
+) -> torch.Tensor:
+    """Direct Preference Optimization (Rafailov et al., 2023), per pair, from the answers' summed log-probabilities
+    under the policy and the reference:
+
+        -log sigmoid( beta * [ (log pi(y_w|x) - log pi_ref(y_w|x)) - (log pi(y_l|x) - log pi_ref(y_l|x)) ] )
+    """
+    margin = (chosen - ref_chosen) - (rejected - ref_rejected)
+    return -torch.nn.functional.logsigmoid(beta * margin)

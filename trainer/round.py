@@ -1,5 +1,5 @@
-"""One training round: reward model, (supervised stage,) PPO, gate, artifact, registry entry; then the pairs are
-acknowledged.
+"""One training round: reward model, (supervised stage, preference stage,) PPO, gate, artifact, registry entry;
+then the pairs are acknowledged.
 
 The registry entry, the round's record and the acknowledgement of the pairs it read are one Redis transaction:
 a round killed at any point before it leaves no version and no acknowledged pair, so the next round trains on
@@ -30,10 +30,12 @@ from trainer.artifacts import remove_partials, write_version
 from trainer.best_of import best_of_n
 from trainer.data import recent_prompts, round_pairs
 from trainer.distributed import get_accelerator, main_then_share, process_share, progress_disabled
+from trainer.dpo import preference_stage
+from trainer.finetune import Example
 from trainer.gate import GateResult, evaluate_policy, judge
 from trainer.ppo import PPOTrainer, load_policy
 from trainer.reward import RewardModel, load_tokenizer, train_reward_model
-from trainer.sft import Example, chosen_example, supervised_stage
+from trainer.sft import chosen_example, supervised_stage
 
 log = logging.getLogger(__name__)
 
@@ -115,14 +117,18 @@ def _train(settings: Settings, inputs: RoundInputs, started: float) -> Trained:
             examples += found
             log.info("best of n", extra={k: round(v, 4) for k, v in best_of.items()})
         sft_losses = supervised_stage(ppo.policy, examples, settings.ppo, seed)
+    dpo_losses = []
+    if settings.ppo.dpo_epochs:
+        dpo_losses = preference_stage(ppo.policy, tokenizer, inputs.pairs, settings.ppo, seed)
+        log.info("preference stage", extra={"dpo_losses": [round(loss, 4) for loss in dpo_losses]})
     steps = []
     for _ in tqdm(range(settings.ppo.rollouts), desc="ppo rollouts", disable=progress_disabled()):
         batch = rng.sample(train_prompts, min(settings.ppo.batch_prompts, len(train_prompts)))
         steps.append(ppo.step(ppo.rollout(process_share(batch).items)))
         log.info("ppo step", extra={k: round(v, 4) for k, v in steps[-1].items()})
     gate = judge(parent_eval, evaluate_policy(ppo, eval_prompts, seed), settings.gate)
-    metrics = {"reward_model": reward_metrics.model_dump(), "sft_losses": sft_losses, "best_of": best_of,
-               "ppo": steps, "seconds": time.time() - started}  # fmt: skip
+    metrics = {"reward_model": reward_metrics.model_dump(), "sft_losses": sft_losses, "dpo_losses": dpo_losses,
+               "best_of": best_of, "ppo": steps, "seconds": time.time() - started}  # fmt: skip
     return Trained(ppo.policy, reward_model, metrics, gate)
 
 

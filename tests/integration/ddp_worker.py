@@ -1,8 +1,8 @@
 """The trainer's stages on every process of an ``accelerate launch``, for test_trainer_distributed.py.
 
-Each process trains the reward model, runs the supervised stage and one PPO update on its share of the prompts, in
-the round's order, and saves what it ended with to ``<out>/rank<i>.pt``; the test compares the processes. Some
-lists do not split evenly (3 items over 2 processes), so that padded shares are exercised too.
+Each process trains the reward model, runs the supervised and preference stages and one PPO update on its share
+of the prompts, in the round's order, and saves what it ended with to ``<out>/rank<i>.pt``; the test compares the
+processes. Some lists do not split evenly (3 items over 2 processes), so that padded shares are exercised too.
 
     accelerate launch --multi_gpu --num_processes 2 -m tests.integration.ddp_worker MODEL_DIR OUT_DIR
 """
@@ -17,13 +17,15 @@ import torch
 from core.config import PPOSettings, RewardSettings
 from tests.factories import short_over_long_pair
 from trainer.distributed import get_accelerator, process_share
+from trainer.dpo import preference_stage
 from trainer.gate import evaluate_policy
 from trainer.ppo import PPOTrainer, load_policy
 from trainer.reward import load_tokenizer, train_reward_model
 from trainer.sft import chosen_example, supervised_stage
 
 TOPICS = ["the sea", "a cat", "bread", "rain", "music", "the moon", "a river", "winter and its long nights"]
-PPO = PPOSettings(batch_prompts=4, max_new_tokens=6, epochs=1, minibatch_size=4, learning_rate=1e-2, sft_epochs=1)
+PPO = PPOSettings(batch_prompts=4, max_new_tokens=6, epochs=1, minibatch_size=4, learning_rate=1e-2, sft_epochs=1,
+                  dpo_epochs=1)  # fmt: skip
 """A large learning rate: the update must move the weights of a random model visibly."""
 
 
@@ -50,6 +52,8 @@ def main(model: Path, out: Path) -> None:
     parent_eval = evaluate_policy(ppo, prompts[:3], seed=0)
     sft_losses = supervised_stage(ppo.policy, [chosen_example(tokenizer, p) for p in pairs[:3]], PPO, seed=0)
     after_sft = trainable(ppo.policy)
+    dpo_losses = preference_stage(ppo.policy, tokenizer, pairs[3:6], PPO, seed=0)
+    after_dpo = trainable(ppo.policy)
     rollout = ppo.rollout(process_share(prompts[:4]).items)
     stats = ppo.step(rollout)
     torch.save(
@@ -59,9 +63,11 @@ def main(model: Path, out: Path) -> None:
             "reward_metrics": reward_metrics.model_dump(),
             "initial": initial,
             "after_sft": after_sft,
+            "after_dpo": after_dpo,
             "final": trainable(ppo.policy),
             "value_head": trainable(ppo.unwrapped.value_head),
             "sft_losses": sft_losses,
+            "dpo_losses": dpo_losses,
             "local_reward": rollout.scores.mean().item(),
             "stats": stats,
             "parent_eval": parent_eval.model_dump(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -16,14 +17,15 @@ import torch
 from core import keys
 from core.config import PPOSettings, RewardSettings
 from core.registry import Registry
-from feedback.pairs import PairConsumer
+from feedback.pairs import PairAnswer, PairConsumer
 from tests.conftest import REPO, RedisHandle
 from tests.factories import TOPICS, short_over_long_pair
 from trainer.best_of import best_of_n
+from trainer.dpo import pair_batch, preference_stage
+from trainer.finetune import IGNORE, answer_example, answer_logprobs
 from trainer.loop import CONSUMER
 from trainer.ppo import PPOTrainer, load_policy
 from trainer.reward import load_tokenizer, train_reward_model
-from trainer.sft import IGNORE
 
 pytestmark = pytest.mark.integration
 
@@ -78,6 +80,38 @@ def test_best_of_n_keeps_the_answer_the_reward_ranks_first(model_path: Path) -> 
         assert tokenizer.decode(ids[0][answer], skip_special_tokens=True) == min(group, key=len)
         assert not answer[: int((~answer).sum())].any(), "only the answer's tokens, after the prompt, are learnt"
     assert stats["best_reward"] >= stats["mean_reward"]
+
+
+def test_an_answer_cut_off_at_its_limit_is_learnt_without_an_end_of_turn(model_path: Path) -> None:
+    tokenizer = load_tokenizer(model_path)
+    pair = short_over_long_pair(0)
+    answer = lambda finish: PairAnswer(**{**pair.chosen.model_dump(), "finish_reason": finish})  # noqa: E731
+    ended_ids, ended_labels = answer_example(tokenizer, pair.prompt, answer("stop"))
+    cut_ids, cut_labels = answer_example(tokenizer, pair.prompt, answer("length"))
+    assert tokenizer.eos_token_id in ended_labels[0].tolist()
+    assert tokenizer.eos_token_id not in cut_labels[0].tolist()
+    assert torch.equal(cut_ids[0], ended_ids[0, : cut_ids.shape[1]]), "the same tokens, up to where the answer ends"
+    learnt = cut_ids[0][cut_labels[0] != IGNORE]
+    assert tokenizer.decode(learnt) == pair.chosen.text
+
+
+def margins(policy, tokenizer, pairs) -> list[float]:
+    """Per pair, how much more the chosen answer than the rejected one gained in log-likelihood over the base."""
+    with torch.no_grad():
+        batches = [pair_batch(policy, tokenizer, pair) for pair in pairs]
+        gains = [answer_logprobs(policy, b.ids, b.attention, b.labels) - b.reference for b in batches]
+    return [(chosen - rejected).item() for chosen, rejected in gains]
+
+
+def test_the_preference_stage_moves_the_policy_towards_the_chosen_answers(model_path: Path) -> None:
+    settings = PPOSettings(minibatch_size=4, learning_rate=1e-4, dpo_epochs=2, dpo_beta=0.1)
+    tokenizer = load_tokenizer(model_path)
+    policy = load_policy(model_path, None, settings)
+    pairs = [short_over_long_pair(i) for i in range(8)]
+    assert margins(policy, tokenizer, pairs) == pytest.approx([0.0] * 8, abs=1e-3), "a fresh adapter is the base"
+    losses = preference_stage(policy, tokenizer, pairs, settings, seed=0)
+    assert losses[1] < losses[0] < math.log(2)
+    assert all(margin > 0 for margin in margins(policy, tokenizer, pairs)), "a rejected answer gained more"
 
 
 def seed_pairs(redis_server: RedisHandle, count: int) -> list[str]:

@@ -73,16 +73,17 @@ def test_processes_learn_from_different_data_and_stay_identical(tiny_model: Path
     assert first["processes"] == second["processes"] == PROCESSES
 
     assert first["local_reward"] != second["local_reward"], "the processes answered the same prompts"
-    for name in ("reward_model", "after_sft", "final", "value_head"):
+    for name in ("reward_model", "after_sft", "after_dpo", "final", "value_head"):
         assert same(first[name], second[name]), f"the processes' {name} weights diverged"
     assert same(first["initial"], second["initial"])
     assert not same(first["initial"], first["after_sft"]), "the supervised stage changed no adapter weight"
-    assert not same(first["after_sft"], first["final"]), "the PPO update changed no adapter weight"
+    assert not same(first["after_sft"], first["after_dpo"]), "the preference stage changed no adapter weight"
+    assert not same(first["after_dpo"], first["final"]), "the PPO update changed no adapter weight"
 
     mean = (first["local_reward"] + second["local_reward"]) / 2
     assert first["stats"] == second["stats"]
     assert first["stats"]["reward"] == pytest.approx(mean, abs=1e-6)
-    for name in ("reward_metrics", "sft_losses", "parent_eval", "candidate_eval"):
+    for name in ("reward_metrics", "sft_losses", "dpo_losses", "parent_eval", "candidate_eval"):
         assert first[name] == second[name], f"the processes report different {name}"
 
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from trainer.losses import bradley_terry_loss, gae, masked_whiten, policy_loss, token_rewards, value_loss
+from trainer.losses import bradley_terry_loss, dpo_loss, gae, masked_whiten, policy_loss, token_rewards, value_loss
 
 
 def test_rewards_put_the_score_on_each_answers_last_token() -> None:
@@ -73,3 +73,13 @@ def test_bradley_terry_loss() -> None:
     assert right < equal < wrong
     weighted = bradley_terry_loss(torch.tensor([3.0, 0.0]), torch.tensor([0.0, 3.0]), torch.tensor([1.0, 0.0]))
     assert weighted.item() == pytest.approx(right.item())
+
+
+def test_dpo_loss() -> None:
+    chosen, rejected = torch.tensor([-5.0, -9.0]), torch.tensor([-7.0, -3.0])
+    at_reference = dpo_loss(chosen, rejected, chosen.clone(), rejected.clone(), beta=0.1)
+    assert torch.allclose(at_reference, torch.full((2,), math.log(2)))
+    reference = torch.tensor([-5.0, -5.0]), torch.tensor([-7.0, -7.0])
+    loss = dpo_loss(torch.tensor([-4.0, -6.0]), torch.tensor([-8.0, -6.0]), *reference, beta=0.5)
+    # log-ratio margins: (+1) - (-1) = 2 and (-1) - (+1) = -2, times beta
+    assert torch.allclose(loss, -torch.nn.functional.logsigmoid(torch.tensor([1.0, -1.0])))

@@ -1,0 +1,97 @@
+"""Gradient steps on the policy's adapter over examples of conversations ending in an answer: what the supervised
+stage (``trainer/sft.py``) and the preference stage (``trainer/dpo.py``) share.
+
+Under ``accelerate launch`` each process takes its share of every minibatch, weighted so that DDP's average of the
+processes' gradients is the minibatch's gradient, as one process would compute it.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from typing import TypeVar
+
+import torch
+from peft import PeftModel
+from transformers import PreTrainedTokenizerBase
+
+from core.config import PPOSettings
+from feedback.pairs import PairAnswer
+from feedback.records import RecordedMessage
+from trainer.distributed import get_accelerator, mean_across_processes, process_share
+
+IGNORE = -100
+
+Example = tuple[torch.Tensor, torch.Tensor]
+"""Token ids ``[1, L]`` of a conversation ending in an answer, and its labels: the ids, ``IGNORE`` before the answer."""
+
+Item = TypeVar("Item")
+
+
+def answer_example(
+    tokenizer: PreTrainedTokenizerBase, prompt: Sequence[RecordedMessage], answer: PairAnswer
+) -> Example:
+    """The conversation as the policy saw it and the answer as the engine wrote it. An answer that ran into its
+    token limit gets no end-of-turn token, which the chat template would add: it did not end there, and an example
+    saying it did would teach the policy to stop mid-sentence."""
+    messages = [m.model_dump() for m in prompt]
+    prompt_text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    if answer.finish_reason == "length":
+        full_text = prompt_text + answer.text
+    else:
+        full_text = tokenizer.apply_chat_template(
+            [*messages, {"role": "assistant", "content": answer.text}], tokenize=False
+        )
+    ids = tokenizer(full_text, return_tensors="pt", add_special_tokens=False).input_ids.to(get_accelerator().device)
+    labels = ids.clone()
+    labels[:, : len(tokenizer(prompt_text, add_special_tokens=False).input_ids)] = IGNORE
+    return ids, labels
+
+
+def answer_logprobs(
+    model: torch.nn.Module, ids: torch.Tensor, attention: torch.Tensor, labels: torch.Tensor
+) -> torch.Tensor:
+    """Per row, the summed log-probability of the answer's tokens (those whose label is not ``IGNORE``)."""
+    logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1].float()
+    targets = labels[:, 1:]
+    answer = targets != IGNORE
+    logprobs = torch.log_softmax(logits, dim=-1).gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return (logprobs * answer).sum(dim=1)
+
+
+def run_epochs(
+    policy: PeftModel,
+    items: Sequence[Item],
+    loss_of: Callable[[torch.nn.Module, Item], torch.Tensor],
+    epochs: int,
+    settings: PPOSettings,
+    seed: int,
+) -> list[float]:
+    """Mean loss of each epoch; gradients accumulate over ``minibatch_size`` items (on all processes together).
+    Every process passes the same items."""
+    accelerator = get_accelerator()
+    trainable = [p for p in policy.parameters() if p.requires_grad]
+    model, optimizer = accelerator.prepare(policy, torch.optim.AdamW(trainable, lr=settings.learning_rate))
+    items = list(items)
+    rng = random.Random(seed)
+    model.train()
+    losses = []
+    for _ in range(epochs):
+        rng.shuffle(items)
+        total = 0.0
+        for start in range(0, len(items), settings.minibatch_size):
+            batch = items[start : start + settings.minibatch_size]
+            share = process_share(batch)
+            optimizer.zero_grad()
+            for i, item in enumerate(share.items):
+                weight = accelerator.num_processes if i < share.real else 0
+                # Gradients are all-reduced once, at the share's last backward pass.
+                with accelerator.no_sync(model) if i + 1 < len(share.items) else nullcontext():
+                    loss = loss_of(model, item) / len(batch)
+                    accelerator.backward(loss * weight)
+                total += loss.item() * len(batch) * weight
+            accelerator.clip_grad_norm_(trainable, settings.max_grad_norm)
+            optimizer.step()
+        losses.append(mean_across_processes({"loss": total / max(len(items), 1)})["loss"])
+    return losses
