@@ -122,6 +122,7 @@ def running(
         process = subprocess.Popen(
             command(port), cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT,
             preexec_fn=lambda: os.sched_setaffinity(0, ALL_CORES),  # its engine binds the cores it wants
+            start_new_session=True,  # Ctrl-C reaches the benchmark alone, which reports, then stops the server
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:

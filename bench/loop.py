@@ -8,6 +8,8 @@ switched on here through configuration (``EXPERIMENT`` below; any ``CHATLOOP_*``
 wins over it).
 
     .venv/bin/python bench/loop.py --preference client.simulation.preferences:concise --minutes 60
+
+Ctrl-C (or SIGINT) ends the users' chat early and still writes the report.
 """
 
 from __future__ import annotations

@@ -72,7 +72,11 @@ def run_experiment(
     judge = resolve(preference)
     progress = Progress()
     started = time.time()
-    asyncio.run(simulate(url, user_key, judge, load_prompts(), behaviour, minutes * 60, progress))
+    try:
+        asyncio.run(simulate(url, user_key, judge, load_prompts(), behaviour, minutes * 60, progress))
+    except KeyboardInterrupt:
+        # Ctrl-C (SIGINT) ends the run early; what the users saw until then is still worth a report.
+        log.warning("simulation stopped early", extra={"minutes": round((time.time() - started) / 60, 1)})
     rounds = admin_get(url, admin_key, "/rounds?limit=1000")
     versions = admin_get(url, admin_key, "/versions")
     return write(out, progress.turns, rounds, versions, started, command, preference)
