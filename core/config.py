@@ -51,8 +51,8 @@ class PPOSettings(BaseModel):
     learning_rate: float = Field(1e-4, gt=0)
     max_grad_norm: float = Field(1.0, gt=0)
     target_kl: float = Field(0.1, gt=0, description="Stop a batch's epochs once approximate KL exceeds it.")
-    sft_epochs: int = Field(1, ge=0, description="Supervised epochs on chosen answers first (0: off).")
-    dpo_epochs: int = Field(0, ge=0, description="Epochs of DPO on the pairs after it (trainer/dpo.py; 0: off).")
+    sft_epochs: int = Field(0, ge=0, description="Supervised epochs on chosen answers first (0: off).")
+    dpo_epochs: int = Field(1, ge=0, description="Epochs of DPO on the pairs after it (trainer/dpo.py; 0: off).")
     dpo_beta: float = Field(0.1, gt=0, description="DPO's beta: how far the log-ratios to the base may go.")
     best_of: int = Field(0, ge=0, description="Answers sampled per prompt for the supervised stage's best-of-n "
                          "examples (trainer/best_of.py; 0 or 1: none).")  # fmt: skip

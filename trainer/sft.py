@@ -2,9 +2,9 @@
 ``CHATLOOP_PPO__BEST_OF``, on the policy's own best-of-n answers: ``trainer/best_of.py``).
 
 InstructGPT's first stage, done online: next-token cross-entropy on the chosen answer of each pair, the prompt's
-tokens excluded from the loss. One epoch by default, as in the closed-loop runs that met their target
-(docs/benchmarks.md): imitating the chosen answers is the most direct signal a round has, while PPO through the
-reward model generalises it to new prompts. ``CHATLOOP_PPO__SFT_EPOCHS=0`` leaves PPO alone.
+tokens excluded from the loss. Off by default since 2026-12-03: the preference stage (``trainer/dpo.py``) learns
+from both answers of a pair and taught the closed loop's users' preferences faster (docs/benchmarks.md, issue 7).
+``CHATLOOP_PPO__SFT_EPOCHS=1`` turns it on, before the preference stage.
 """
 
 from __future__ import annotations

@@ -147,9 +147,10 @@ def test_a_killed_round_leaves_nothing_and_the_next_trains_on_the_same_pairs(
     assert PairConsumer(client, "observer").pending() == 12, "the killed round acknowledged pairs"
     client.delete(keys.TRAINER_LOCK)  # its lease would run out; a test need not wait for it
 
-    # No policy can pass this gate: it must say why. The optional supervised stage, with best-of-n, runs too.
+    # No policy can pass this gate: it must say why. The supervised stage, with best-of-n, and DPO run too.
     strict = {**env, "CHATLOOP_GATE__MIN_REWARD_GAIN": "1000", "CHATLOOP_PPO__SFT_EPOCHS": "1",
-              "CHATLOOP_PPO__BEST_OF": "2", "CHATLOOP_PPO__BEST_OF_PROMPTS": "3"}  # fmt: skip
+              "CHATLOOP_PPO__DPO_EPOCHS": "1", "CHATLOOP_PPO__BEST_OF": "2",
+              "CHATLOOP_PPO__BEST_OF_PROMPTS": "3"}  # fmt: skip
     done = subprocess.run(command, cwd=REPO, env=strict, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     (version,) = Registry(client).all()
@@ -162,6 +163,8 @@ def test_a_killed_round_leaves_nothing_and_the_next_trains_on_the_same_pairs(
     assert info["metrics"]["reward_model"]["train_pairs"] + info["metrics"]["reward_model"]["held_out_pairs"] == 12
     (sft_loss,) = info["metrics"]["sft_losses"]
     assert 0 < sft_loss < 20
+    (dpo_loss,) = info["metrics"]["dpo_losses"]
+    assert 0 < dpo_loss < 5
     best_of = info["metrics"]["best_of"]
     assert (best_of["prompts"], best_of["n"]) == (3, 2) and best_of["best_reward"] >= best_of["mean_reward"]
     assert PairConsumer(client, CONSUMER).pending() == 0 and PairConsumer(client, CONSUMER).waiting() == 0
