@@ -20,6 +20,7 @@ from core.config import PPOSettings
 from feedback.pairs import PairAnswer
 from feedback.records import RecordedMessage
 from trainer.distributed import get_accelerator, mean_across_processes, process_share
+from trainer.losses import token_logprobs
 
 IGNORE = -100
 
@@ -56,8 +57,7 @@ def answer_logprobs(
     logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1].float()
     targets = labels[:, 1:]
     answer = targets != IGNORE
-    logprobs = torch.log_softmax(logits, dim=-1).gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return (logprobs * answer).sum(dim=1)
+    return (token_logprobs(logits, targets.clamp(min=0)) * answer).sum(dim=1)
 
 
 def run_epochs(

@@ -25,7 +25,7 @@ from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase
 
 from core.config import PPOSettings
 from trainer.distributed import get_accelerator, mean_across_processes
-from trainer.losses import entropy, gae, masked_whiten, policy_loss, token_rewards, value_loss
+from trainer.losses import entropy, gae, masked_whiten, policy_loss, token_logprobs, token_rewards, value_loss
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class PolicyWithValue(torch.nn.Module):
         out = self.policy(input_ids=sequences, attention_mask=attention, output_hidden_states=True)
         logits = out.logits[:, prompt_length - 1 : -1].float()
         answer = sequences[:, prompt_length:]
-        logprobs = torch.log_softmax(logits, dim=-1).gather(-1, answer.unsqueeze(-1)).squeeze(-1)
+        logprobs = token_logprobs(logits, answer)
         values = self.value_head(out.hidden_states[-1][:, prompt_length - 1 : -1].float()).squeeze(-1)
         return logprobs, values, logits
 
