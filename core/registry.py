@@ -62,8 +62,19 @@ class Registry:
         return Routing() if raw is None else Routing.model_validate_json(raw)
 
     def parent_for_training(self) -> str:
-        """What the next round continues: the active version (the base model until one is promoted)."""
-        return self.routing().active
+        """What the next round continues: the canary while one is being tried, else the active version (the base
+        model until one is promoted).
+
+        A round that started from the active version while the last round's version was the canary would miss
+        that version's learning: each round would build on the version before last, and a lineage would advance
+        every other round (closed-loop run 15, ``docs/benchmarks.md``). A candidate built on a canary that is then
+        rolled back is not rolled out by the autopilot (``server/versions/autopilot.py``).
+        """
+        routing = self.routing()
+        return routing.canary or routing.active
+
+    def parents(self) -> dict[str, str]:
+        return {version.id: version.parent for version in self.all()}
 
     def states(self) -> dict[str, str]:
         return {version.id: version.state for version in self.all()}

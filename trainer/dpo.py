@@ -24,6 +24,31 @@ from trainer.finetune import IGNORE, answer_example, answer_logprobs, run_epochs
 from trainer.losses import dpo_loss
 
 
+class References:
+    """The reference's summed log-probabilities of each pair's chosen and rejected answer, by pair id, kept from
+    round to round by the trainer process: for one base model only.
+
+    The reference is the base model, which does not change while the trainer runs, and most of a round's pairs were
+    in an earlier round (``trainer/data.py: round_pairs``), so a round need score only its new pairs under it. An
+    entry is two numbers: a long run's thousands of pairs take a few hundred kilobytes.
+    """
+
+    def __init__(self) -> None:
+        self._by_pair: dict[str, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_pair)
+
+    @torch.no_grad()
+    def of(self, policy: PeftModel, pair_id: str, ids: torch.Tensor, attention: torch.Tensor,
+           labels: torch.Tensor) -> torch.Tensor:  # fmt: skip
+        if pair_id not in self._by_pair:
+            policy.eval()
+            with policy.disable_adapter():
+                self._by_pair[pair_id] = answer_logprobs(policy, ids, attention, labels)
+        return self._by_pair[pair_id]
+
+
 @dataclass
 class PairBatch:
     """A pair's chosen (row 0) and rejected (row 1) conversation, right-padded, with the reference's summed
@@ -41,23 +66,25 @@ def _padded(rows: Sequence[torch.Tensor], value: int) -> torch.Tensor:
     return torch.cat([torch.nn.functional.pad(row, (0, width - row.shape[1]), value=value) for row in rows])
 
 
-@torch.no_grad()
-def pair_batch(policy: PeftModel, tokenizer: PreTrainedTokenizerBase, pair: Pair) -> PairBatch:
+def pair_batch(policy: PeftModel, tokenizer: PreTrainedTokenizerBase, pair: Pair, references: References) -> PairBatch:
     examples = [answer_example(tokenizer, pair.prompt, answer) for answer in (pair.chosen, pair.rejected)]
     ids = _padded([ids for ids, _ in examples], tokenizer.pad_token_id)
     attention = _padded([torch.ones_like(ids) for ids, _ in examples], 0)
     labels = _padded([labels for _, labels in examples], IGNORE)
-    policy.eval()
-    with policy.disable_adapter():
-        reference = answer_logprobs(policy, ids, attention, labels)
+    reference = references.of(policy, pair.pair_id, ids, attention, labels)
     return PairBatch(ids, attention, labels, reference, pair.weight)
 
 
 def preference_stage(
-    policy: PeftModel, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[Pair], settings: PPOSettings, seed: int
+    policy: PeftModel,
+    tokenizer: PreTrainedTokenizerBase,
+    pairs: Sequence[Pair],
+    settings: PPOSettings,
+    seed: int,
+    references: References,
 ) -> list[float]:
     """Mean weighted loss of each epoch."""
-    batches = [pair_batch(policy, tokenizer, pair) for pair in pairs]
+    batches = [pair_batch(policy, tokenizer, pair, references) for pair in pairs]
 
     def loss_of(model: torch.nn.Module, batch: PairBatch) -> torch.Tensor:
         chosen, rejected = answer_logprobs(model, batch.ids, batch.attention, batch.labels)

@@ -23,6 +23,7 @@ from core import keys
 from core.config import Settings
 from feedback.pairs import PairConsumer
 from trainer.distributed import get_accelerator, main_then_share
+from trainer.dpo import References
 from trainer.round import RoundResult, run_round
 
 log = logging.getLogger(__name__)
@@ -81,14 +82,16 @@ def fit_threads_to_cores() -> None:
         torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // get_accelerator().num_processes))
 
 
-def train_once(settings: Settings, client: redis.Redis | None) -> RoundResult:
-    """One round under the lock. ``client`` is None on every process but the main one."""
+def train_once(settings: Settings, client: redis.Redis | None, references: References | None = None) -> RoundResult:
+    """One round under the lock. ``client`` is None on every process but the main one; ``references`` carries the
+    preference stage's reference log-probabilities from one round to the next (none: a round on its own)."""
     lock = TrainerLock(client, settings.trainer.lock_lease_s) if client is not None else None
     if not main_then_share(lambda: lock.acquire()):
         return RoundResult(None, "another trainer holds the lock")
     with lock or nullcontext():
         fit_threads_to_cores()
-        return run_round(settings, client, trainer_consumer(client) if client is not None else None)
+        consumer = trainer_consumer(client) if client is not None else None
+        return run_round(settings, client, consumer, References() if references is None else references)
 
 
 def run_forever(settings: Settings, client: redis.Redis | None) -> None:
@@ -99,12 +102,13 @@ def run_forever(settings: Settings, client: redis.Redis | None) -> None:
     exits) and the trainer's supervisor starts it again. The round's pairs stay unacknowledged either way.
     """
     consumer = trainer_consumer(client) if client is not None else None
+    references = References()
     last_round = time.monotonic()
     log.info("trainer waiting for pairs", extra={"min_new_pairs": settings.trainer.min_new_pairs})
     while True:
         try:
             if main_then_share(lambda since=last_round: due(consumer.waiting(), time.monotonic() - since, settings)):
-                result = train_once(settings, client)
+                result = train_once(settings, client, references)
                 version = result.version.id if result.version else None
                 log.info("round finished", extra={"version": version, "reason": result.reason})
                 last_round = time.monotonic()

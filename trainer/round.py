@@ -30,7 +30,7 @@ from trainer.artifacts import remove_partials, write_version
 from trainer.best_of import best_of_n
 from trainer.data import recent_prompts, round_pairs
 from trainer.distributed import get_accelerator, main_then_share, process_share, progress_disabled
-from trainer.dpo import preference_stage
+from trainer.dpo import References, preference_stage
 from trainer.finetune import Example
 from trainer.gate import GateResult, evaluate_policy, judge
 from trainer.ppo import PPOTrainer, load_policy
@@ -95,7 +95,7 @@ class Trained:
     gate: GateResult
 
 
-def _train(settings: Settings, inputs: RoundInputs, started: float) -> Trained:
+def _train(settings: Settings, inputs: RoundInputs, references: References, started: float) -> Trained:
     seed = settings.trainer.seed
     torch.manual_seed(seed)
     base = settings.model_path
@@ -119,7 +119,7 @@ def _train(settings: Settings, inputs: RoundInputs, started: float) -> Trained:
         sft_losses = supervised_stage(ppo.policy, examples, settings.ppo, seed)
     dpo_losses = []
     if settings.ppo.dpo_epochs:
-        dpo_losses = preference_stage(ppo.policy, tokenizer, inputs.pairs, settings.ppo, seed)
+        dpo_losses = preference_stage(ppo.policy, tokenizer, inputs.pairs, settings.ppo, seed, references)
         log.info("preference stage", extra={"dpo_losses": [round(loss, 4) for loss in dpo_losses]})
     steps = []
     for _ in tqdm(range(settings.ppo.rollouts), desc="ppo rollouts", disable=progress_disabled()):
@@ -166,16 +166,21 @@ def _record(
 
 
 def run_round(
-    settings: Settings, client: redis.Redis | None, consumer: PairConsumer | None, who: str = "trainer"
+    settings: Settings,
+    client: redis.Redis | None,
+    consumer: PairConsumer | None,
+    references: References,
+    who: str = "trainer",
 ) -> RoundResult:
     """One round. Under ``accelerate launch`` every process calls it and gets the same result; only the main one
-    passes a Redis client and a consumer (the others pass None)."""
+    passes a Redis client and a consumer (the others pass None). ``references`` is the trainer process's: the
+    preference stage adds the round's new pairs to it."""
     started = time.time()
     inputs = main_then_share(lambda: _read_inputs(settings, client, consumer))
     if inputs is None:
         return RoundResult(None, "no new pairs")
     try:
-        trained = _train(settings, inputs, started)
+        trained = _train(settings, inputs, references, started)
         return main_then_share(lambda: _record(settings, client, consumer, who, inputs, trained))
     finally:
         # The Accelerator holds on to what it prepared: a long-running trainer would keep every round's models.

@@ -44,9 +44,13 @@ def _counts(counters: dict[str, dict[str, int]], version: str) -> dict[str, int]
 
 
 def decide(
-    routing: Routing, states: dict[str, str], counters: dict[str, dict[str, int]], settings: RolloutSettings
+    routing: Routing,
+    states: dict[str, str],
+    parents: dict[str, str],
+    counters: dict[str, dict[str, int]],
+    settings: RolloutSettings,
 ) -> Step | None:
-    """The one step to take now, if any."""
+    """The one step to take now, if any. ``parents`` maps each version to the one it was trained from."""
     if routing.canary is not None:
         canary, active = _counts(counters, routing.canary), _counts(counters, routing.active)
         minimum = settings.rollback_min_answers
@@ -63,7 +67,7 @@ def decide(
                 return Step(partial(_promote, version=routing.canary, percent=None), why)
         return None
     if settings.auto_canary:
-        newest = _newest_candidate(states, routing)
+        newest = _newest_candidate(states, parents, routing)
         if newest is not None:
             why = f"new candidate, canary for {settings.auto_canary_percent:g}% of users"
             return Step(partial(_promote, version=newest, percent=settings.auto_canary_percent), why)
@@ -78,24 +82,24 @@ def _promote(routing: Routing, states: dict[str, str], *, version: str, percent:
     return promote(routing, states, version, percent)
 
 
-def _newest_candidate(states: dict[str, str], routing: Routing) -> str | None:
-    """The newest candidate, if it is newer than the active version (an old candidate an operator left is left)."""
-    candidates = [v for v, state in states.items() if state == "candidate"]
-    if not candidates:
-        return None
-    newest = max(candidates, key=version_order)
-    return newest if version_order(newest) > version_order(routing.active) else None
+def _newest_candidate(states: dict[str, str], parents: dict[str, str], routing: Routing) -> str | None:
+    """The newest candidate trained from the active version. An older candidate an operator left is left, and so
+    is one trained from another version: from a canary that was rolled back, whose faults it may have inherited
+    (the trainer continues the canary, ``core/registry.py: parent_for_training``)."""
+    candidates = [v for v, state in states.items() if state == "candidate" and parents.get(v) == routing.active]
+    return max(candidates, key=version_order, default=None)
 
 
 def step_once(client: redis.Redis, counters: dict[str, dict[str, int]], settings: RolloutSettings) -> str | None:
     """Take the step due now, if any; what was done, for the log."""
     registry = Registry(client)
-    step = decide(registry.routing(), registry.states(), counters, settings)
+    parents = registry.parents()
+    step = decide(registry.routing(), registry.states(), parents, counters, settings)
     if step is None:
         return None
 
     def plan(routing: Routing, states: dict[str, str]) -> Transition:
-        again = decide(routing, states, counters, settings)  # another replica may have acted meanwhile
+        again = decide(routing, states, parents, counters, settings)  # another replica may have acted meanwhile
         if again is None or again.why != step.why:
             raise _NothingToDo
         return step.plan(routing, states)

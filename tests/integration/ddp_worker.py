@@ -17,7 +17,7 @@ import torch
 from core.config import PPOSettings, RewardSettings
 from tests.factories import short_over_long_pair
 from trainer.distributed import get_accelerator, process_share
-from trainer.dpo import preference_stage
+from trainer.dpo import References, preference_stage
 from trainer.gate import evaluate_policy
 from trainer.ppo import PPOTrainer, load_policy
 from trainer.reward import load_tokenizer, train_reward_model
@@ -52,7 +52,7 @@ def main(model: Path, out: Path) -> None:
     parent_eval = evaluate_policy(ppo, prompts[:3], seed=0)
     sft_losses = supervised_stage(ppo.policy, [chosen_example(tokenizer, p) for p in pairs[:3]], PPO, seed=0)
     after_sft = trainable(ppo.policy)
-    dpo_losses = preference_stage(ppo.policy, tokenizer, pairs[3:6], PPO, seed=0)
+    dpo_losses = preference_stage(ppo.policy, tokenizer, pairs[3:6], PPO, seed=0, references=References())
     after_dpo = trainable(ppo.policy)
     rollout = ppo.rollout(process_share(prompts[:4]).items)
     stats = ppo.step(rollout)

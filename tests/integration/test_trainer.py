@@ -17,11 +17,12 @@ import torch
 from core import keys
 from core.config import PPOSettings, RewardSettings
 from core.registry import Registry
+from core.routing import Routing
 from feedback.pairs import PairAnswer, PairConsumer
 from tests.conftest import REPO, RedisHandle
 from tests.factories import TOPICS, short_over_long_pair
 from trainer.best_of import best_of_n
-from trainer.dpo import pair_batch, preference_stage
+from trainer.dpo import References, pair_batch, preference_stage
 from trainer.finetune import IGNORE, answer_example, answer_logprobs
 from trainer.loop import CONSUMER
 from trainer.ppo import PPOTrainer, load_policy
@@ -98,7 +99,7 @@ def test_an_answer_cut_off_at_its_limit_is_learnt_without_an_end_of_turn(model_p
 def margins(policy, tokenizer, pairs) -> list[float]:
     """Per pair, how much more the chosen answer than the rejected one gained in log-likelihood over the base."""
     with torch.no_grad():
-        batches = [pair_batch(policy, tokenizer, pair) for pair in pairs]
+        batches = [pair_batch(policy, tokenizer, pair, References()) for pair in pairs]
         gains = [answer_logprobs(policy, b.ids, b.attention, b.labels) - b.reference for b in batches]
     return [(chosen - rejected).item() for chosen, rejected in gains]
 
@@ -109,9 +110,24 @@ def test_the_preference_stage_moves_the_policy_towards_the_chosen_answers(model_
     policy = load_policy(model_path, None, settings)
     pairs = [short_over_long_pair(i) for i in range(8)]
     assert margins(policy, tokenizer, pairs) == pytest.approx([0.0] * 8, abs=1e-3), "a fresh adapter is the base"
-    losses = preference_stage(policy, tokenizer, pairs, settings, seed=0)
+    losses = preference_stage(policy, tokenizer, pairs, settings, seed=0, references=References())
     assert losses[1] < losses[0] < math.log(2)
     assert all(margin > 0 for margin in margins(policy, tokenizer, pairs)), "a rejected answer gained more"
+
+
+def test_the_references_kept_from_round_to_round_are_the_base_models(model_path: Path) -> None:
+    settings = PPOSettings(minibatch_size=3, learning_rate=1e-3, dpo_epochs=1)
+    tokenizer = load_tokenizer(model_path)
+    policy = load_policy(model_path, None, settings)
+    pairs = [short_over_long_pair(i) for i in range(5)]
+    references = References()
+    preference_stage(policy, tokenizer, pairs[:3], settings, seed=0, references=references)
+    preference_stage(policy, tokenizer, pairs[1:], settings, seed=0, references=references)
+    assert len(references) == 5, "each pair is scored under the reference once"
+    kept = [pair_batch(policy, tokenizer, pair, references).reference for pair in pairs]
+    afresh = [pair_batch(policy, tokenizer, pair, References()).reference for pair in pairs]
+    for pair_kept, pair_afresh in zip(kept, afresh, strict=True):
+        torch.testing.assert_close(pair_kept, pair_afresh)
 
 
 def seed_pairs(redis_server: RedisHandle, count: int) -> list[str]:
@@ -120,6 +136,18 @@ def seed_pairs(redis_server: RedisHandle, count: int) -> list[str]:
     for i in range(count):
         client.xadd(keys.PAIRS_STREAM, {"pair": short_over_long_pair(i).model_dump_json()})
     return [json.loads(fields["pair"])["pair_id"] for _, fields in client.xrange(keys.PAIRS_STREAM)]
+
+
+def test_the_next_round_continues_the_canary_while_one_is_tried(redis_server: RedisHandle) -> None:
+    client = redis_server.client()
+    client.delete(keys.ROUTING)
+    registry = Registry(client)
+    assert registry.parent_for_training() == "base"
+    client.set(keys.ROUTING, Routing(active="v1", canary="v2", canary_percent=50.0).model_dump_json())
+    assert registry.parent_for_training() == "v2"
+    client.set(keys.ROUTING, Routing(active="v2").model_dump_json())
+    assert registry.parent_for_training() == "v2"
+    client.delete(keys.ROUTING)
 
 
 def train_command(redis_server: RedisHandle, tmp_path: Path, model_path: Path) -> tuple[list[str], dict[str, str]]:
