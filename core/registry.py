@@ -73,9 +73,6 @@ class Registry:
         routing = self.routing()
         return routing.canary or routing.active
 
-    def parents(self) -> dict[str, str]:
-        return {version.id: version.parent for version in self.all()}
-
     def states(self) -> dict[str, str]:
         return {version.id: version.state for version in self.all()}
 

@@ -93,8 +93,9 @@ def _newest_candidate(states: dict[str, str], parents: dict[str, str], routing: 
 def step_once(client: redis.Redis, counters: dict[str, dict[str, int]], settings: RolloutSettings) -> str | None:
     """Take the step due now, if any; what was done, for the log."""
     registry = Registry(client)
-    parents = registry.parents()
-    step = decide(registry.routing(), registry.states(), parents, counters, settings)
+    versions = registry.all()  # one read for both: this runs every few seconds on every replica
+    states, parents = {v.id: v.state for v in versions}, {v.id: v.parent for v in versions}
+    step = decide(registry.routing(), states, parents, counters, settings)
     if step is None:
         return None
 
