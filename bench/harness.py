@@ -120,10 +120,14 @@ def running(
         env["REDIS_URL"] = replica_of.redis_url
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
-            command(port), cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+            command(port),
+            cwd=REPO,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
             preexec_fn=lambda: os.sched_setaffinity(0, ALL_CORES),  # its engine binds the cores it wants
             start_new_session=True,  # Ctrl-C reaches the benchmark alone, which reports, then stops the server
-        )  # fmt: skip
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         started = time.monotonic()
@@ -164,25 +168,57 @@ def drive_chat(
     os.environ["OPENAI_API_KEY"] = LOCAL_API_KEY  # the client sends it as the bearer key
     parser = FlexibleArgumentParser()
     add_cli_args(parser)
-    args: argparse.Namespace = parser.parse_args([
-        "--backend", "openai-chat", "--base-url", server.url, "--endpoint", "/v1/chat/completions",
-        "--model", str(settings.model_path.resolve()), "--served-model-name", SERVED_NAME,
-        "--dataset-name", "random", "--random-input-len", str(input_len), "--random-output-len", str(output_len),
-        "--num-prompts", str(num_prompts), "--max-concurrency", str(concurrency), "--ignore-eos", "--seed", str(seed),
-        "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,99", "--disable-tqdm",
-        "--save-detailed",  # keeps the per-request figures in the result (nothing is written without --save-result)
-    ])  # fmt: skip
+    args: argparse.Namespace = parser.parse_args(
+        [
+            "--backend",
+            "openai-chat",
+            "--base-url",
+            server.url,
+            "--endpoint",
+            "/v1/chat/completions",
+            "--model",
+            str(settings.model_path.resolve()),
+            "--served-model-name",
+            SERVED_NAME,
+            "--dataset-name",
+            "random",
+            "--random-input-len",
+            str(input_len),
+            "--random-output-len",
+            str(output_len),
+            "--num-prompts",
+            str(num_prompts),
+            "--max-concurrency",
+            str(concurrency),
+            "--ignore-eos",
+            "--seed",
+            str(seed),
+            "--percentile-metrics",
+            "ttft,tpot,itl,e2el",
+            "--metric-percentiles",
+            "50,99",
+            "--disable-tqdm",
+            "--save-detailed",  # keeps the per-request figures in the result (nothing is written without --save-result)
+        ]
+    )
     cpu_before = cpu_seconds(server.process)
     result = main(args)
-    answered = [(t, lat, n) for t, lat, n, e in zip(result["ttfts"], result["latencies"], result["output_lens"],
-                                                     result["errors"], strict=True) if not e]  # fmt: skip
+    answered = [
+        (t, lat, n)
+        for t, lat, n, e in zip(
+            result["ttfts"], result["latencies"], result["output_lens"], result["errors"], strict=True
+        )
+        if not e
+    ]
     samples = {
         "ttfts_ms": [1000 * ttft for ttft, _, _ in answered],
         "tpots_ms": [1000 * (latency - ttft) / (n - 1) for ttft, latency, n in answered if n > 1],
-        "output_tokens": result["total_output_tokens"], "seconds": result["duration"],
-        "completed": result["completed"], "failed": result["failed"],
+        "output_tokens": result["total_output_tokens"],
+        "seconds": result["duration"],
+        "completed": result["completed"],
+        "failed": result["failed"],
         "api_cpu_s": cpu_seconds(server.process) - cpu_before,
-    }  # fmt: skip
+    }
     return {**pooled([samples]), "samples": samples}
 
 
@@ -194,8 +230,10 @@ def pooled(samples: list[dict]) -> dict:
     tokens = sum(s["output_tokens"] for s in samples)
     return {
         "output_throughput": tokens / sum(s["seconds"] for s in samples),
-        "median_ttft_ms": float(np.percentile(ttfts, 50)), "p99_ttft_ms": float(np.percentile(ttfts, 99)),
+        "median_ttft_ms": float(np.percentile(ttfts, 50)),
+        "p99_ttft_ms": float(np.percentile(ttfts, 99)),
         "median_tpot_ms": float(np.percentile(tpots, 50)),
-        "completed": sum(s["completed"] for s in samples), "failed": sum(s["failed"] for s in samples),
+        "completed": sum(s["completed"] for s in samples),
+        "failed": sum(s["failed"] for s in samples),
         "api_cpu_ms_per_token": 1000 * sum(s["api_cpu_s"] for s in samples) / max(tokens, 1),
-    }  # fmt: skip
+    }

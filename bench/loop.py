@@ -58,11 +58,24 @@ def main() -> None:
     settings = Settings()
     args.out.mkdir(parents=True, exist_ok=True)
     experiment = {**EXPERIMENT, **{k: v for k, v in os.environ.items() if k.startswith("CHATLOOP_")}}
-    command = " ".join([*(f"{k}={shlex.quote(v)}" for k, v in os.environ.items() if k.startswith("CHATLOOP_")),
-                        ".venv/bin/python bench/loop.py", *map(shlex.quote, sys.argv[1:])])  # fmt: skip
+    command = " ".join(
+        [
+            *(f"{k}={shlex.quote(v)}" for k, v in os.environ.items() if k.startswith("CHATLOOP_")),
+            ".venv/bin/python bench/loop.py",
+            *map(shlex.quote, sys.argv[1:]),
+        ]
+    )
     with running("loop", up_command, settings, args.out, {**experiment, "CHATLOOP_LOG_LEVEL": "INFO"}) as system:
-        summary = run_experiment(system.url, LOCAL_API_KEY, LOCAL_ADMIN_KEY, args.preference, args.minutes,
-                                 behaviour_from(args), args.out, command)  # fmt: skip
+        summary = run_experiment(
+            system.url,
+            LOCAL_API_KEY,
+            LOCAL_ADMIN_KEY,
+            args.preference,
+            args.minutes,
+            behaviour_from(args),
+            args.out,
+            command,
+        )
     print((args.out / "report.md").read_text())
     print(f"rise: {summary['rise_pp']} pp; folder: {args.out}")
 

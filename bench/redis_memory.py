@@ -42,12 +42,22 @@ def text(chars: int) -> str:
 def completion(args: argparse.Namespace) -> CompletionRecord:
     """A one-choice chat answer, as server/chat/serving.py records it."""
     return CompletionRecord(
-        id=f"chatcmpl-{uuid.uuid4().hex}", created=time.time(), finished=time.time(), status="complete",
-        model="chatloop", version="v12", key_id=uuid.uuid4().hex[:16], user="user-12345", metadata={}, stream=True,
+        id=f"chatcmpl-{uuid.uuid4().hex}",
+        created=time.time(),
+        finished=time.time(),
+        status="complete",
+        model="chatloop",
+        version="v12",
+        key_id=uuid.uuid4().hex[:16],
+        user="user-12345",
+        metadata={},
+        stream=True,
         conversation=[RecordedMessage(role="user", content=text(args.prompt_chars))],
         choices=[RecordedChoice(index=0, text=text(args.answer_chars), finish_reason="stop", completion_tokens=140)],
-        params={"temperature": 0.8, "top_p": 1.0, "max_tokens": 512, "n": 1}, prompt_tokens=50, completion_tokens=140,
-    )  # fmt: skip
+        params={"temperature": 0.8, "top_p": 1.0, "max_tokens": 512, "n": 1},
+        prompt_tokens=50,
+        completion_tokens=140,
+    )
 
 
 def pair(args: argparse.Namespace) -> Pair:
@@ -59,19 +69,31 @@ def pair(args: argparse.Namespace) -> Pair:
         )
 
     return Pair(
-        pair_id=f"pair-{uuid.uuid4().hex}", conversation_id=uuid.uuid4().hex[:24], user_id=uuid.uuid4().hex[:16],
-        prompt=[RecordedMessage(role="user", content=text(args.prompt_chars))], chosen=answer("v12"),
-        rejected=answer("v11"), rule="comparison", weight=1.0, created=time.time(), answered=time.time(),
-    )  # fmt: skip
+        pair_id=f"pair-{uuid.uuid4().hex}",
+        conversation_id=uuid.uuid4().hex[:24],
+        user_id=uuid.uuid4().hex[:16],
+        prompt=[RecordedMessage(role="user", content=text(args.prompt_chars))],
+        chosen=answer("v12"),
+        rejected=answer("v11"),
+        rule="comparison",
+        weight=1.0,
+        created=time.time(),
+        answered=time.time(),
+    )
 
 
 def event() -> dict:
     """A comparison gesture as the event stream holds it (feedback/store.py: _append_event)."""
     return {
-        "id": f"evt-{uuid.uuid4().hex}", "created": time.time(), "user_id": uuid.uuid4().hex[:16],
-        "conversation_id": uuid.uuid4().hex[:24], "type": "comparison", "chosen": f"chatcmpl-{uuid.uuid4().hex}:0",
-        "rejected": f"chatcmpl-{uuid.uuid4().hex}:0", "pairs": [f"pair-{uuid.uuid4().hex}"],
-    }  # fmt: skip
+        "id": f"evt-{uuid.uuid4().hex}",
+        "created": time.time(),
+        "user_id": uuid.uuid4().hex[:16],
+        "conversation_id": uuid.uuid4().hex[:24],
+        "type": "comparison",
+        "chosen": f"chatcmpl-{uuid.uuid4().hex}:0",
+        "rejected": f"chatcmpl-{uuid.uuid4().hex}:0",
+        "pairs": [f"pair-{uuid.uuid4().hex}"],
+    }
 
 
 def measure(client: redis.Redis, count: int, write: Callable[[redis.client.Pipeline], int]) -> tuple[float, float]:
@@ -129,10 +151,12 @@ def main() -> None:
     results = {kind: {"redis_bytes": memory, "json_bytes": size} for kind, (memory, size) in figures.items()}
     results["redis_version"] = version
     table = figure_table(
-        [(f"{kind}: Redis bytes per item (JSON bytes)", f"{memory:,.0f} ({size:,.0f})")
-         for kind, (memory, size) in figures.items()]
+        [
+            (f"{kind}: Redis bytes per item (JSON bytes)", f"{memory:,.0f} ({size:,.0f})")
+            for kind, (memory, size) in figures.items()
+        ]
         + [("Redis", version)]
-    )  # fmt: skip
+    )
     write_results(out, args, results, table)
 
 

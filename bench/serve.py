@@ -42,25 +42,51 @@ REFERENCES = ("vllm", "vllm-our-engine")
 def engine_flags(settings: Settings) -> list[str]:
     """vLLM server flags for the engine settings our server uses, so that only the HTTP layer differs."""
     flags = [
-        "--model", str(settings.model_path.resolve()), "--served-model-name", SERVED_NAME,
-        "--dtype", engine_dtype(settings), "--max-model-len", str(settings.max_model_len),
-        "--max-num-seqs", str(settings.max_num_seqs), "--seed", "0",
-        "--structured-outputs-config", json.dumps({"backend": "xgrammar", "disable_any_whitespace": True}),
-    ]  # fmt: skip
+        "--model",
+        str(settings.model_path.resolve()),
+        "--served-model-name",
+        SERVED_NAME,
+        "--dtype",
+        engine_dtype(settings),
+        "--max-model-len",
+        str(settings.max_model_len),
+        "--max-num-seqs",
+        str(settings.max_num_seqs),
+        "--seed",
+        "0",
+        "--structured-outputs-config",
+        json.dumps({"backend": "xgrammar", "disable_any_whitespace": True}),
+    ]
     return flags + (["--enforce-eager"] if settings.enforce_eager else [])
 
 
 def lora_flags(settings: Settings) -> list[str]:
     """Our engine's LoRA mode (``server/engine.py: engine_args``), worker extension included."""
-    return ["--enable-lora", "--max-lora-rank", str(max_lora_rank(settings)),
-            "--max-loras", str(settings.rollout.max_adapters),
-            "--worker-extension-cls", "server.versions.cpu_lora.SkipIdleLoRA"]  # fmt: skip
+    return [
+        "--enable-lora",
+        "--max-lora-rank",
+        str(max_lora_rank(settings)),
+        "--max-loras",
+        str(settings.rollout.max_adapters),
+        "--worker-extension-cls",
+        "server.versions.cpu_lora.SkipIdleLoRA",
+    ]
 
 
 def vllm_command(settings: Settings, lora: bool, port: int) -> list[str]:
-    return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", *engine_flags(settings),
-            *(lora_flags(settings) if lora else []),
-            "--host", "127.0.0.1", "--port", str(port), "--api-key", LOCAL_API_KEY]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        *engine_flags(settings),
+        *(lora_flags(settings) if lora else []),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--api-key",
+        LOCAL_API_KEY,
+    ]
 
 
 def ratio(ours: float, theirs: float) -> float:
@@ -82,8 +108,9 @@ def measure(servers: dict[str, Server], settings: Settings, args: argparse.Names
         for name in names:
             time.sleep(SETTLE_S)
             seed = 1 + 100 * concurrency + block  # the same prompts for every server, new ones for each block
-            runs[name].append(drive_chat(servers[name], settings, concurrency, per_block, args.input_len,
-                                         args.output_len, seed))  # fmt: skip
+            runs[name].append(
+                drive_chat(servers[name], settings, concurrency, per_block, args.input_len, args.output_len, seed)
+            )
     return {name: {**pooled([r["samples"] for r in blocks]), "blocks": blocks} for name, blocks in runs.items()}
 
 
@@ -94,8 +121,16 @@ def block_ratios(ours: dict, theirs: dict) -> str:
 
 def report(results: dict[str, dict[int, dict]], concurrencies: list[int]) -> str:
     """Every server's figures, then ours against each of vLLM's servers that ran."""
-    columns = ["concurrency", "server", "output tok/s", "TTFT median ms", "TTFT p99 ms", "TPOT median ms",
-               "API CPU ms/token", "failed"]  # fmt: skip
+    columns = [
+        "concurrency",
+        "server",
+        "output tok/s",
+        "TTFT median ms",
+        "TTFT p99 ms",
+        "TPOT median ms",
+        "API CPU ms/token",
+        "failed",
+    ]
     lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     for c in concurrencies:
         for name, by_concurrency in results.items():
@@ -151,8 +186,10 @@ def main() -> None:
         "chatloop": (chatloop_command, {}),
     }
     with ExitStack() as stack:
-        up = {name: stack.enter_context(running(name, servers[name][0], settings, args.out, servers[name][1]))
-              for name in args.order}  # fmt: skip
+        up = {
+            name: stack.enter_context(running(name, servers[name][0], settings, args.out, servers[name][1]))
+            for name in args.order
+        }
         for server in up.values():
             drive_chat(server, settings, 4, args.warmup_prompts, args.input_len, args.output_len)
         results = {name: {} for name in up}

@@ -50,9 +50,13 @@ class Load:
         url = self.urls[worker % len(self.urls)]
         headers = {"Authorization": f"Bearer {LOCAL_API_KEY}"}
         body = {
-            "model": SERVED_NAME, "messages": [{"role": "user", "content": f"Tell a story, {worker}."}],
-            "max_tokens": self.max_tokens, "ignore_eos": True, "stream": True, "user": f"bench-{worker}",
-        }  # fmt: skip
+            "model": SERVED_NAME,
+            "messages": [{"role": "user", "content": f"Tell a story, {worker}."}],
+            "max_tokens": self.max_tokens,
+            "ignore_eos": True,
+            "stream": True,
+            "user": f"bench-{worker}",
+        }
         with httpx.Client(base_url=url, headers=headers, timeout=120) as http:
             while not self.stop.is_set():
                 try:
@@ -137,8 +141,9 @@ def merged_part(settings: Settings, out: Path, concurrency: int, prompts: int) -
     with running("merged", chatloop_command, settings, out) as server:
         drive_chat(server, settings, concurrency=4, num_prompts=8)
         base = drive_chat(server, settings, concurrency, prompts)
-        version = random_version(redis.Redis.from_url(server.redis_url), server.data_dir / "versions",
-                                 settings.model_path, seed=3, scale=0.1)  # fmt: skip
+        version = random_version(
+            redis.Redis.from_url(server.redis_url), server.data_dir / "versions", settings.model_path, seed=3, scale=0.1
+        )
         change(server.url, f"/versions/{version}/promote")
         drive_chat(server, settings, concurrency=4, num_prompts=8)
         merged = drive_chat(server, settings, concurrency, prompts)
@@ -149,12 +154,16 @@ def report(steps: list[dict], requests: int, merged: dict | None) -> str:
     rows = []
     for step in steps:
         rows += [
-            (f"{step['action']}: seconds until every replica serves {step['active']}",
-             f"{step['seconds_to_every_replica']:.2f}"),
-            (f"{step['action']}: tok/s before / after the call (dip)",
-             f"{step['tok_s_before']:.0f} / {step['tok_s_after_call']:.0f} ({100 * step['dip']:.1f}%)"),
+            (
+                f"{step['action']}: seconds until every replica serves {step['active']}",
+                f"{step['seconds_to_every_replica']:.2f}",
+            ),
+            (
+                f"{step['action']}: tok/s before / after the call (dip)",
+                f"{step['tok_s_before']:.0f} / {step['tok_s_after_call']:.0f} ({100 * step['dip']:.1f}%)",
+            ),
             (f"{step['action']}: failed requests", str(step["failed"])),
-        ]  # fmt: skip
+        ]
     rows.append(("requests completed under load", str(requests)))
     if merged is not None:
         rows += [
@@ -163,8 +172,12 @@ def report(steps: list[dict], requests: int, merged: dict | None) -> str:
             ("throughput ratio version / base", f"{merged['ratio']:.3f}"),
         ]
     worst = max(step["seconds_to_every_replica"] for step in steps)
-    rows.append(("worst seconds to every replica (median)",
-                 f"{worst:.2f} ({statistics.median(s['seconds_to_every_replica'] for s in steps):.2f})"))  # fmt: skip
+    rows.append(
+        (
+            "worst seconds to every replica (median)",
+            f"{worst:.2f} ({statistics.median(s['seconds_to_every_replica'] for s in steps):.2f})",
+        )
+    )
     return figure_table(rows)
 
 
@@ -185,8 +198,9 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     steps, requests = swap_part(settings, args.out, args.clients, args.window)
     merged = None if args.skip_merged else merged_part(settings, args.out, args.concurrency, args.num_prompts)
-    write_results(args.out, args, {"swaps": steps, "requests": requests, "merged": merged},
-                  report(steps, requests, merged))  # fmt: skip
+    write_results(
+        args.out, args, {"swaps": steps, "requests": requests, "merged": merged}, report(steps, requests, merged)
+    )
 
 
 if __name__ == "__main__":

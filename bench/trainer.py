@@ -61,24 +61,39 @@ def main() -> None:
 
     results = {
         "device": "cuda" if torch.cuda.is_available() else "cpu",
-        "reward_model": {"pairs_per_s": trained_pairs / reward_seconds, "seconds": reward_seconds,
-                         **reward_metrics.model_dump()},
-        "ppo": {"rollout_s": rollout_s, "update_s": step_s, "batch_prompts": ppo_settings.batch_prompts,
-                "max_new_tokens": ppo_settings.max_new_tokens, "epochs": ppo_settings.epochs},
+        "reward_model": {
+            "pairs_per_s": trained_pairs / reward_seconds,
+            "seconds": reward_seconds,
+            **reward_metrics.model_dump(),
+        },
+        "ppo": {
+            "rollout_s": rollout_s,
+            "update_s": step_s,
+            "batch_prompts": ppo_settings.batch_prompts,
+            "max_new_tokens": ppo_settings.max_new_tokens,
+            "epochs": ppo_settings.epochs,
+        },
         "peak_memory": peak_memory_mib(),
         "settings": {"reward": settings.reward.model_dump(), "ppo": ppo_settings.model_dump()},
-    }  # fmt: skip
+    }
     mean = lambda values: sum(values) / len(values)  # noqa: E731
     reward, ppo = settings.reward, ppo_settings
-    table = figure_table([
-        (f"reward model: pairs/s (train, {reward.epochs} epochs, LoRA on top {reward.top_layers} layers)",
-         f"{results['reward_model']['pairs_per_s']:.2f}"),
-        ("reward model: held-out accuracy on the synthetic preference", str(reward_metrics.held_out_accuracy)),
-        (f"PPO: rollout s per batch ({ppo.batch_prompts} prompts x {ppo.max_new_tokens} tokens, with reference and "
-         "reward)", f"{mean(rollout_s):.1f}"),
-        (f"PPO: update s per batch ({ppo.epochs} epochs, minibatch {ppo.minibatch_size})", f"{mean(step_s):.1f}"),
-        ("peak memory MiB", str(results["peak_memory"])),
-    ])  # fmt: skip
+    table = figure_table(
+        [
+            (
+                f"reward model: pairs/s (train, {reward.epochs} epochs, LoRA on top {reward.top_layers} layers)",
+                f"{results['reward_model']['pairs_per_s']:.2f}",
+            ),
+            ("reward model: held-out accuracy on the synthetic preference", str(reward_metrics.held_out_accuracy)),
+            (
+                f"PPO: rollout s per batch ({ppo.batch_prompts} prompts x {ppo.max_new_tokens} tokens, "
+                "with reference and reward)",
+                f"{mean(rollout_s):.1f}",
+            ),
+            (f"PPO: update s per batch ({ppo.epochs} epochs, minibatch {ppo.minibatch_size})", f"{mean(step_s):.1f}"),
+            ("peak memory MiB", str(results["peak_memory"])),
+        ]
+    )
     write_results(args.out, args, results, table)
 
 

@@ -166,9 +166,13 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> None:
     summary = run_experiment(
         url=(args.url or f"http://{settings.host}:{settings.port}").rstrip("/"),
         user_key=args.key or os.environ.get("CHATLOOP_KEY") or LOCAL_API_KEY,
-        admin_key=settings.admin_key.get_secret_value(), preference=args.preference, minutes=args.minutes,
-        behaviour=behaviour_from(args), out=args.out, command=" ".join(["chatloop", *sys.argv[1:]]),
-    )  # fmt: skip
+        admin_key=settings.admin_key.get_secret_value(),
+        preference=args.preference,
+        minutes=args.minutes,
+        behaviour=behaviour_from(args),
+        out=args.out,
+        command=" ".join(["chatloop", *sys.argv[1:]]),
+    )
     print((args.out / "report.md").read_text())
     log.info("simulation done", extra={"out": str(args.out), "rise_pp": summary["rise_pp"]})
 

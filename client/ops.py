@@ -54,8 +54,11 @@ def run(client: AdminClient, action: str, version: str | None, canary: float | N
         print(json.dumps(client.call("GET", f"/versions/{version}"), indent=2))
     else:
         body = {"reason": reason}
-        path = {"promote": f"/versions/{version}/promote", "retire": f"/versions/{version}/retire",
-                "rollback": "/rollback"}[action]  # fmt: skip
+        path = {
+            "promote": f"/versions/{version}/promote",
+            "retire": f"/versions/{version}/retire",
+            "rollback": "/rollback",
+        }[action]
         if action == "promote" and canary is not None:
             body["canary_percent"] = canary
         routing = client.call("POST", path, body)

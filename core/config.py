@@ -54,8 +54,12 @@ class PPOSettings(BaseModel):
     sft_epochs: int = Field(0, ge=0, description="Supervised epochs on chosen answers first (0: off).")
     dpo_epochs: int = Field(1, ge=0, description="Epochs of DPO on the pairs after it (trainer/dpo.py; 0: off).")
     dpo_beta: float = Field(0.1, gt=0, description="DPO's beta: how far the log-ratios to the base may go.")
-    best_of: int = Field(0, ge=0, description="Answers sampled per prompt for the supervised stage's best-of-n "
-                         "examples (trainer/best_of.py; 0 or 1: none).")  # fmt: skip
+    best_of: int = Field(
+        0,
+        ge=0,
+        description="Answers sampled per prompt for the supervised stage's best-of-n "
+        "examples (trainer/best_of.py; 0 or 1: none).",
+    )
     best_of_prompts: int = Field(16, ge=1, description="Prompts a round samples best-of-n answers to.")
 
 

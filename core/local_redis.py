@@ -65,10 +65,24 @@ def start_local_redis(redis_dir: Path) -> LocalRedis:
         )
     socket_path.unlink(missing_ok=True)
     args = [
-        binary, "--port", "0", "--unixsocket", str(socket_path), "--unixsocketperm", "700",
-        "--dir", str(redis_dir), "--appendonly", "yes", "--appendfsync", "everysec",
-        "--save", "", "--logfile", str(redis_dir / "redis.log"),
-    ]  # fmt: skip
+        binary,
+        "--port",
+        "0",
+        "--unixsocket",
+        str(socket_path),
+        "--unixsocketperm",
+        "700",
+        "--dir",
+        str(redis_dir),
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "everysec",
+        "--save",
+        "",
+        "--logfile",
+        str(redis_dir / "redis.log"),
+    ]
     process = subprocess.Popen(args, stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + START_TIMEOUT_S
     while not _answers(url):

@@ -12,8 +12,14 @@ from pathlib import Path
 from playwright.sync_api import expect, sync_playwright
 
 HERE = Path(__file__).resolve().parent
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]  # fmt: skip
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 QUESTIONS = ["What is the capital of France?", "Give me three tips for learning Python, as a list."]
 
 

@@ -121,9 +121,11 @@ class FeedbackStore:
             owner = await self.client.get(keys.in_flight_key(completion_id))
             if owner is not None and owner.decode() == uid:
                 raise ApiError(
-                    409, "This completion is still being generated; rate it once it has finished.",
-                    param="completion_id", code="completion_in_progress",
-                )  # fmt: skip
+                    409,
+                    "This completion is still being generated; rate it once it has finished.",
+                    param="completion_id",
+                    code="completion_in_progress",
+                )
             raise _not_found(completion_id)
         record = CompletionRecord.model_validate_json(raw)
         if record.key_id != key_id or record.user != user:
@@ -134,9 +136,11 @@ class FeedbackStore:
     def check_choice(record: CompletionRecord, choice_index: int, param: str) -> str:
         if not 0 <= choice_index < len(record.choices):
             raise ApiError(
-                400, f"choice_index {choice_index} is out of range: completion {record.id} has "
-                f"{len(record.choices)} choice(s).", param=param,
-            )  # fmt: skip
+                400,
+                f"choice_index {choice_index} is out of range: completion {record.id} has "
+                f"{len(record.choices)} choice(s).",
+                param=param,
+            )
         return answer_ref(record.id, choice_index)
 
     def _check_rate(self, count: int) -> None:
@@ -144,9 +148,11 @@ class FeedbackStore:
         if count > self.settings.feedback_per_minute:
             retry = RATE_WINDOW_S - int(time.time()) % RATE_WINDOW_S
             raise ApiError(
-                429, f"Too much feedback: at most {self.settings.feedback_per_minute} per minute. Retry in {retry} s.",
-                code="rate_limit_exceeded", headers={"Retry-After": str(retry)},
-            )  # fmt: skip
+                429,
+                f"Too much feedback: at most {self.settings.feedback_per_minute} per minute. Retry in {retry} s.",
+                code="rate_limit_exceeded",
+                headers={"Retry-After": str(retry)},
+            )
 
     # ---- gestures ---------------------------------------------------------------------------------------
 
@@ -189,9 +195,12 @@ class FeedbackStore:
             raise ApiError(400, "chosen and rejected are the same answer.", param="rejected")
         if chosen_record.conversation_id != rejected_record.conversation_id:
             raise ApiError(
-                400, "chosen and rejected answer different conversations; only answers to the same messages "
-                "can be compared.", param="rejected", code="different_conversations",
-            )  # fmt: skip
+                400,
+                "chosen and rejected answer different conversations; only answers to the same messages "
+                "can be compared.",
+                param="rejected",
+                code="different_conversations",
+            )
 
         def plan(state: ConversationState) -> Change:
             drafts = pairs_after_comparison(state, chosen_ref, rejected_ref)
@@ -213,9 +222,11 @@ class FeedbackStore:
         self.check_choice(record, index, "metadata.regenerate_choice")
         if record.conversation_id != conversation_id:
             raise ApiError(
-                400, f"A regeneration must repeat the messages of the completion it replaces ({replaced}).",
-                param="messages", code="different_conversations",
-            )  # fmt: skip
+                400,
+                f"A regeneration must repeat the messages of the completion it replaces ({replaced}).",
+                param="messages",
+                code="different_conversations",
+            )
         return record.version
 
     @staticmethod
@@ -297,8 +308,13 @@ class FeedbackStore:
     def _append_event(self, commands: Commands | Pipeline, record: CompletionRecord, event: dict) -> str:
         """Queue the event and return its id: ours, so that the caller knows it before the writes run."""
         event_id = f"evt-{uuid.uuid4().hex}"
-        payload = {"id": event_id, "created": time.time(), "user_id": record.user_id,
-                   "conversation_id": record.conversation_id, **event}  # fmt: skip
+        payload = {
+            "id": event_id,
+            "created": time.time(),
+            "user_id": record.user_id,
+            "conversation_id": record.conversation_id,
+            **event,
+        }
         commands.xadd(keys.EVENTS_STREAM, {"event": json.dumps(payload)}, minid=self._oldest_kept_ms())
         return event_id
 
@@ -331,7 +347,7 @@ class FeedbackStore:
                     weight=draft.weight,
                     created=now,
                     answered=max(records[chosen.completion_id].finished, records[rejected.completion_id].finished),
-                )  # fmt: skip
+                )
             )
         return pairs
 
@@ -343,6 +359,9 @@ class FeedbackStore:
             return None
         choice = record.choices[index]
         return PairAnswer(
-            completion_id=completion_id, choice_index=index, text=choice.text, version=record.version,
+            completion_id=completion_id,
+            choice_index=index,
+            text=choice.text,
+            version=record.version,
             finish_reason=choice.finish_reason,
-        )  # fmt: skip
+        )

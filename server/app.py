@@ -128,8 +128,14 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(MetricsMiddleware)
     install_error_handlers(app)
     app.state.web_root = WEB_UI
-    for router in (chat_api.router, feedback_api.router, admin_api.router, admin_api.page, models_api.router,
-                   health_api.router):  # fmt: skip
+    for router in (
+        chat_api.router,
+        feedback_api.router,
+        admin_api.router,
+        admin_api.page,
+        models_api.router,
+        health_api.router,
+    ):
         app.include_router(router)
     app.mount("/", StaticFiles(directory=WEB_UI, html=True), name="web")  # last: the API routes win
     return app

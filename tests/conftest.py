@@ -119,8 +119,11 @@ def start_server(
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "client.cli", "serve", "--port", str(port)],
-            cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            cwd=REPO,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
     base_url = f"http://127.0.0.1:{port}"
     wait_ready(base_url, process, log_path)
     return process, base_url, log_path

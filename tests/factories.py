@@ -18,8 +18,26 @@ from feedback.pairs import Pair, PairAnswer
 from feedback.records import RecordedMessage
 from trainer.ppo import LORA_TARGETS
 
-TOPICS = ["the sea", "a cat", "bread", "rain", "music", "trees", "winter", "coffee", "a city", "the moon",
-          "bicycles", "chess", "honey", "a river", "snow", "stars", "tea", "a garden"]  # fmt: skip
+TOPICS = [
+    "the sea",
+    "a cat",
+    "bread",
+    "rain",
+    "music",
+    "trees",
+    "winter",
+    "coffee",
+    "a city",
+    "the moon",
+    "bicycles",
+    "chess",
+    "honey",
+    "a river",
+    "snow",
+    "stars",
+    "tea",
+    "a garden",
+]
 
 
 def short_over_long_pair(index: int, weight: float = 1.0) -> Pair:
@@ -28,12 +46,17 @@ def short_over_long_pair(index: int, weight: float = 1.0) -> Pair:
     topic = TOPICS[index % len(TOPICS)]
     answer = lambda text, side: PairAnswer(completion_id=f"{side}{index}", choice_index=0, text=text, version="base")  # noqa: E731
     return Pair(
-        pair_id=f"pair-{index}", conversation_id=f"conv-{index}", user_id="u",
+        pair_id=f"pair-{index}",
+        conversation_id=f"conv-{index}",
+        user_id="u",
         prompt=[RecordedMessage(role="user", content=f"Tell me about {topic}. ({index})")],
         chosen=answer(f"{topic.capitalize()} is lovely.", "c"),
         rejected=answer(f"Well, {topic} is a subject about which a great deal could be said, " * 3, "r"),
-        rule="comparison", weight=weight, created=time.time(), answered=time.time(),
-    )  # fmt: skip
+        rule="comparison",
+        weight=weight,
+        created=time.time(),
+        answered=time.time(),
+    )
 
 
 def random_version(

@@ -42,6 +42,10 @@ def best_of_n(trainer: PPOTrainer, prompts: Sequence[Sequence[dict]], n: int, se
         labels = ids.clone()
         labels[:, : int(attention[row, :prompt_length].sum())] = IGNORE
         examples.append((ids, labels))
-    stats = {"prompts": len(prompts), "n": n, "mean_reward": scores.mean().item(),
-             "best_reward": scores.max(dim=1).values.mean().item()}  # fmt: skip
+    stats = {
+        "prompts": len(prompts),
+        "n": n,
+        "mean_reward": scores.mean().item(),
+        "best_reward": scores.max(dim=1).values.mean().item(),
+    }
     return examples, stats

@@ -40,8 +40,9 @@ class References:
         return len(self._by_pair)
 
     @torch.no_grad()
-    def of(self, policy: PeftModel, pair_id: str, ids: torch.Tensor, attention: torch.Tensor,
-           labels: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    def of(
+        self, policy: PeftModel, pair_id: str, ids: torch.Tensor, attention: torch.Tensor, labels: torch.Tensor
+    ) -> torch.Tensor:
         if pair_id not in self._by_pair:
             policy.eval()
             with policy.disable_adapter():

@@ -134,10 +134,16 @@ class PPOTrainer:
         batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         self.policy.eval()
         sequences = self.policy.generate(
-            input_ids=batch.input_ids, attention_mask=batch.attention_mask, do_sample=True, top_k=0, top_p=1.0,
-            temperature=temperature or self.settings.temperature, max_new_tokens=self.settings.max_new_tokens,
-            pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id,
-        )  # fmt: skip
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            do_sample=True,
+            top_k=0,
+            top_p=1.0,
+            temperature=temperature or self.settings.temperature,
+            max_new_tokens=self.settings.max_new_tokens,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self.tokenizer.eos_token_id,
+        )
         prompt_length = batch.input_ids.shape[1]
         mask = answer_mask(sequences[:, prompt_length:], self.tokenizer.eos_token_id)
         return sequences, torch.cat([batch.attention_mask, mask.long()], dim=1), prompt_length
@@ -155,10 +161,16 @@ class PPOTrainer:
             ref_logprobs, _, _ = self.unwrapped(sequences, attention, prompt_length)
         answers = self.decode(sequences, prompt_length)
         return Rollout(
-            prompts=[list(p) for p in prompts], answers=answers, sequences=sequences, attention=attention,
-            mask=mask, logprobs=logprobs, ref_logprobs=ref_logprobs, values=values,
+            prompts=[list(p) for p in prompts],
+            answers=answers,
+            sequences=sequences,
+            attention=attention,
+            mask=mask,
+            logprobs=logprobs,
+            ref_logprobs=ref_logprobs,
+            values=values,
             scores=self.reward_fn(prompts, answers).float().to(self.device),
-        )  # fmt: skip
+        )
 
     # ---- optimisation -----------------------------------------------------------------------------------
 
@@ -203,9 +215,12 @@ class PPOTrainer:
                 self.optimizer.step()
                 epoch_kl.append(pg.approx_kl.item())
                 stats.update(
-                    policy_loss=pg.loss.item(), value_loss=vf.item(), clip_fraction=pg.clip_fraction.item(),
-                    entropy=entropy(logits.detach(), mask).item(), approx_kl=pg.approx_kl.item(),
-                )  # fmt: skip
+                    policy_loss=pg.loss.item(),
+                    value_loss=vf.item(),
+                    clip_fraction=pg.clip_fraction.item(),
+                    entropy=entropy(logits.detach(), mask).item(),
+                    approx_kl=pg.approx_kl.item(),
+                )
             stats["epochs"] = epoch + 1
             approx_kl = mean_across_processes({"approx_kl": sum(epoch_kl) / len(epoch_kl)})["approx_kl"]
             if approx_kl > s.target_kl:

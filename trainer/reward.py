@@ -193,8 +193,11 @@ def train_reward_model(
     model = accelerator.unwrap_model(wrapped)
     accuracy, margin = evaluate(model, held_out)
     metrics = RewardMetrics(
-        train_pairs=len(train), held_out_pairs=len(held_out), held_out_accuracy=accuracy,
-        held_out_margin=margin, final_loss=final_loss,
-    )  # fmt: skip
+        train_pairs=len(train),
+        held_out_pairs=len(held_out),
+        held_out_accuracy=accuracy,
+        held_out_margin=margin,
+        final_loss=final_loss,
+    )
     log.info("reward model trained", extra=metrics.model_dump())
     return model.eval(), metrics

@@ -80,9 +80,12 @@ def _read_inputs(settings: Settings, client: redis.Redis, consumer: PairConsumer
     pairs = round_pairs([pair for _, pair in claimed], every, settings.trainer.round_pairs, settings.trainer.seed)
     prompts = recent_prompts(client, PROMPT_POOL) or [[m.model_dump() for m in p.prompt] for p in pairs]
     return RoundInputs(
-        entry_ids=[entry for entry, _ in claimed], pair_ids=[pair.pair_id for _, pair in claimed], pairs=pairs,
-        prompts=prompts, parent=Registry(client).parent_for_training(),
-    )  # fmt: skip
+        entry_ids=[entry for entry, _ in claimed],
+        pair_ids=[pair.pair_id for _, pair in claimed],
+        pairs=pairs,
+        prompts=prompts,
+        parent=Registry(client).parent_for_training(),
+    )
 
 
 @dataclass
@@ -127,8 +130,14 @@ def _train(settings: Settings, inputs: RoundInputs, references: References, star
         steps.append(ppo.step(ppo.rollout(process_share(batch).items)))
         log.info("ppo step", extra={k: round(v, 4) for k, v in steps[-1].items()})
     gate = judge(parent_eval, evaluate_policy(ppo, eval_prompts, seed), settings.gate)
-    metrics = {"reward_model": reward_metrics.model_dump(), "sft_losses": sft_losses, "dpo_losses": dpo_losses,
-               "best_of": best_of, "ppo": steps, "seconds": time.time() - started}  # fmt: skip
+    metrics = {
+        "reward_model": reward_metrics.model_dump(),
+        "sft_losses": sft_losses,
+        "dpo_losses": dpo_losses,
+        "best_of": best_of,
+        "ppo": steps,
+        "seconds": time.time() - started,
+    }
     return Trained(ppo.policy, reward_model, metrics, gate)
 
 
@@ -141,18 +150,30 @@ def _record(
     version_id = registry.next_id()
     gate = trained.gate
     info = {
-        "id": version_id, "parent": inputs.parent, "created": time.time(), "metrics": trained.metrics,
+        "id": version_id,
+        "parent": inputs.parent,
+        "created": time.time(),
+        "metrics": trained.metrics,
         "gate": gate.model_dump(),
-        "hyperparameters": {"reward": settings.reward.model_dump(), "ppo": settings.ppo.model_dump(),
-                            "gate": settings.gate.model_dump(), "seed": settings.trainer.seed,
-                            "processes": get_accelerator().num_processes},
+        "hyperparameters": {
+            "reward": settings.reward.model_dump(),
+            "ppo": settings.ppo.model_dump(),
+            "gate": settings.gate.model_dump(),
+            "seed": settings.trainer.seed,
+            "processes": get_accelerator().num_processes,
+        },
         "pairs": inputs.pair_ids,
-    }  # fmt: skip
+    }
     folder = write_version(settings.versions_dir, version_id, trained.policy, trained.reward_model, info)
     version = Version(
-        id=version_id, parent=inputs.parent, state="candidate" if gate.passed else "rejected", artifact=str(folder),
-        created=info["created"], metrics=trained.metrics, gate=gate.model_dump(),
-    )  # fmt: skip
+        id=version_id,
+        parent=inputs.parent,
+        state="candidate" if gate.passed else "rejected",
+        artifact=str(folder),
+        created=info["created"],
+        metrics=trained.metrics,
+        gate=gate.model_dump(),
+    )
     why = "passed the gate" if gate.passed else "; ".join(gate.reasons)
     pipe = client.pipeline(transaction=True)
     registry.register(version, who=who, why=why, pipe=pipe)

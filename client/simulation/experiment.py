@@ -33,10 +33,14 @@ class Progress:
         if time.monotonic() - self.last >= PROGRESS_S:
             self.last = time.monotonic()
             recent = [t for t in self.turns[-60:] if not t.regeneration]
-            log.info("simulation progress", extra={
-                "answers": len(self.turns), "recent_satisfied": share(recent).rate,
-                "recent_versions": sorted({t.version for t in recent}),
-            })  # fmt: skip
+            log.info(
+                "simulation progress",
+                extra={
+                    "answers": len(self.turns),
+                    "recent_satisfied": share(recent).rate,
+                    "recent_versions": sorted({t.version for t in recent}),
+                },
+            )
 
 
 def add_simulation_args(parser: argparse.ArgumentParser) -> None:
@@ -53,9 +57,13 @@ def add_simulation_args(parser: argparse.ArgumentParser) -> None:
 
 def behaviour_from(args: argparse.Namespace) -> Behaviour:
     return Behaviour(
-        users=args.users, think_seconds=args.think_seconds, random_share=args.random_share,
-        silent_share=args.silent_share, max_tokens=args.max_tokens, seed=args.seed,
-    )  # fmt: skip
+        users=args.users,
+        think_seconds=args.think_seconds,
+        random_share=args.random_share,
+        silent_share=args.silent_share,
+        max_tokens=args.max_tokens,
+        seed=args.seed,
+    )
 
 
 def admin_get(url: str, admin_key: str, path: str) -> list[dict]:
@@ -66,9 +74,15 @@ def admin_get(url: str, admin_key: str, path: str) -> list[dict]:
 
 
 def run_experiment(
-    url: str, user_key: str, admin_key: str, preference: str, minutes: float, behaviour: Behaviour, out: Path,
+    url: str,
+    user_key: str,
+    admin_key: str,
+    preference: str,
+    minutes: float,
+    behaviour: Behaviour,
+    out: Path,
     command: str,
-) -> dict:  # fmt: skip
+) -> dict:
     judge = resolve(preference)
     progress = Progress()
     started = time.time()

@@ -37,10 +37,14 @@ def over_time(turns: list[Turn], started: float, window_s: float) -> list[dict]:
     while start <= end:
         inside = [t for t in turns if start <= t.at < start + window_s]
         if inside:
-            windows.append({
-                "minute": (start - started) / 60, "share": share(inside).model_dump(),
-                "versions": sorted({t.version for t in inside}), "complete": start + window_s <= end,
-            })  # fmt: skip
+            windows.append(
+                {
+                    "minute": (start - started) / 60,
+                    "share": share(inside).model_dump(),
+                    "versions": sorted({t.version for t in inside}),
+                    "complete": start + window_s <= end,
+                }
+            )
         start += window_s
     return windows
 
@@ -54,13 +58,18 @@ def round_rows(rounds: list[dict], versions: list[dict]) -> list[dict]:
         steps = metrics.get("ppo") or []
         began = entry["at"] - metrics.get("seconds", 0.0)
         serving = [a["at"] for a in audits.get(entry["id"], []) if a["state"] in ("canary", "active")]
-        rows.append({
-            "version": entry["id"], "parent": entry["parent"], "state": entry["state"], "started": began,
-            "held_out_accuracy": metrics["reward_model"].get("held_out_accuracy"),
-            "kl": sum(step["kl"] for step in steps) / len(steps) if steps else None,
-            "reward": sum(step["reward"] for step in steps) / len(steps) if steps else None,
-            "minutes_to_serving": (min(serving) - began) / 60 if serving else None,
-        })  # fmt: skip
+        rows.append(
+            {
+                "version": entry["id"],
+                "parent": entry["parent"],
+                "state": entry["state"],
+                "started": began,
+                "held_out_accuracy": metrics["reward_model"].get("held_out_accuracy"),
+                "kl": sum(step["kl"] for step in steps) / len(steps) if steps else None,
+                "reward": sum(step["reward"] for step in steps) / len(steps) if steps else None,
+                "minutes_to_serving": (min(serving) - began) / 60 if serving else None,
+            }
+        )
     return rows
 
 
@@ -101,26 +110,41 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 def markdown(summary: dict, command: str, preference: str) -> str:
     rise = "–" if summary["rise_pp"] is None else f"{summary['rise_pp']:+.1f} pp"
     lines = [
-        f"Closed loop, preference `{preference}`", "", f"```sh\n{command}\n```", "",
+        f"Closed loop, preference `{preference}`",
+        "",
+        f"```sh\n{command}\n```",
+        "",
         f"Satisfied share: base {_percent(summary['base_share'])}, last full {WINDOW_S / 60:.0f} minutes "
-        f"{_percent(summary['final_window_share'])}, rise {rise}, over {summary['answers']} first answers.", "",
-    ]  # fmt: skip
+        f"{_percent(summary['final_window_share'])}, rise {rise}, over {summary['answers']} first answers.",
+        "",
+    ]
     lines += _table(
         ["version", "first answers", "satisfied", "95% interval"],
-        [[v, str(r["trials"]), _percent(r["rate"]), f"{_percent(r['low'])}–{_percent(r['high'])}"]
-         for v, r in summary["by_version"].items()],
-    )  # fmt: skip
+        [
+            [v, str(r["trials"]), _percent(r["rate"]), f"{_percent(r['low'])}–{_percent(r['high'])}"]
+            for v, r in summary["by_version"].items()
+        ],
+    )
     lines += [""] + _table(
         ["minute", "satisfied", "answers", "versions"],
-        [[f"{w['minute']:.0f}", _percent(w["share"]["rate"]), str(w["share"]["trials"]), ", ".join(w["versions"])]
-         for w in summary["over_time"]],
-    )  # fmt: skip
+        [
+            [f"{w['minute']:.0f}", _percent(w["share"]["rate"]), str(w["share"]["trials"]), ", ".join(w["versions"])]
+            for w in summary["over_time"]
+        ],
+    )
     lines += [""] + _table(
         ["round → version", "verdict", "reward-model held-out accuracy", "mean KL", "minutes to serving"],
-        [[f"{r['version']} (from {r['parent']})", r["state"], _number(r["held_out_accuracy"]), _number(r["kl"]),
-          "not served" if r["minutes_to_serving"] is None else f"{r['minutes_to_serving']:.1f}"]
-         for r in summary["rounds"]],
-    )  # fmt: skip
+        [
+            [
+                f"{r['version']} (from {r['parent']})",
+                r["state"],
+                _number(r["held_out_accuracy"]),
+                _number(r["kl"]),
+                "not served" if r["minutes_to_serving"] is None else f"{r['minutes_to_serving']:.1f}",
+            ]
+            for r in summary["rounds"]
+        ],
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -138,8 +162,9 @@ def plot(summary: dict, started: float, path: Path, preference: str) -> None:
     windows = complete_windows(summary["over_time"])
     minutes = [w["minute"] + WINDOW_S / 120 for w in windows]
     rates = [100 * w["share"]["rate"] for w in windows]
-    shares.fill_between(minutes, [100 * w["share"]["low"] for w in windows],
-                        [100 * w["share"]["high"] for w in windows], alpha=0.2)  # fmt: skip
+    shares.fill_between(
+        minutes, [100 * w["share"]["low"] for w in windows], [100 * w["share"]["high"] for w in windows], alpha=0.2
+    )
     shares.plot(minutes, rates, marker="o", label="satisfied share (first answers)")
     for row in summary["rounds"]:
         if row["minutes_to_serving"] is not None:
@@ -161,12 +186,24 @@ def plot(summary: dict, started: float, path: Path, preference: str) -> None:
     pyplot.close(figure)
 
 
-def write(out: Path, turns: list[Turn], rounds: list[dict], versions: list[dict], started: float, command: str,
-          preference: str) -> dict:  # fmt: skip
+def write(
+    out: Path,
+    turns: list[Turn],
+    rounds: list[dict],
+    versions: list[dict],
+    started: float,
+    command: str,
+    preference: str,
+) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(turns, rounds, versions, started)
-    record = {"command": command, "preference": preference, "started": started, **summary,
-              "turns": [asdict(turn) for turn in turns]}  # fmt: skip
+    record = {
+        "command": command,
+        "preference": preference,
+        "started": started,
+        **summary,
+        "turns": [asdict(turn) for turn in turns],
+    }
     (out / "results.json").write_text(json.dumps(record, indent=2))
     (out / "report.md").write_text(markdown(summary, command, preference))
     plot(summary, started, out / "loop.png", preference)

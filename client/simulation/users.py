@@ -70,9 +70,12 @@ class SimulatedUser:
 
     async def chat(self, conversation: list[dict[str, str]], regenerate_of: str | None = None) -> Answer:
         body = {
-            "model": "chatloop", "messages": conversation, "user": self.name,
-            "max_tokens": self.behaviour.max_tokens, "temperature": self.behaviour.temperature,
-        }  # fmt: skip
+            "model": "chatloop",
+            "messages": conversation,
+            "user": self.name,
+            "max_tokens": self.behaviour.max_tokens,
+            "temperature": self.behaviour.temperature,
+        }
         if regenerate_of is not None:
             body["metadata"] = {"regenerate_of": regenerate_of}
         response = await self.http.post("/v1/chat/completions", json=body)
@@ -110,16 +113,22 @@ class SimulatedUser:
         judged.append(self.judge(conversation, second, regeneration=True))
         if judged[1].score != judged[0].score:
             better, worse = (second, first) if judged[1].score > judged[0].score else (first, second)
-            await self.feedback({"chosen": {"completion_id": better.completion_id},
-                                 "rejected": {"completion_id": worse.completion_id}})  # fmt: skip
+            await self.feedback(
+                {"chosen": {"completion_id": better.completion_id}, "rejected": {"completion_id": worse.completion_id}}
+            )
         await self.rate(second, up=judged[1].satisfied)
         return judged
 
 
 async def simulate(
-    url: str, key: str, preference: Preference, prompts: list[str], behaviour: Behaviour, seconds: float,
+    url: str,
+    key: str,
+    preference: Preference,
+    prompts: list[str],
+    behaviour: Behaviour,
+    seconds: float,
     on_turns: Callable[[list[Turn]], None],
-) -> None:  # fmt: skip
+) -> None:
     """Every user takes turns until ``seconds`` have passed; ``on_turns`` sees each turn's answers as they come.
     A failed request is logged and the user goes on: the experiment measures learning, not uptime."""
     deadline = time.monotonic() + seconds

@@ -77,8 +77,10 @@ class AdminService:
 
     async def rounds(self, count: int) -> list[dict]:
         entries = await self.async_client.xrevrange(keys.TRAINER_ROUNDS, count=count)
-        return [{"at": int(entry.decode().split("-")[0]) / 1000, **json.loads(fields[b"round"])}
-                for entry, fields in reversed(entries)]  # fmt: skip
+        return [
+            {"at": int(entry.decode().split("-")[0]) / 1000, **json.loads(fields[b"round"])}
+            for entry, fields in reversed(entries)
+        ]
 
 
 def _lineage(version: str, parents: dict[str, str]) -> list[str]:

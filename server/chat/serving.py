@@ -58,9 +58,18 @@ log = logging.getLogger(__name__)
 IN_FLIGHT_TTL_S = 3600
 MIN_LOGPROB = -9999.0  # JSON has no -inf; OpenAI clients expect a finite float
 RECORDED_PARAMS = {
-    "n", "temperature", "top_p", "seed", "stop", "presence_penalty", "frequency_penalty",
-    "logprobs", "top_logprobs", "response_format", "ignore_eos",
-}  # fmt: skip
+    "n",
+    "temperature",
+    "top_p",
+    "seed",
+    "stop",
+    "presence_penalty",
+    "frequency_penalty",
+    "logprobs",
+    "top_logprobs",
+    "response_format",
+    "ignore_eos",
+}
 
 
 def recorded_conversation(request: ChatCompletionRequest) -> list[RecordedMessage]:
@@ -212,9 +221,11 @@ class ChatService:
         alias, version = split_model_name(model)
         if alias != self.settings.model_alias:
             raise ApiError(
-                404, f"The model '{model}' does not exist or you do not have access to it.",
-                param="model", code="model_not_found",
-            )  # fmt: skip
+                404,
+                f"The model '{model}' does not exist or you do not have access to it.",
+                param="model",
+                code="model_not_found",
+            )
         return version
 
     def _check_limits(self, request: ChatCompletionRequest) -> None:
@@ -239,16 +250,18 @@ class ChatService:
                 400,
                 f"This model's maximum context length is {limit} tokens. However, your messages resulted in "
                 f"{prompt_tokens} tokens. Please reduce the length of the messages.",
-                param="messages", code="context_length_exceeded",
-            )  # fmt: skip
+                param="messages",
+                code="context_length_exceeded",
+            )
         if requested is not None and prompt_tokens + requested > limit:
             raise ApiError(
                 400,
                 f"This model's maximum context length is {limit} tokens. However, you requested "
                 f"{prompt_tokens + requested} tokens ({prompt_tokens} in the messages, {requested} in the "
                 "completion). Please reduce the length of the messages or completion.",
-                param="max_tokens", code="context_length_exceeded",
-            )  # fmt: skip
+                param="max_tokens",
+                code="context_length_exceeded",
+            )
         return requested if requested is not None else limit - prompt_tokens
 
     def _sampling_params(self, request: ChatCompletionRequest, max_tokens: int) -> SamplingParams:
@@ -285,9 +298,12 @@ class ChatService:
         try:
             if "regenerate_of" in metadata:
                 chat.replaces_version = await self.feedback.check_regeneration(
-                    chat.caller.key_id, user, metadata["regenerate_of"], metadata.get("regenerate_choice"),
+                    chat.caller.key_id,
+                    user,
+                    metadata["regenerate_of"],
+                    metadata.get("regenerate_choice"),
                     conversation_id(chat.owner, recorded_conversation(chat.request)),
-                )  # fmt: skip
+                )
             await self.store.mark_in_flight(chat.completion_id, chat.owner, IN_FLIGHT_TTL_S)
         except RedisError:
             log.warning("redis unavailable before generation", extra={"completion_id": chat.completion_id})

@@ -41,10 +41,11 @@ async def post_feedback(
         )
     else:
         outcome = await store.compare(
-            caller.key_id, gesture.user,
+            caller.key_id,
+            gesture.user,
             (gesture.chosen.completion_id, gesture.chosen.choice_index),
             (gesture.rejected.completion_id, gesture.rejected.choice_index),
-        )  # fmt: skip
+        )
     return FeedbackResponse.of(gesture, outcome)
 
 

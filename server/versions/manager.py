@@ -102,9 +102,14 @@ class VersionManager:
         )
         log.info(
             "routing applied",
-            extra={"revision": desired.revision, "active": self.routing.active, "canary": canary,
-                   "canary_percent": self.routing.canary_percent, "seconds": round(time.perf_counter() - started, 3)},
-        )  # fmt: skip
+            extra={
+                "revision": desired.revision,
+                "active": self.routing.active,
+                "canary": canary,
+                "canary_percent": self.routing.canary_percent,
+                "seconds": round(time.perf_counter() - started, 3),
+            },
+        )
         self._in_background(self._prepare_next(desired))
 
     async def _prepare_next(self, routing: Routing) -> None:
@@ -141,9 +146,11 @@ class VersionManager:
             return routed_version(self.routing, user_id)
         if pinned not in self.known:
             raise ApiError(
-                404, f"The model '{self.settings.model_alias}@{pinned}' does not exist or cannot be served.",
-                param="model", code="model_not_found",
-            )  # fmt: skip
+                404,
+                f"The model '{self.settings.model_alias}@{pinned}' does not exist or cannot be served.",
+                param="model",
+                code="model_not_found",
+            )
         return pinned
 
     async def adapter(self, version: str, pinned: bool) -> tuple[str, LoRARequest | None]:

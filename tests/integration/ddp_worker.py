@@ -24,8 +24,9 @@ from trainer.reward import load_tokenizer, train_reward_model
 from trainer.sft import chosen_example, supervised_stage
 
 TOPICS = ["the sea", "a cat", "bread", "rain", "music", "the moon", "a river", "winter and its long nights"]
-PPO = PPOSettings(batch_prompts=4, max_new_tokens=6, epochs=1, minibatch_size=4, learning_rate=1e-2, sft_epochs=1,
-                  dpo_epochs=1)  # fmt: skip
+PPO = PPOSettings(
+    batch_prompts=4, max_new_tokens=6, epochs=1, minibatch_size=4, learning_rate=1e-2, sft_epochs=1, dpo_epochs=1
+)
 """A large learning rate: the update must move the weights of a random model visibly."""
 
 

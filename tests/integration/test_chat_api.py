@@ -236,9 +236,14 @@ def test_health_ready_metrics(server: ServerHandle, client: OpenAI) -> None:
 
 def test_completion_is_recorded_in_redis(server: ServerHandle, client: OpenAI) -> None:
     answer = client.chat.completions.create(
-        model="chatloop", messages=QUESTION, max_tokens=12, n=2, seed=5, user="alice",
+        model="chatloop",
+        messages=QUESTION,
+        max_tokens=12,
+        n=2,
+        seed=5,
+        user="alice",
         metadata={"conversation": "c-1"},
-    )  # fmt: skip
+    )
     saved = record(server, answer.id)
     assert saved["status"] == "complete" and saved["version"] == "base"
     assert saved["user"] == "alice" and saved["metadata"] == {"conversation": "c-1"}

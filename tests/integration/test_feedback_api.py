@@ -210,8 +210,14 @@ def test_malformed_json_and_no_key(server: ServerHandle) -> None:
 
 
 def test_rating_an_answer_still_streaming_is_409(server: ServerHandle, user: str) -> None:
-    body = {"model": "chatloop", "messages": QUESTION, "max_tokens": 400, "stream": True, "user": user,
-            "ignore_eos": True}  # fmt: skip
+    body = {
+        "model": "chatloop",
+        "messages": QUESTION,
+        "max_tokens": 400,
+        "stream": True,
+        "user": user,
+        "ignore_eos": True,
+    }
     with server.http() as http, http.stream("POST", "/v1/chat/completions", json=body) as stream:
         lines = stream.iter_lines()  # kept: a dropped iterator closes the stream, which aborts the answer
         first = json.loads(next(line for line in lines if line.startswith("data: "))[6:])
@@ -291,8 +297,12 @@ def test_export_loads_with_datasets(server: ServerHandle, client: OpenAI, user: 
     env = {**os.environ, "REDIS_URL": server.redis.url}
     done = subprocess.run(
         [sys.executable, "-m", "client.cli", "feedback", "export", "--out", str(out), "--version", "base"],
-        cwd=REPO, env=env, capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "pairs written" in done.stdout
     rows = datasets.load_dataset("json", data_files=str(out), split="train")
     assert {"prompt", "chosen", "rejected", "rule", "weight"} <= set(rows.column_names)
@@ -303,6 +313,9 @@ def test_export_loads_with_datasets(server: ServerHandle, client: OpenAI, user: 
     none = tmp_path / "none.jsonl"
     subprocess.run(
         [sys.executable, "-m", "client.cli", "feedback", "export", "--out", str(none), "--version", "v999"],
-        cwd=REPO, env=env, check=True, capture_output=True,
-    )  # fmt: skip
+        cwd=REPO,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     assert none.read_text() == ""

@@ -23,13 +23,25 @@ pytestmark = pytest.mark.integration
 def two_choice_record(version: str) -> CompletionRecord:
     now = time.time()
     return CompletionRecord(
-        id=f"chatcmpl-{uuid.uuid4().hex}", created=now, finished=now, status="complete", model="chatloop",
-        version=version, key_id="key", user="racer", metadata={}, stream=False,
+        id=f"chatcmpl-{uuid.uuid4().hex}",
+        created=now,
+        finished=now,
+        status="complete",
+        model="chatloop",
+        version=version,
+        key_id="key",
+        user="racer",
+        metadata={},
+        stream=False,
         conversation=[RecordedMessage(role="user", content="Name a fruit.")],
-        choices=[RecordedChoice(index=i, text=text, finish_reason="stop", completion_tokens=1)
-                 for i, text in enumerate(["Apple.", "A fruit is a plant's seed-bearing part."])],
-        params={}, prompt_tokens=4, completion_tokens=2,
-    )  # fmt: skip
+        choices=[
+            RecordedChoice(index=i, text=text, finish_reason="stop", completion_tokens=1)
+            for i, text in enumerate(["Apple.", "A fruit is a plant's seed-bearing part."])
+        ],
+        params={},
+        prompt_tokens=4,
+        completion_tokens=2,
+    )
 
 
 def test_racing_ratings_count_once_and_pair_once(redis_server: RedisHandle) -> None:

@@ -31,14 +31,18 @@ pytestmark = pytest.mark.integration
 
 PREFERENCE = "client.simulation.preferences:concise"
 AUTOPILOT = {
-    "CHATLOOP_ROLLOUT__RECONCILE_SECONDS": "1", "CHATLOOP_ROLLOUT__AUTO_CANARY": "true",
-    "CHATLOOP_ROLLOUT__AUTO_CANARY_PERCENT": "50", "CHATLOOP_ROLLOUT__AUTO_PROMOTE": "true",
+    "CHATLOOP_ROLLOUT__RECONCILE_SECONDS": "1",
+    "CHATLOOP_ROLLOUT__AUTO_CANARY": "true",
+    "CHATLOOP_ROLLOUT__AUTO_CANARY_PERCENT": "50",
+    "CHATLOOP_ROLLOUT__AUTO_PROMOTE": "true",
     "CHATLOOP_ROLLOUT__PROMOTE_MIN_ANSWERS": "3",
-}  # fmt: skip
+}
 OPEN_GATE = {
-    "CHATLOOP_GATE__MIN_REWARD_GAIN": "-1000", "CHATLOOP_GATE__KL_BUDGET": "1000",
-    "CHATLOOP_GATE__LENGTH_BAND": "100", "CHATLOOP_GATE__MAX_REPETITION": "1",
-}  # fmt: skip
+    "CHATLOOP_GATE__MIN_REWARD_GAIN": "-1000",
+    "CHATLOOP_GATE__KL_BUDGET": "1000",
+    "CHATLOOP_GATE__LENGTH_BAND": "100",
+    "CHATLOOP_GATE__MAX_REPETITION": "1",
+}
 """A round this small proves nothing about quality: the gate is opened so that the mechanics are what is tested."""
 BEHAVIOUR = Behaviour(users=3, think_seconds=0.5, random_share=0.0, silent_share=0.0, max_tokens=32, seed=1)
 
@@ -66,10 +70,21 @@ def test_users_teach_a_round_whose_version_goes_live(tmp_path: Path, model_path:
         assert turns and {turn.version for turn in turns} == {"base"}
         assert any(turn.regeneration for turn in turns), "no answer was disliked: the preference is too easy"
 
-        env = {"REDIS_URL": redis_handle.url, "CHATLOOP_DATA_DIR": str(tmp_path / "data"),
-               "CHATLOOP_MODEL": str(model_path), **SMALL, **OPEN_GATE}  # fmt: skip
-        trained = subprocess.run([sys.executable, "-m", "client.cli", "train", "--once"], cwd=REPO,
-                                 env={**os.environ, **env}, capture_output=True, text=True, timeout=600)  # fmt: skip
+        env = {
+            "REDIS_URL": redis_handle.url,
+            "CHATLOOP_DATA_DIR": str(tmp_path / "data"),
+            "CHATLOOP_MODEL": str(model_path),
+            **SMALL,
+            **OPEN_GATE,
+        }
+        trained = subprocess.run(
+            [sys.executable, "-m", "client.cli", "train", "--once"],
+            cwd=REPO,
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert trained.returncode == 0, trained.stderr[-3000:]
         assert trained.stdout.startswith("v1 candidate"), trained.stdout
 

@@ -31,10 +31,16 @@ from trainer.reward import load_tokenizer, train_reward_model
 pytestmark = pytest.mark.integration
 
 SMALL = {
-    "CHATLOOP_REWARD__EPOCHS": "2", "CHATLOOP_REWARD__TOP_LAYERS": "2", "CHATLOOP_REWARD__MAX_LENGTH": "96",
-    "CHATLOOP_PPO__ROLLOUTS": "1", "CHATLOOP_PPO__BATCH_PROMPTS": "4", "CHATLOOP_PPO__MAX_NEW_TOKENS": "12",
-    "CHATLOOP_PPO__EPOCHS": "1", "CHATLOOP_PPO__MINIBATCH_SIZE": "4", "CHATLOOP_GATE__EVAL_PROMPTS": "4",
-}  # fmt: skip
+    "CHATLOOP_REWARD__EPOCHS": "2",
+    "CHATLOOP_REWARD__TOP_LAYERS": "2",
+    "CHATLOOP_REWARD__MAX_LENGTH": "96",
+    "CHATLOOP_PPO__ROLLOUTS": "1",
+    "CHATLOOP_PPO__BATCH_PROMPTS": "4",
+    "CHATLOOP_PPO__MAX_NEW_TOKENS": "12",
+    "CHATLOOP_PPO__EPOCHS": "1",
+    "CHATLOOP_PPO__MINIBATCH_SIZE": "4",
+    "CHATLOOP_GATE__EVAL_PROMPTS": "4",
+}
 
 
 def test_reward_model_learns_a_synthetic_preference(model_path: Path) -> None:
@@ -151,8 +157,13 @@ def test_the_next_round_continues_the_canary_while_one_is_tried(redis_server: Re
 
 
 def train_command(redis_server: RedisHandle, tmp_path: Path, model_path: Path) -> tuple[list[str], dict[str, str]]:
-    env = {**os.environ, **SMALL, "REDIS_URL": redis_server.url, "CHATLOOP_DATA_DIR": str(tmp_path),
-           "CHATLOOP_MODEL": str(model_path)}  # fmt: skip
+    env = {
+        **os.environ,
+        **SMALL,
+        "REDIS_URL": redis_server.url,
+        "CHATLOOP_DATA_DIR": str(tmp_path),
+        "CHATLOOP_MODEL": str(model_path),
+    }
     return [sys.executable, "-m", "client.cli", "train", "--once"], env
 
 
@@ -176,9 +187,14 @@ def test_a_killed_round_leaves_nothing_and_the_next_trains_on_the_same_pairs(
     client.delete(keys.TRAINER_LOCK)  # its lease would run out; a test need not wait for it
 
     # No policy can pass this gate: it must say why. The supervised stage, with best-of-n, and DPO run too.
-    strict = {**env, "CHATLOOP_GATE__MIN_REWARD_GAIN": "1000", "CHATLOOP_PPO__SFT_EPOCHS": "1",
-              "CHATLOOP_PPO__DPO_EPOCHS": "1", "CHATLOOP_PPO__BEST_OF": "2",
-              "CHATLOOP_PPO__BEST_OF_PROMPTS": "3"}  # fmt: skip
+    strict = {
+        **env,
+        "CHATLOOP_GATE__MIN_REWARD_GAIN": "1000",
+        "CHATLOOP_PPO__SFT_EPOCHS": "1",
+        "CHATLOOP_PPO__DPO_EPOCHS": "1",
+        "CHATLOOP_PPO__BEST_OF": "2",
+        "CHATLOOP_PPO__BEST_OF_PROMPTS": "3",
+    }
     done = subprocess.run(command, cwd=REPO, env=strict, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     (version,) = Registry(client).all()

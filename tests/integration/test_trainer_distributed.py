@@ -35,10 +35,18 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, model_path: Path) -> Pa
     folder = tmp_path_factory.mktemp("tiny-llama")
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=512, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
-    )  # fmt: skip
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -49,10 +57,23 @@ def launch(module_and_args: list[str], env: dict[str, str]) -> subprocess.Comple
     """``accelerate launch`` of two processes on the CPU: ``--multi_gpu`` is its launcher for several processes on
     one machine (``--cpu`` starts one, or needs MPI); without a visible GPU the trainer joins them with gloo."""
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(PROCESSES),
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--main_process_port", str(free_port()), "-m", *module_and_args,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        str(PROCESSES),
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(free_port()),
+        "-m",
+        *module_and_args,
+    ]
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     return done
@@ -89,8 +110,14 @@ def test_processes_learn_from_different_data_and_stay_identical(tiny_model: Path
 
 def test_train_once_under_accelerate_launch(redis_server: RedisHandle, tiny_model: Path, tmp_path: Path) -> None:
     pair_ids = seed_pairs(redis_server, 6)
-    env = {**cpu_env(tmp_path), **SMALL, "REDIS_URL": redis_server.url, "CHATLOOP_DATA_DIR": str(tmp_path),
-           "CHATLOOP_MODEL": str(tiny_model), "CHATLOOP_PPO__SFT_EPOCHS": "1"}  # fmt: skip
+    env = {
+        **cpu_env(tmp_path),
+        **SMALL,
+        "REDIS_URL": redis_server.url,
+        "CHATLOOP_DATA_DIR": str(tmp_path),
+        "CHATLOOP_MODEL": str(tiny_model),
+        "CHATLOOP_PPO__SFT_EPOCHS": "1",
+    }
     done = launch(["client.cli", "train", "--once"], env)
 
     client = redis_server.client()

@@ -132,9 +132,12 @@ def stream_forever(cluster: Cluster, worker: int, stop: threading.Event, samples
         turn += 1
         try:
             stream = client.chat.completions.create(
-                model="chatloop", messages=[{"role": "user", "content": f"Tell me a fact, number {turn}."}],
-                max_tokens=24, stream=True, user=sample.user,
-            )  # fmt: skip
+                model="chatloop",
+                messages=[{"role": "user", "content": f"Tell me a fact, number {turn}."}],
+                max_tokens=24,
+                stream=True,
+                user=sample.user,
+            )
             for chunk in stream:
                 sample.completion_id, sample.version = chunk.id, chunk.system_fingerprint
         except Exception as exc:  # every failure counts, whatever its kind
@@ -153,10 +156,15 @@ def settle(samples: list[Sample], since: float, timeout_s: float = 120) -> None:
 def test_swaps_and_canaries_under_load_fail_nothing_and_route_as_told(cluster: Cluster, versions: list[str]) -> None:
     v1, v2 = versions
     steps = [
-        (f"/versions/{v1}/promote", {"canary_percent": 50}), (f"/versions/{v1}/promote", None),
-        (f"/versions/{v2}/promote", {"canary_percent": 50}), ("/rollback", None), ("/rollback", None),
-        (f"/versions/{v2}/promote", None), (f"/versions/{v1}/promote", None), ("/rollback", None),
-    ]  # fmt: skip
+        (f"/versions/{v1}/promote", {"canary_percent": 50}),
+        (f"/versions/{v1}/promote", None),
+        (f"/versions/{v2}/promote", {"canary_percent": 50}),
+        ("/rollback", None),
+        ("/rollback", None),
+        (f"/versions/{v2}/promote", None),
+        (f"/versions/{v1}/promote", None),
+        ("/rollback", None),
+    ]
     samples: list[Sample] = []
     stop = threading.Event()
     workers = [threading.Thread(target=stream_forever, args=(cluster, i, stop, samples)) for i in range(CLIENTS)]
@@ -298,8 +306,13 @@ def test_policy_cli_lists_and_promotes(cluster: Cluster, versions: list[str]) ->
     v1, v2 = versions
     command = [sys.executable, "-m", "client.cli", "policy"]
     common = ["--url", cluster.urls[0], "--key", LOCAL_ADMIN_KEY]
-    promoted = subprocess.run([*command, "promote", v1, *common, "--reason", "cli test"], cwd=REPO,
-                              capture_output=True, text=True, timeout=120)  # fmt: skip
+    promoted = subprocess.run(
+        [*command, "promote", v1, *common, "--reason", "cli test"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert promoted.returncode == 0, promoted.stderr
     assert promoted.stdout.strip() == f"routing: active {v1}"
     listed = subprocess.run([*command, "list", *common], cwd=REPO, capture_output=True, text=True, timeout=60)

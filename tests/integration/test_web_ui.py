@@ -157,10 +157,20 @@ def test_script_in_an_answer_does_not_run(browser: Browser, server: ServerHandle
         "Here you go:\n\n<script>window.__xss = 'script'</script>\n\n<img src=x onerror=\"window.__xss = 'img'\">\n\n"
         "[click](javascript:window.__xss='link')"
     )
-    conversation = {"id": "c-xss", "title": "xss", "messages": [
-        {"role": "user", "content": "<b>hi</b><script>window.__xss = 'user'</script>"},
-        {"role": "assistant", "content": hostile, "completionId": "chatcmpl-x", "choiceIndex": 0, "version": "base"},
-    ]}  # fmt: skip
+    conversation = {
+        "id": "c-xss",
+        "title": "xss",
+        "messages": [
+            {"role": "user", "content": "<b>hi</b><script>window.__xss = 'user'</script>"},
+            {
+                "role": "assistant",
+                "content": hostile,
+                "completionId": "chatcmpl-x",
+                "choiceIndex": 0,
+                "version": "base",
+            },
+        ],
+    }
     page = open_page(browser, server, DESKTOP, {"conversations": [conversation], "active": "c-xss"})
     expect(page.locator(".message.assistant .bubble")).to_contain_text("Here you go")
     page.locator(".message.assistant a").first.click()
@@ -174,10 +184,14 @@ def test_script_in_an_answer_does_not_run(browser: Browser, server: ServerHandle
 
 def test_phone_width_has_no_horizontal_scroll(browser: Browser, server: ServerHandle) -> None:
     wide = "```\n" + "x" * 400 + "\n```\n\n" + "averyveryverylongword" * 20
-    conversation = {"id": "c-wide", "title": "wide", "messages": [
-        {"role": "user", "content": "y" * 300},
-        {"role": "assistant", "content": wide, "completionId": "chatcmpl-w", "choiceIndex": 0, "version": "base"},
-    ]}  # fmt: skip
+    conversation = {
+        "id": "c-wide",
+        "title": "wide",
+        "messages": [
+            {"role": "user", "content": "y" * 300},
+            {"role": "assistant", "content": wide, "completionId": "chatcmpl-w", "choiceIndex": 0, "version": "base"},
+        ],
+    }
     page = open_page(browser, server, PHONE, {"conversations": [conversation], "active": "c-wide"})
     expect(page.locator(".message.assistant pre")).to_be_visible()
     overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")

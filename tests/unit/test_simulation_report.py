@@ -5,8 +5,9 @@ from client.simulation.users import Turn
 
 
 def turn(at: float, version: str, satisfied: bool, regeneration: bool = False) -> Turn:
-    return Turn(at=at, user="u", version=version, score=float(satisfied), satisfied=satisfied,
-                regeneration=regeneration)  # fmt: skip
+    return Turn(
+        at=at, user="u", version=version, score=float(satisfied), satisfied=satisfied, regeneration=regeneration
+    )
 
 
 def test_rise_is_measured_on_the_last_full_window_and_first_answers_only() -> None:

@@ -32,8 +32,10 @@ def reader_spin_seconds(results: multiprocessing.Queue) -> None:
     results.put((reader.busy_loop_s, writer.busy_loop_s, waited_ms))
 
 
-@pytest.mark.parametrize(("process", "reader_spins"), [("EngineCore", False), ("EngineCore_DP0", False),
-                                                       ("VllmWorker-0", True), ("MainProcess", True)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("process", "reader_spins"),
+    [("EngineCore", False), ("EngineCore_DP0", False), ("VllmWorker-0", True), ("MainProcess", True)],
+)
 def test_only_the_scheduler_process_waits_without_spinning_and_rechecks_soon(process: str, reader_spins: bool) -> None:
     spawn = multiprocessing.get_context("spawn")
     results = spawn.Queue()
