@@ -83,7 +83,7 @@ class CompletionRecord(BaseModel):
         return conversation_id(self.user_id, self.conversation)
 
 
-class CompletionStore:
+class CompletionRecords:
     def __init__(self, client: aioredis.Redis, retention_s: float):
         self.client = client
         self.retention_s = retention_s

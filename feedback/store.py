@@ -25,7 +25,7 @@ from core.config import Settings
 from core.errors import ApiError
 from feedback.commit import REVISION, Commands, ConditionalCommit
 from feedback.pairs import Pair, PairAnswer
-from feedback.records import CompletionRecord, CompletionStore, user_id
+from feedback.records import CompletionRecord, CompletionRecords, user_id
 from feedback.rules import (
     ConversationState,
     PairDraft,
@@ -82,7 +82,7 @@ def _not_found(completion_id: str) -> ApiError:
 
 
 class FeedbackStore:
-    def __init__(self, client: aioredis.Redis, records: CompletionStore, settings: Settings):
+    def __init__(self, client: aioredis.Redis, records: CompletionRecords, settings: Settings):
         self.client = client
         self.records = records
         self.settings = settings

@@ -24,18 +24,19 @@ from vllm.utils.gc_utils import freeze_gc_heap
 
 from core.config import Settings
 from core.local_redis import LocalRedis, start_local_redis
-from feedback.records import CompletionStore
+from feedback.records import CompletionRecords
 from feedback.stats import snapshot_counters
 from feedback.store import FeedbackStore
-from server import health_api, models_api
-from server.admin import api_router as admin_api
-from server.admin.serving import AdminService
-from server.chat import api_router as chat_api
-from server.chat.serving import ChatService
+from server.admin_api import api_router as admin_api
+from server.admin_api.serving import AdminService
+from server.chat_api import api_router as chat_api
+from server.chat_api.serving import ChatService
 from server.engine import build_engine, keep_off_engine_cores
 from server.errors import install_error_handlers
-from server.feedback import api_router as feedback_api
+from server.feedback_api import api_router as feedback_api
+from server.health_api import api_router as health_api
 from server.metrics import MetricsMiddleware
+from server.models_api import api_router as models_api
 from server.versions import autopilot
 from server.versions.loaded import LoadedVersions
 from server.versions.manager import VersionManager
@@ -96,7 +97,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     timeouts = {"socket_timeout": REDIS_TIMEOUT_S, "socket_connect_timeout": REDIS_TIMEOUT_S}
     client = aioredis.from_url(redis_url, **timeouts)
     registry_client = redis.Redis.from_url(redis_url, **timeouts)  # the registry's transactions run in threads
-    records = CompletionStore(client, retention_s=settings.record_retention_days * 86400)
+    records = CompletionRecords(client, retention_s=settings.record_retention_days * 86400)
     app.state.feedback = FeedbackStore(client, records, settings)
     app.state.admin = AdminService(registry_client, client, lambda: app.state.versions)
     period = settings.rollout.reconcile_seconds

@@ -13,7 +13,7 @@ from core import keys
 from core.config import Settings
 from feedback.commit import REVISION, Commands, ConditionalCommit
 from feedback.pairs import read_all
-from feedback.records import CompletionRecord, CompletionStore, RecordedChoice, RecordedMessage
+from feedback.records import CompletionRecord, CompletionRecords, RecordedChoice, RecordedMessage
 from feedback.store import FeedbackStore
 from tests.conftest import RedisHandle
 
@@ -53,7 +53,7 @@ def test_racing_ratings_count_once_and_pair_once(redis_server: RedisHandle) -> N
     async def race() -> None:
         client = aioredis.from_url(redis_server.url)
         settings = Settings(_env_file=None, feedback_per_minute=100)
-        records = CompletionStore(client, retention_s=3600)
+        records = CompletionRecords(client, retention_s=3600)
         await records.save(record)
         store = FeedbackStore(client, records, settings)
         ratings = [(i % 2, ("up", "down")[i % 2]) for i in range(8)]

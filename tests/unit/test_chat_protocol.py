@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from server.chat.protocol import ChatCompletionRequest, ChatMessage
+from server.chat_api.protocol import ChatCompletionRequest, ChatMessage
 
 BASE = {"model": "chatloop", "messages": [{"role": "user", "content": "hi"}]}
 

@@ -38,7 +38,7 @@ from feedback.records import (
 from feedback.store import FeedbackStore
 from server import metrics
 from server.auth import Caller
-from server.chat.protocol import (
+from server.chat_api.protocol import (
     AssistantMessage,
     ChatCompletion,
     ChatCompletionChunk,
@@ -183,7 +183,7 @@ class ChatService:
         self.settings = settings
         self.feedback = feedback
         self.versions = versions
-        self.store = feedback.records
+        self.records = feedback.records
         self.tokenizer = engine.get_tokenizer()
         self._background: set[asyncio.Task[None]] = set()
         self._in_flight: set[PreparedChat] = set()
@@ -304,7 +304,7 @@ class ChatService:
                     metadata.get("regenerate_choice"),
                     conversation_id(chat.owner, recorded_conversation(chat.request)),
                 )
-            await self.store.mark_in_flight(chat.completion_id, chat.owner, IN_FLIGHT_TTL_S)
+            await self.records.mark_in_flight(chat.completion_id, chat.owner, IN_FLIGHT_TTL_S)
         except RedisError:
             log.warning("redis unavailable before generation", extra={"completion_id": chat.completion_id})
 
@@ -419,7 +419,7 @@ class ChatService:
             return
         try:
             record = self._build_record(chat, acc, status)
-            await self.store.save(record)
+            await self.records.save(record)
             if chat.replaces_version is not None and status == "complete":
                 await self.feedback.link_regeneration(record, chat.replaces_version)
         except Exception:

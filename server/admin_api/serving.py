@@ -15,7 +15,7 @@ from core.errors import ApiError
 from core.policy import BASE_VERSION
 from core.registry import Registry
 from core.routing import Routing, Transition, promote, retire, rollback
-from server.admin.protocol import RoutingView, VersionList, VersionView
+from server.admin_api.protocol import RoutingView, VersionList, VersionView
 from server.auth import Caller
 from server.versions.manager import VersionManager
 

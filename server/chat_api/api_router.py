@@ -11,8 +11,8 @@ from sse_starlette import EventSourceResponse
 
 from core.errors import ApiError
 from server.auth import Caller, require_user
-from server.chat.protocol import ChatCompletion, ChatCompletionRequest
-from server.chat.serving import ChatService
+from server.chat_api.protocol import ChatCompletion, ChatCompletionRequest
+from server.chat_api.serving import ChatService
 
 router = APIRouter()
 

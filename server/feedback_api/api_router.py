@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from feedback.stats import VersionStats, read_counters, version_stats
 from feedback.store import FeedbackStore
 from server.auth import Caller, require_admin, require_user
-from server.feedback.protocol import ComparisonRequest, FeedbackResponse, RatingRequest
+from server.feedback_api.protocol import ComparisonRequest, FeedbackResponse, RatingRequest
 
 router = APIRouter()
 

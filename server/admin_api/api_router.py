@@ -9,8 +9,8 @@ from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import FileResponse
 
 from feedback.stats import read_history
-from server.admin.protocol import ChangeRequest, PromoteRequest, RoutingView, VersionList, VersionView
-from server.admin.serving import AdminService
+from server.admin_api.protocol import ChangeRequest, PromoteRequest, RoutingView, VersionList, VersionView
+from server.admin_api.serving import AdminService
 from server.auth import Caller, require_admin
 
 router = APIRouter(prefix="/v1/admin")
