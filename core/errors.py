@@ -1,25 +1,39 @@
-"""The one exception type for errors meant for a client, raised anywhere below a route (server or feedback).
+"""What can go wrong in the domain, said in its own terms: an answer or version that is not there, a change the
+current state forbids, a caller going too fast, a value that makes no sense.
 
-The server renders it in OpenAI's error shape (``server/errors.py``); it lives here so that ``feedback`` can raise
-it without importing FastAPI.
+Pure logic (``core``, ``feedback``) raises these and knows nothing of HTTP; the server maps each kind to its
+status in one table (``server/errors.py``). ``param`` names the request field at fault and ``code`` is the
+machine-readable reason, both passed on to the client as they are.
 """
 
 from __future__ import annotations
 
 
-class ApiError(Exception):
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        param: str | None = None,
-        code: str | None = None,
-        headers: dict[str, str] | None = None,
-    ):
+class ChatloopError(Exception):
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
         super().__init__(message)
-        self.status = status
         self.message = message
         self.param = param
         self.code = code
-        self.headers = headers or {}
+
+
+class NotFound(ChatloopError):
+    """No such thing, or one that belongs to someone else: the two are told apart to no one."""
+
+
+class Conflict(ChatloopError):
+    """The thing exists, but its state forbids the change (a transition the routing rules refuse)."""
+
+
+class InProgress(ChatloopError):
+    """The answer is still being generated; the same request will succeed once it has finished."""
+
+
+class RateLimited(ChatloopError):
+    def __init__(self, message: str, *, retry_after_s: int, code: str | None = None):
+        super().__init__(message, code=code)
+        self.retry_after_s = retry_after_s
+
+
+class InvalidInput(ChatloopError):
+    """A value the caller sent cannot be used; ``param`` says which."""

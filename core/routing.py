@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, Field
 
-from core.errors import ApiError
+from core.errors import Conflict, NotFound
 from core.policy import BASE_VERSION
 
 MAX_HISTORY = 16
@@ -56,8 +56,12 @@ class Transition:
     states: dict[str, str] = field(default_factory=dict)
 
 
-def _conflict(message: str) -> ApiError:
-    return ApiError(409, message, code="invalid_state")
+def _conflict(message: str) -> Conflict:
+    return Conflict(message, code="invalid_state")
+
+
+def _not_found(version: str) -> NotFound:
+    return NotFound(f"No policy version '{version}'.", param="version", code="version_not_found")
 
 
 def _next(routing: Routing, **changes: object) -> Routing:
@@ -71,7 +75,7 @@ def promote(routing: Routing, states: dict[str, str], version: str, canary_perce
     history. ``base`` (the model with no adapter) can always be made active again; it is never a canary.
     """
     if version != BASE_VERSION and version not in states:
-        raise ApiError(404, f"No policy version '{version}'.", param="version", code="version_not_found")
+        raise _not_found(version)
     if version != BASE_VERSION and states[version] not in PROMOTABLE:
         raise _conflict(f"Version '{version}' is {states[version]} and cannot be promoted.")
     if version == routing.active:
@@ -108,7 +112,7 @@ def rollback(routing: Routing) -> Transition:
 def retire(routing: Routing, states: dict[str, str], version: str) -> Transition:
     """Take a version out of service; the active version must be replaced first (promote or roll back)."""
     if version not in states:
-        raise ApiError(404, f"No policy version '{version}'.", param="version", code="version_not_found")
+        raise _not_found(version)
     if version == routing.active:
         raise _conflict(f"Version '{version}' is active: promote another version or roll back first.")
     if states[version] in ("retired", "rejected") and version not in routing.history:

@@ -22,7 +22,7 @@ from redis.asyncio.client import Pipeline
 
 from core import keys
 from core.config import Settings
-from core.errors import ApiError
+from core.errors import InProgress, InvalidInput, NotFound, RateLimited
 from feedback.commit import REVISION, Commands, ConditionalCommit
 from feedback.pairs import Pair, PairAnswer
 from feedback.records import CompletionRecord, CompletionRecords, user_id
@@ -75,9 +75,9 @@ def state_from_hash(raw: dict[bytes, bytes]) -> ConversationState:
     return state
 
 
-def _not_found(completion_id: str) -> ApiError:
-    return ApiError(
-        404, f"No completion found with id '{completion_id}'.", param="completion_id", code="completion_not_found"
+def _not_found(completion_id: str) -> NotFound:
+    return NotFound(
+        f"No completion found with id '{completion_id}'.", param="completion_id", code="completion_not_found"
     )
 
 
@@ -95,8 +95,8 @@ class FeedbackStore:
     async def owned_records(
         self, key_id: str, user: str | None, completion_ids: list[str], *, gesture: bool
     ) -> list[CompletionRecord]:
-        """The records, if this key and user received them; a 404 otherwise, which says nothing of whether one
-        exists for someone else. An answer still streaming is a 409 (for its owner only). A ``gesture`` also counts
+        """The records, if this key and user received them; NotFound otherwise, which says nothing of whether one
+        exists for someone else. An answer still streaming is InProgress (for its owner only). A ``gesture`` also counts
         against the user's rate limit, in the same round trip to Redis as the records, whatever the ids."""
         uid = user_id(key_id, user)
         rate_key = keys.rate_limit_key(uid, int(time.time() // RATE_WINDOW_S))
@@ -120,8 +120,7 @@ class FeedbackStore:
         if raw is None:
             owner = await self.client.get(keys.in_flight_key(completion_id))
             if owner is not None and owner.decode() == uid:
-                raise ApiError(
-                    409,
+                raise InProgress(
                     "This completion is still being generated; rate it once it has finished.",
                     param="completion_id",
                     code="completion_in_progress",
@@ -135,8 +134,7 @@ class FeedbackStore:
     @staticmethod
     def check_choice(record: CompletionRecord, choice_index: int, param: str) -> str:
         if not 0 <= choice_index < len(record.choices):
-            raise ApiError(
-                400,
+            raise InvalidInput(
                 f"choice_index {choice_index} is out of range: completion {record.id} has "
                 f"{len(record.choices)} choice(s).",
                 param=param,
@@ -147,11 +145,10 @@ class FeedbackStore:
         """A fixed one-minute window per user: cheap (one INCR), and the limit is per person, not per key."""
         if count > self.settings.feedback_per_minute:
             retry = RATE_WINDOW_S - int(time.time()) % RATE_WINDOW_S
-            raise ApiError(
-                429,
+            raise RateLimited(
                 f"Too much feedback: at most {self.settings.feedback_per_minute} per minute. Retry in {retry} s.",
+                retry_after_s=retry,
                 code="rate_limit_exceeded",
-                headers={"Retry-After": str(retry)},
             )
 
     # ---- gestures ---------------------------------------------------------------------------------------
@@ -192,10 +189,9 @@ class FeedbackStore:
         chosen_ref = self.check_choice(chosen_record, chosen[1], "chosen.choice_index")
         rejected_ref = self.check_choice(rejected_record, rejected[1], "rejected.choice_index")
         if chosen_ref == rejected_ref:
-            raise ApiError(400, "chosen and rejected are the same answer.", param="rejected")
+            raise InvalidInput("chosen and rejected are the same answer.", param="rejected")
         if chosen_record.conversation_id != rejected_record.conversation_id:
-            raise ApiError(
-                400,
+            raise InvalidInput(
                 "chosen and rejected answer different conversations; only answers to the same messages "
                 "can be compared.",
                 param="rejected",
@@ -221,8 +217,7 @@ class FeedbackStore:
         index = self._regenerated_choice(choice)
         self.check_choice(record, index, "metadata.regenerate_choice")
         if record.conversation_id != conversation_id:
-            raise ApiError(
-                400,
+            raise InvalidInput(
                 f"A regeneration must repeat the messages of the completion it replaces ({replaced}).",
                 param="messages",
                 code="different_conversations",
@@ -234,9 +229,7 @@ class FeedbackStore:
         if choice is None:
             return 0
         if not choice.isdigit():
-            raise ApiError(
-                400, "metadata.regenerate_choice must be a choice index.", param="metadata.regenerate_choice"
-            )
+            raise InvalidInput("metadata.regenerate_choice must be a choice index.", param="metadata.regenerate_choice")
         return int(choice)
 
     async def link_regeneration(self, record: CompletionRecord, replaced_version: str) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from core.config import Settings
-from core.errors import ApiError
+from server.errors import ApiError
 
 
 @dataclass(frozen=True)

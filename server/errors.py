@@ -1,8 +1,11 @@
 """Every error leaves the server in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``.
 
 Clients built on the OpenAI SDK turn that shape into typed exceptions (``BadRequestError`` and friends) with a
-readable message; a bare string or a FastAPI ``{"detail": ...}`` would surface as an opaque failure. Unexpected
-exceptions are logged with their traceback here and answered with a generic 500 that reveals nothing inside.
+readable message; a bare string or a FastAPI ``{"detail": ...}`` would surface as an opaque failure. The domain's
+exceptions (``core/errors.py``) get their HTTP status here and nowhere else (``DOMAIN_STATUSES``), as vLLM maps its
+error types; the server's own HTTP-level refusals (a wrong key, a model still loading) raise ``ApiError`` with
+their status. Unexpected exceptions are logged with their traceback here and answered with a generic 500 that
+reveals nothing inside.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from core.errors import ApiError
+from core.errors import ChatloopError, Conflict, InProgress, InvalidInput, NotFound, RateLimited
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +34,34 @@ ERROR_TYPES = {
     429: "rate_limit_error",
     503: "service_unavailable",
 }
+
+DOMAIN_STATUSES: dict[type[ChatloopError], int] = {
+    InvalidInput: 400,
+    NotFound: 404,
+    Conflict: 409,
+    InProgress: 409,
+    RateLimited: 429,
+}
+
+
+class ApiError(Exception):
+    """A refusal that is HTTP's own business, raised by the server's routes and their dependencies."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.code = code
+        self.headers = headers or {}
 
 
 def error_response(
@@ -54,6 +85,12 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def domain_error_response(exc: ChatloopError) -> JSONResponse:
+    status = next(status for kind, status in DOMAIN_STATUSES.items() if isinstance(exc, kind))
+    headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, RateLimited) else None
+    return error_response(status, exc.message, param=exc.param, code=exc.code, headers=headers)
+
+
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     """The first problem, phrased for a person, and the request field it concerns."""
     first = exc.errors()[0]
@@ -73,6 +110,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return error_response(exc.status, exc.message, param=exc.param, code=exc.code, headers=exc.headers)
+
+    @app.exception_handler(ChatloopError)
+    async def _domain_error(_: Request, exc: ChatloopError) -> JSONResponse:
+        return domain_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -11,7 +11,7 @@ import redis
 import redis.asyncio as aioredis
 
 from core import keys
-from core.errors import ApiError
+from core.errors import NotFound
 from core.policy import BASE_VERSION
 from core.registry import Registry
 from core.routing import Routing, Transition, promote, retire, rollback
@@ -49,7 +49,7 @@ class AdminService:
         listing = await self.list()
         found = next((v for v in listing.data if v.id == version_id), None)
         if found is None:
-            raise ApiError(404, f"No policy version '{version_id}'.", code="version_not_found")
+            raise NotFound(f"No policy version '{version_id}'.", code="version_not_found")
         return found
 
     async def _load_errors(self) -> dict[str, dict]:

@@ -9,10 +9,10 @@ from typing import TypeVar
 from fastapi import APIRouter, Depends, Request, Response
 from sse_starlette import EventSourceResponse
 
-from core.errors import ApiError
 from server.auth import Caller, require_user
 from server.chat_api.protocol import ChatCompletion, ChatCompletionRequest
 from server.chat_api.serving import ChatService
+from server.errors import ApiError
 
 router = APIRouter()
 

@@ -25,7 +25,6 @@ from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 from vllm.v1.engine.async_llm import AsyncLLM
 
 from core.config import Settings
-from core.errors import ApiError
 from core.policy import split_model_name
 from feedback.records import (
     CompletionRecord,
@@ -51,6 +50,7 @@ from server.chat_api.protocol import (
     TopLogprob,
     Usage,
 )
+from server.errors import ApiError
 from server.versions.manager import VersionManager
 
 log = logging.getLogger(__name__)

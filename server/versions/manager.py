@@ -23,9 +23,9 @@ from vllm.lora.request import LoRARequest
 
 from core import keys
 from core.config import Settings
-from core.errors import ApiError
 from core.policy import BASE_VERSION, version_order
 from core.routing import Routing, routed_version
+from server.errors import ApiError
 from server.versions.loaded import LoadedVersions
 from server.versions.weights import BrokenVersion
 
