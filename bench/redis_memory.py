@@ -110,7 +110,7 @@ def measure(client: redis.Redis, count: int, write: Callable[[redis.client.Pipel
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=20_000, help="items of each kind")
-    parser.add_argument("--answer-chars", type=int, default=640, help="one answer (about 106 words, FACTS.md)")
+    parser.add_argument("--answer-chars", type=int, default=640, help="the model's mean answer, about 106 words")
     parser.add_argument("--prompt-chars", type=int, default=200, help="the user's message")
     parser.add_argument("--out", type=Path, help="results folder (default: bench/results/redis-memory-<time>)")
     args = parser.parse_args()

@@ -8,7 +8,7 @@ the supervised stage then imitates these beside the answers users chose.
 Why a round needs it: a pair forms only where a user's two answers differ, so the chosen answers teach a
 preference only on the prompts where the policy already shows it now and then. For ``bulleted`` that is about a
 quarter of the prompts, and after imitation the versions listed on 70% of those but on 12% of the others
-(docs/benchmarks.md, issue 7). Sampling several answers to prompts users really asked finds the preferred form
+(docs/benchmarks.md, "Closed loop"). Sampling several answers to prompts users really asked finds the preferred form
 where the policy shows it rarely, and the reward model, which generalises from the pairs, picks it out; the
 next round samples from a policy that shows it more often.
 

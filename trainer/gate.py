@@ -11,7 +11,7 @@ The reward test is paired and allows for noise. With ``d_i`` the candidate's rew
 
 A shortfall within the evaluation's own noise is no evidence that the candidate is worse. Requiring a strict gain
 on a handful of sampled answers rejected most rounds of a sparse preference (a list in one answer of ten) by
-margins far inside that noise, and each rejection threw the round's training away (docs/benchmarks.md, issue 7).
+margins far inside that noise, and each rejection threw the round's training away (docs/benchmarks.md, "Closed loop").
 A canary's live test (server/versions/autopilot.py) still rolls back a version that users find worse.
 """
 

@@ -1,7 +1,7 @@
 """PPO on the policy's LoRA adapter, against a reward model, with a KL penalty to the base model.
 
 Written here because no maintained library ships a PPO trainer for language models that runs on a CPU (TRL removed
-its ``PPOTrainer``; see FACTS.md). The losses are in ``trainer/losses.py``. The reference policy is the base model
+its ``PPOTrainer``: 1.16 has none). The losses are in ``trainer/losses.py``. The reference policy is the base model
 itself: the same weights with the adapter switched off, so no second copy is held. The value head is a linear
 layer on the policy's last hidden state, trained with the adapter and dropped after the round.
 

@@ -3,7 +3,7 @@
 
 InstructGPT's first stage, done online: next-token cross-entropy on the chosen answer of each pair, the prompt's
 tokens excluded from the loss. Off by default since 2026-12-03: the preference stage (``trainer/dpo.py``) learns
-from both answers of a pair and taught the closed loop's users' preferences faster (docs/benchmarks.md, issue 7).
+from both answers of a pair and taught the closed loop's users' preferences faster (docs/benchmarks.md, "Closed loop").
 ``CHATLOOP_PPO__SFT_EPOCHS=1`` turns it on, before the preference stage.
 """
 
