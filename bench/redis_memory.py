@@ -61,7 +61,7 @@ def completion(args: argparse.Namespace) -> CompletionRecord:
 
 
 def pair(args: argparse.Namespace) -> Pair:
-    """A comparison of two answers to one prompt, as feedback/store.py emits it."""
+    """A comparison of two answers to one prompt, as feedback/gestures.py emits it."""
 
     def answer(version: str) -> PairAnswer:
         return PairAnswer(
@@ -83,7 +83,7 @@ def pair(args: argparse.Namespace) -> Pair:
 
 
 def event() -> dict:
-    """A comparison gesture as the event stream holds it (feedback/store.py: _append_event)."""
+    """A comparison gesture as the event stream holds it (feedback/gestures.py: _append_event)."""
     return {
         "id": f"evt-{uuid.uuid4().hex}",
         "created": time.time(),

@@ -24,9 +24,10 @@ from vllm.utils.gc_utils import freeze_gc_heap
 
 from core.config import Settings
 from core.local_redis import LocalRedis, start_local_redis
+from feedback.access import AnswerAccess
+from feedback.gestures import Gestures
 from feedback.records import CompletionRecords
 from feedback.stats import snapshot_counters
-from feedback.store import FeedbackStore
 from server.admin_api import api_router as admin_api
 from server.admin_api.serving import AdminService
 from server.chat_api import api_router as chat_api
@@ -55,7 +56,7 @@ async def _load_engine(app: FastAPI, settings: Settings, client: aioredis.Redis)
         versions = VersionManager(LoadedVersions(app.state.engine, settings), client, settings)
         await _first_reconcile(versions)
         app.state.versions = versions
-        app.state.chat = ChatService(app.state.engine, settings, app.state.feedback, versions)
+        app.state.chat = ChatService(app.state.engine, settings, app.state.gestures, versions)
         # As vLLM's own server does: importing torch and vLLM leaves ~600,000 objects that a full collection
         # walks in 0.35 s, a pause for every request in flight; frozen, the collector never looks at them again.
         freeze_gc_heap()
@@ -98,7 +99,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     client = aioredis.from_url(redis_url, **timeouts)
     registry_client = redis.Redis.from_url(redis_url, **timeouts)  # the registry's transactions run in threads
     records = CompletionRecords(client, retention_s=settings.record_retention_days * 86400)
-    app.state.feedback = FeedbackStore(client, records, settings)
+    app.state.gestures = Gestures(client, records, AnswerAccess(client, settings), settings)
     app.state.admin = AdminService(registry_client, client, lambda: app.state.versions)
     period = settings.rollout.reconcile_seconds
     tasks = [

@@ -77,5 +77,5 @@ async def training_rounds(
 async def stats_history(
     request: Request, hours: float = Query(24.0, gt=0, le=24 * 7), _: Caller = Depends(require_admin)
 ) -> dict[str, object]:
-    snapshots = await read_history(request.app.state.feedback.client, since=time.time() - hours * 3600)
+    snapshots = await read_history(request.app.state.gestures.client, since=time.time() - hours * 3600)
     return {"object": "list", "data": snapshots}

@@ -26,6 +26,7 @@ from vllm.v1.engine.async_llm import AsyncLLM
 
 from core.config import Settings
 from core.policy import split_model_name
+from feedback.gestures import Gestures
 from feedback.records import (
     CompletionRecord,
     RecordedChoice,
@@ -34,7 +35,6 @@ from feedback.records import (
     conversation_id,
     user_id,
 )
-from feedback.store import FeedbackStore
 from server import metrics
 from server.auth import Caller
 from server.chat_api.protocol import (
@@ -178,12 +178,12 @@ def _structured_outputs(request: ChatCompletionRequest) -> StructuredOutputsPara
 
 
 class ChatService:
-    def __init__(self, engine: AsyncLLM, settings: Settings, feedback: FeedbackStore, versions: VersionManager):
+    def __init__(self, engine: AsyncLLM, settings: Settings, gestures: Gestures, versions: VersionManager):
         self.engine = engine
         self.settings = settings
-        self.feedback = feedback
+        self.gestures = gestures
         self.versions = versions
-        self.records = feedback.records
+        self.records = gestures.records
         self.tokenizer = engine.get_tokenizer()
         self._background: set[asyncio.Task[None]] = set()
         self._in_flight: set[PreparedChat] = set()
@@ -297,7 +297,7 @@ class ChatService:
         user = chat.request.user
         try:
             if "regenerate_of" in metadata:
-                chat.replaces_version = await self.feedback.check_regeneration(
+                chat.replaces_version = await self.gestures.check_regeneration(
                     chat.caller.key_id,
                     user,
                     metadata["regenerate_of"],
@@ -421,7 +421,7 @@ class ChatService:
             record = self._build_record(chat, acc, status)
             await self.records.save(record)
             if chat.replaces_version is not None and status == "complete":
-                await self.feedback.link_regeneration(record, chat.replaces_version)
+                await self.gestures.link_regeneration(record, chat.replaces_version)
         except Exception:
             metrics.RECORD_FAILURES.inc()
             log.warning("completion record not written", exc_info=True, extra={"completion_id": chat.completion_id})

@@ -8,16 +8,16 @@ from fastapi import APIRouter, Body, Depends, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
+from feedback.gestures import Gestures
 from feedback.stats import VersionStats, read_counters, version_stats
-from feedback.store import FeedbackStore
 from server.auth import Caller, require_admin, require_user
 from server.feedback_api.protocol import ComparisonRequest, FeedbackResponse, RatingRequest
 
 router = APIRouter()
 
 
-def feedback_store(request: Request) -> FeedbackStore:
-    return request.app.state.feedback
+def gestures(request: Request) -> Gestures:
+    return request.app.state.gestures
 
 
 def parse_gesture(payload: dict[str, Any]) -> RatingRequest | ComparisonRequest:
@@ -34,13 +34,12 @@ async def post_feedback(
     request: Request, payload: dict[str, Any] = Body(...), caller: Caller = Depends(require_user)
 ) -> FeedbackResponse:
     gesture = parse_gesture(payload)
-    store = feedback_store(request)
     if isinstance(gesture, RatingRequest):
-        outcome = await store.rate(
+        outcome = await gestures(request).rate(
             caller.key_id, gesture.user, gesture.completion_id, gesture.choice_index, gesture.rating, gesture.reason
         )
     else:
-        outcome = await store.compare(
+        outcome = await gestures(request).compare(
             caller.key_id,
             gesture.user,
             (gesture.chosen.completion_id, gesture.chosen.choice_index),
@@ -51,6 +50,6 @@ async def post_feedback(
 
 @router.get("/v1/feedback/stats")
 async def get_stats(request: Request, _: Caller = Depends(require_admin)) -> dict[str, object]:
-    counters = await read_counters(feedback_store(request).client)
+    counters = await read_counters(gestures(request).client)
     data: list[VersionStats] = [version_stats(version, counts) for version, counts in counters.items()]
     return {"object": "list", "data": data}

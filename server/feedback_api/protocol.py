@@ -10,8 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from feedback.gestures import Outcome
 from feedback.pairs import Pair
-from feedback.store import Outcome
 
 CompletionId = Field(min_length=1, max_length=128)
 UserField = Field(None, max_length=256, description="The `user` the completion was requested with, if any.")

@@ -11,10 +11,11 @@ import redis.asyncio as aioredis
 
 from core import keys
 from core.config import Settings
+from feedback.access import AnswerAccess
 from feedback.commit import REVISION, Commands, ConditionalCommit
+from feedback.gestures import Gestures
 from feedback.pairs import read_all
 from feedback.records import CompletionRecord, CompletionRecords, RecordedChoice, RecordedMessage
-from feedback.store import FeedbackStore
 from tests.conftest import RedisHandle
 
 pytestmark = pytest.mark.integration
@@ -55,9 +56,9 @@ def test_racing_ratings_count_once_and_pair_once(redis_server: RedisHandle) -> N
         settings = Settings(_env_file=None, feedback_per_minute=100)
         records = CompletionRecords(client, retention_s=3600)
         await records.save(record)
-        store = FeedbackStore(client, records, settings)
+        gestures = Gestures(client, records, AnswerAccess(client, settings), settings)
         ratings = [(i % 2, ("up", "down")[i % 2]) for i in range(8)]
-        await asyncio.gather(*(store.rate("key", "racer", record.id, i, r, None) for i, r in ratings))
+        await asyncio.gather(*(gestures.rate("key", "racer", record.id, i, r, None) for i, r in ratings))
         await client.aclose()
 
     asyncio.run(race())

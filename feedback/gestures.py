@@ -1,7 +1,9 @@
-"""Feedback in Redis: accept a gesture, update its conversation's state, emit pairs, count per policy version.
+"""Users' gestures in Redis: a rating, a comparison or a regeneration updates its conversation's state, emits the
+pairs it makes, and moves the counters of the policy versions concerned.
 
-Each gesture is one optimistic transaction: read the conversation's state and the user's pair quota, decide with
-the pure rules of ``feedback/rules.py``, then write through ``feedback/commit.py`` only if neither changed
+Who may make a gesture, and how many, is ``feedback/access.py``'s; this module decides what the gesture does. Each
+rating or comparison is one optimistic transaction: read the conversation's state and the user's pair quota, decide
+with the pure rules of ``feedback/rules.py``, then write through ``feedback/commit.py`` only if neither changed
 meanwhile (else decide again), so that two gestures on one conversation racing each other still see each other's
 ratings and never emit a pair twice. The write appends the event to the event stream, the new pairs to the pair
 stream, and moves the per-version counters, all or nothing.
@@ -22,10 +24,11 @@ from redis.asyncio.client import Pipeline
 
 from core import keys
 from core.config import Settings
-from core.errors import InProgress, InvalidInput, NotFound, RateLimited
+from core.errors import InvalidInput
+from feedback.access import AnswerAccess
 from feedback.commit import REVISION, Commands, ConditionalCommit
 from feedback.pairs import Pair, PairAnswer
-from feedback.records import CompletionRecord, CompletionRecords, user_id
+from feedback.records import CompletionRecord, CompletionRecords
 from feedback.rules import (
     ConversationState,
     PairDraft,
@@ -38,9 +41,6 @@ from feedback.rules import (
 from feedback.stats import count
 
 log = logging.getLogger(__name__)
-
-RATE_WINDOW_S = 60
-QUOTA_WINDOW_S = 3600
 
 
 @dataclass
@@ -75,81 +75,34 @@ def state_from_hash(raw: dict[bytes, bytes]) -> ConversationState:
     return state
 
 
-def _not_found(completion_id: str) -> NotFound:
-    return NotFound(
-        f"No completion found with id '{completion_id}'.", param="completion_id", code="completion_not_found"
-    )
+def _choice_ref(record: CompletionRecord, choice_index: int, param: str) -> str:
+    """The answer ``choice_index`` of ``record`` names, which must be one of its choices (``param`` says where the
+    caller gave the index)."""
+    if not 0 <= choice_index < len(record.choices):
+        raise InvalidInput(
+            f"choice_index {choice_index} is out of range: completion {record.id} has {len(record.choices)} choice(s).",
+            param=param,
+        )
+    return answer_ref(record.id, choice_index)
 
 
-class FeedbackStore:
-    def __init__(self, client: aioredis.Redis, records: CompletionRecords, settings: Settings):
+def _regenerated_choice(choice: str | None) -> int:
+    """The index a regeneration's ``metadata.regenerate_choice`` names (0 without one)."""
+    if choice is None:
+        return 0
+    if not choice.isdigit():
+        raise InvalidInput("metadata.regenerate_choice must be a choice index.", param="metadata.regenerate_choice")
+    return int(choice)
+
+
+class Gestures:
+    def __init__(self, client: aioredis.Redis, records: CompletionRecords, access: AnswerAccess, settings: Settings):
         self.client = client
         self.records = records
-        self.settings = settings
+        self.access = access
         self.record_ttl_s = int(settings.record_retention_days * 86400)
         self.event_retention_s = settings.event_retention_days * 86400
         self._commit_if_unchanged = ConditionalCommit(client)
-
-    # ---- checks -----------------------------------------------------------------------------------------
-
-    async def owned_records(
-        self, key_id: str, user: str | None, completion_ids: list[str], *, gesture: bool
-    ) -> list[CompletionRecord]:
-        """The records, if this key and user received them; NotFound otherwise, which says nothing of whether one
-        exists for someone else. An answer still streaming is InProgress (for its owner only). A ``gesture`` also counts
-        against the user's rate limit, in the same round trip to Redis as the records, whatever the ids."""
-        uid = user_id(key_id, user)
-        rate_key = keys.rate_limit_key(uid, int(time.time() // RATE_WINDOW_S))
-        pipe = self.client.pipeline(transaction=False)
-        for completion_id in completion_ids:
-            pipe.get(keys.completion_key(completion_id))
-        if gesture:
-            pipe.incr(rate_key)
-            pipe.expire(rate_key, RATE_WINDOW_S * 2)
-        replies = await pipe.execute()
-        if gesture:
-            self._check_rate(replies[len(completion_ids)])
-        return [
-            await self._owned(key_id, user, uid, completion_id, raw)
-            for completion_id, raw in zip(completion_ids, replies[: len(completion_ids)], strict=True)
-        ]
-
-    async def _owned(
-        self, key_id: str, user: str | None, uid: str, completion_id: str, raw: bytes | None
-    ) -> CompletionRecord:
-        if raw is None:
-            owner = await self.client.get(keys.in_flight_key(completion_id))
-            if owner is not None and owner.decode() == uid:
-                raise InProgress(
-                    "This completion is still being generated; rate it once it has finished.",
-                    param="completion_id",
-                    code="completion_in_progress",
-                )
-            raise _not_found(completion_id)
-        record = CompletionRecord.model_validate_json(raw)
-        if record.key_id != key_id or record.user != user:
-            raise _not_found(completion_id)
-        return record
-
-    @staticmethod
-    def check_choice(record: CompletionRecord, choice_index: int, param: str) -> str:
-        if not 0 <= choice_index < len(record.choices):
-            raise InvalidInput(
-                f"choice_index {choice_index} is out of range: completion {record.id} has "
-                f"{len(record.choices)} choice(s).",
-                param=param,
-            )
-        return answer_ref(record.id, choice_index)
-
-    def _check_rate(self, count: int) -> None:
-        """A fixed one-minute window per user: cheap (one INCR), and the limit is per person, not per key."""
-        if count > self.settings.feedback_per_minute:
-            retry = RATE_WINDOW_S - int(time.time()) % RATE_WINDOW_S
-            raise RateLimited(
-                f"Too much feedback: at most {self.settings.feedback_per_minute} per minute. Retry in {retry} s.",
-                retry_after_s=retry,
-                code="rate_limit_exceeded",
-            )
 
     # ---- gestures ---------------------------------------------------------------------------------------
 
@@ -162,8 +115,8 @@ class FeedbackStore:
         rating: Rating | None,
         reason: str | None,
     ) -> Outcome:
-        (record,) = await self.owned_records(key_id, user, [completion_id], gesture=True)
-        ref = self.check_choice(record, choice_index, "choice_index")
+        (record,) = await self.access.owned_records(key_id, user, [completion_id], gesture=True)
+        ref = _choice_ref(record, choice_index, "choice_index")
 
         def plan(state: ConversationState) -> Change:
             change = Change(drafts=pairs_after_rating(state, ref, rating))
@@ -185,9 +138,11 @@ class FeedbackStore:
     async def compare(
         self, key_id: str, user: str | None, chosen: tuple[str, int], rejected: tuple[str, int]
     ) -> Outcome:
-        chosen_record, rejected_record = await self.owned_records(key_id, user, [chosen[0], rejected[0]], gesture=True)
-        chosen_ref = self.check_choice(chosen_record, chosen[1], "chosen.choice_index")
-        rejected_ref = self.check_choice(rejected_record, rejected[1], "rejected.choice_index")
+        chosen_record, rejected_record = await self.access.owned_records(
+            key_id, user, [chosen[0], rejected[0]], gesture=True
+        )
+        chosen_ref = _choice_ref(chosen_record, chosen[1], "chosen.choice_index")
+        rejected_ref = _choice_ref(rejected_record, rejected[1], "rejected.choice_index")
         if chosen_ref == rejected_ref:
             raise InvalidInput("chosen and rejected are the same answer.", param="rejected")
         if chosen_record.conversation_id != rejected_record.conversation_id:
@@ -213,9 +168,9 @@ class FeedbackStore:
     ) -> str:
         """A regeneration must name an answer its caller received, to the same conversation. Returns the version
         that wrote the replaced answer, which ``link_regeneration`` counts the regeneration against."""
-        (record,) = await self.owned_records(key_id, user, [replaced], gesture=False)
-        index = self._regenerated_choice(choice)
-        self.check_choice(record, index, "metadata.regenerate_choice")
+        (record,) = await self.access.owned_records(key_id, user, [replaced], gesture=False)
+        index = _regenerated_choice(choice)
+        _choice_ref(record, index, "metadata.regenerate_choice")
         if record.conversation_id != conversation_id:
             raise InvalidInput(
                 f"A regeneration must repeat the messages of the completion it replaces ({replaced}).",
@@ -224,19 +179,11 @@ class FeedbackStore:
             )
         return record.version
 
-    @staticmethod
-    def _regenerated_choice(choice: str | None) -> int:
-        if choice is None:
-            return 0
-        if not choice.isdigit():
-            raise InvalidInput("metadata.regenerate_choice must be a choice index.", param="metadata.regenerate_choice")
-        return int(choice)
-
     async def link_regeneration(self, record: CompletionRecord, replaced_version: str) -> None:
         """Record that each choice of ``record`` replaces the answer its metadata names, which ``replaced_version``
         wrote (as ``check_regeneration`` found it)."""
         replaced_ref = answer_ref(
-            record.metadata["regenerate_of"], self._regenerated_choice(record.metadata.get("regenerate_choice"))
+            record.metadata["regenerate_of"], _regenerated_choice(record.metadata.get("regenerate_choice"))
         )
         conversation = keys.conversation_key(record.conversation_id)
         event = {"type": "regeneration", "answer": record.id, "replaces": replaced_ref}
@@ -262,14 +209,14 @@ class FeedbackStore:
         """Apply ``plan`` to ``record``'s conversation; ``known`` are other records already read, not read again.
         Decided from one read of the state and quota, written if neither changed meanwhile, else decided again."""
         conversation = keys.conversation_key(record.conversation_id)
-        quota = keys.pair_quota_key(record.user_id, int(time.time() // QUOTA_WINDOW_S))
+        quota = self.access.quota_key(record.user_id)
         while True:
             pipe = self.client.pipeline(transaction=False)
             pipe.hgetall(conversation)
             pipe.get(quota)
             raw_state, raw_quota = await pipe.execute()
             change = plan(state_from_hash(raw_state))
-            room = max(self.settings.pairs_per_hour - int(raw_quota or 0), 0)
+            room = self.access.quota_room(raw_quota)
             pairs = await self._pairs([record, *(known or [])], change.drafts[:room])
             commands = Commands()
             self._write(commands, conversation, quota, change, pairs)
@@ -293,8 +240,7 @@ class FeedbackStore:
         for version, counter, delta in change.counters:
             count(commands, version, counter, delta)
         if pairs:
-            commands.incrby(quota, len(pairs))
-            commands.expire(quota, QUOTA_WINDOW_S * 2)
+            self.access.spend_quota(commands, quota, len(pairs))
         for pair in pairs:
             commands.xadd(keys.PAIRS_STREAM, {"pair": pair.model_dump_json()}, minid=self._oldest_kept_ms())
 

@@ -1,0 +1,98 @@
+"""Who may give feedback on an answer, and how much: ownership, the per-minute gesture limit, the hourly pair quota.
+
+An answer belongs to the API key and ``user`` that received it; anyone else is told it does not exist, exactly as
+for an unknown id, so that ids cannot be probed. The gesture limit is counted in the same round trip to Redis as
+the records are read (each round trip costs the server more than Redis does: ``docs/benchmarks.md``). The pair
+quota is read and spent inside a gesture's optimistic transaction (``feedback/gestures.py``), which these methods
+only name and size.
+"""
+
+from __future__ import annotations
+
+import time
+
+import redis.asyncio as aioredis
+
+from core import keys
+from core.config import Settings
+from core.errors import InProgress, NotFound, RateLimited
+from feedback.commit import Commands
+from feedback.records import CompletionRecord, user_id
+
+RATE_WINDOW_S = 60
+QUOTA_WINDOW_S = 3600
+
+
+def _not_found(completion_id: str) -> NotFound:
+    return NotFound(
+        f"No completion found with id '{completion_id}'.", param="completion_id", code="completion_not_found"
+    )
+
+
+class AnswerAccess:
+    def __init__(self, client: aioredis.Redis, settings: Settings):
+        self.client = client
+        self.settings = settings
+
+    async def owned_records(
+        self, key_id: str, user: str | None, completion_ids: list[str], *, gesture: bool
+    ) -> list[CompletionRecord]:
+        """The records, if this key and user received them; NotFound otherwise, which says nothing of whether one
+        exists for someone else. An answer still streaming is InProgress (for its owner only). A ``gesture`` also
+        counts against the user's rate limit, in the same round trip to Redis as the records, whatever the ids."""
+        uid = user_id(key_id, user)
+        rate_key = keys.rate_limit_key(uid, int(time.time() // RATE_WINDOW_S))
+        pipe = self.client.pipeline(transaction=False)
+        for completion_id in completion_ids:
+            pipe.get(keys.completion_key(completion_id))
+        if gesture:
+            pipe.incr(rate_key)
+            pipe.expire(rate_key, RATE_WINDOW_S * 2)
+        replies = await pipe.execute()
+        if gesture:
+            self._check_rate(replies[len(completion_ids)])
+        return [
+            await self._owned(key_id, user, uid, completion_id, raw)
+            for completion_id, raw in zip(completion_ids, replies[: len(completion_ids)], strict=True)
+        ]
+
+    async def _owned(
+        self, key_id: str, user: str | None, uid: str, completion_id: str, raw: bytes | None
+    ) -> CompletionRecord:
+        if raw is None:
+            owner = await self.client.get(keys.in_flight_key(completion_id))
+            if owner is not None and owner.decode() == uid:
+                raise InProgress(
+                    "This completion is still being generated; rate it once it has finished.",
+                    param="completion_id",
+                    code="completion_in_progress",
+                )
+            raise _not_found(completion_id)
+        record = CompletionRecord.model_validate_json(raw)
+        if record.key_id != key_id or record.user != user:
+            raise _not_found(completion_id)
+        return record
+
+    def _check_rate(self, count: int) -> None:
+        """A fixed one-minute window per user: cheap (one INCR), and the limit is per person, not per key."""
+        if count > self.settings.feedback_per_minute:
+            retry = RATE_WINDOW_S - int(time.time()) % RATE_WINDOW_S
+            raise RateLimited(
+                f"Too much feedback: at most {self.settings.feedback_per_minute} per minute. Retry in {retry} s.",
+                retry_after_s=retry,
+                code="rate_limit_exceeded",
+            )
+
+    @staticmethod
+    def quota_key(user_id: str) -> str:
+        """The counter of the pairs ``user_id`` contributed this hour."""
+        return keys.pair_quota_key(user_id, int(time.time() // QUOTA_WINDOW_S))
+
+    def quota_room(self, used: bytes | None) -> int:
+        """How many more pairs the quota admits, given the counter's value as read (None: none used)."""
+        return max(self.settings.pairs_per_hour - int(used or 0), 0)
+
+    @staticmethod
+    def spend_quota(commands: Commands, quota: str, pairs: int) -> None:
+        commands.incrby(quota, pairs)
+        commands.expire(quota, QUOTA_WINDOW_S * 2)
