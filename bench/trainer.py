@@ -18,8 +18,9 @@ from report import default_out, figure_table, write_results
 
 from core.config import Settings
 from tests.factories import short_over_long_pair
-from trainer.ppo import PPOTrainer, load_policy
-from trainer.reward import load_tokenizer, train_reward_model
+from trainer.models import load_policy, load_tokenizer
+from trainer.ppo import PPOTrainer
+from trainer.reward import train_reward_model
 
 
 def peak_memory_mib() -> dict[str, float]:

@@ -10,13 +10,12 @@ from pathlib import Path
 import redis
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import AutoModelForCausalLM
 
 from core.policy import ADAPTER_DIRNAME
 from core.registry import Registry, Version
 from feedback.pairs import Pair, PairAnswer
 from feedback.records import RecordedMessage
-from trainer.ppo import LORA_TARGETS
+from trainer.models import LORA_TARGETS, load_causal_lm
 
 TOPICS = [
     "the sea",
@@ -67,7 +66,7 @@ def random_version(
     version_id = registry.next_id()
     folder = versions_dir / version_id
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    model = load_causal_lm(model_path)
     lora = LoraConfig(r=16, lora_alpha=32, target_modules=LORA_TARGETS, init_lora_weights=False)
     peft = get_peft_model(model, lora)
     with torch.no_grad():

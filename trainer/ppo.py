@@ -17,11 +17,10 @@ import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
-from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase
+from peft import PeftModel
+from transformers import PreTrainedTokenizerBase
 
 from core.config import PPOSettings
 from trainer.distributed import get_accelerator, mean_across_processes
@@ -31,17 +30,6 @@ log = logging.getLogger(__name__)
 
 RewardFn = Callable[[Sequence[Sequence[dict]], Sequence[str]], torch.Tensor]
 """Scores answers (texts) to prompts (lists of chat messages)."""
-
-LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-def load_policy(base: Path, parent_adapter: Path | None, settings: PPOSettings) -> PeftModel:
-    """The base model with the parent's adapter, continued (or a fresh adapter over the base)."""
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).to(get_accelerator().device)
-    if parent_adapter is not None:
-        return PeftModel.from_pretrained(model, parent_adapter, is_trainable=True)
-    lora = LoraConfig(r=settings.lora_rank, lora_alpha=settings.lora_alpha, target_modules=LORA_TARGETS)
-    return get_peft_model(model, lora)
 
 
 @dataclass

@@ -23,7 +23,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from pydantic import BaseModel
 from tqdm.auto import tqdm
-from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from core.config import RewardSettings
 from feedback.pairs import Pair
@@ -35,6 +35,7 @@ from trainer.distributed import (
     progress_disabled,
 )
 from trainer.losses import bradley_terry_loss
+from trainer.models import load_backbone, load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -59,15 +60,6 @@ def split_by_conversation(pairs: Sequence[Pair], held_out_share: float, seed: in
     return [p for p in pairs if p.conversation_id not in held], [p for p in pairs if p.conversation_id in held]
 
 
-def load_tokenizer(base: Path) -> PreTrainedTokenizerBase:
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    tokenizer.padding_side = "left"
-    tokenizer.truncation_side = "left"  # keep the answer, the part being judged
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
 def conversation_text(tokenizer: PreTrainedTokenizerBase, prompt: Sequence[dict], answer: str) -> str:
     messages = [*prompt, {"role": "assistant", "content": answer}]
     return tokenizer.apply_chat_template(messages, tokenize=False)
@@ -83,7 +75,7 @@ class RewardModel(torch.nn.Module):
 
     @classmethod
     def create(cls, base: Path, settings: RewardSettings) -> RewardModel:
-        backbone = AutoModel.from_pretrained(base, dtype=torch.float32)
+        backbone = load_backbone(base)
         layers = backbone.config.num_hidden_layers
         top = "|".join(str(i) for i in range(max(0, layers - settings.top_layers), layers))
         lora = LoraConfig(
@@ -96,7 +88,7 @@ class RewardModel(torch.nn.Module):
 
     @classmethod
     def load(cls, base: Path, folder: Path, max_length: int) -> RewardModel:
-        backbone = PeftModel.from_pretrained(AutoModel.from_pretrained(base, dtype=torch.float32), folder)
+        backbone = PeftModel.from_pretrained(load_backbone(base), folder)
         model = cls(backbone, load_tokenizer(base), max_length)
         model.head.load_state_dict(torch.load(folder / HEAD_FILE, weights_only=True))
         return model.to(get_accelerator().device).eval()

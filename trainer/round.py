@@ -33,8 +33,9 @@ from trainer.distributed import get_accelerator, main_then_share, process_share,
 from trainer.dpo import References, preference_stage
 from trainer.finetune import Example
 from trainer.gate import GateResult, evaluate_policy, judge
-from trainer.ppo import PPOTrainer, load_policy
-from trainer.reward import RewardModel, load_tokenizer, train_reward_model
+from trainer.models import load_policy, load_tokenizer
+from trainer.ppo import PPOTrainer
+from trainer.reward import RewardModel, train_reward_model
 from trainer.sft import chosen_example, supervised_stage
 
 log = logging.getLogger(__name__)

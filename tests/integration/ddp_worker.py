@@ -19,8 +19,9 @@ from tests.factories import short_over_long_pair
 from trainer.distributed import get_accelerator, process_share
 from trainer.dpo import References, preference_stage
 from trainer.gate import evaluate_policy
-from trainer.ppo import PPOTrainer, load_policy
-from trainer.reward import load_tokenizer, train_reward_model
+from trainer.models import load_policy, load_tokenizer
+from trainer.ppo import PPOTrainer
+from trainer.reward import train_reward_model
 from trainer.sft import chosen_example, supervised_stage
 
 TOPICS = ["the sea", "a cat", "bread", "rain", "music", "the moon", "a river", "winter and its long nights"]

@@ -25,8 +25,9 @@ from trainer.best_of import best_of_n
 from trainer.dpo import References, pair_batch, preference_stage
 from trainer.finetune import IGNORE, answer_example, answer_logprobs
 from trainer.loop import CONSUMER
-from trainer.ppo import PPOTrainer, load_policy
-from trainer.reward import load_tokenizer, train_reward_model
+from trainer.models import load_policy, load_tokenizer
+from trainer.ppo import PPOTrainer
+from trainer.reward import train_reward_model
 
 pytestmark = pytest.mark.integration
 
