@@ -1,8 +1,9 @@
 """The one typed configuration object for every chatloop process.
 
 Values come from environment variables prefixed ``CHATLOOP_`` (plus the conventional ``REDIS_URL``) and from a
-``.env`` file in the working directory; the defaults below are the embedded set-up that ``make run`` uses. The
-README's configuration table lists every field: keep the two in step.
+``.env`` file in the working directory; the defaults below are the embedded set-up that ``make run`` uses. Every
+field's description is its documentation (a section's is on its field of ``Settings``): the README's configuration
+tables are generated from them (``python -m core.config_docs --write``), and a unit test fails when the two differ.
 """
 
 from __future__ import annotations
@@ -20,53 +21,69 @@ LOCAL_ADMIN_KEY = "sk-chatloop-admin"
 
 
 class RewardSettings(BaseModel):
-    """The reward model: the base model with a scalar head and a LoRA adapter, trained on preference pairs."""
-
-    lora_rank: int = Field(8, ge=1)
+    lora_rank: int = Field(8, ge=1, description="Rank of the reward model's LoRA adapter.")
     top_layers: int = Field(6, ge=1, description="LoRA on this many top layers only: backprop stops below them.")
-    epochs: int = Field(2, ge=1)
-    learning_rate: float = Field(3e-4, gt=0)
+    epochs: int = Field(2, ge=1, description="Passes over the round's training pairs.")
+    learning_rate: float = Field(3e-4, gt=0, description="AdamW's learning rate.")
     batch_size: int = Field(8, ge=1, description="Pairs per step, all processes together.")
     max_length: int = Field(384, ge=16, description="Tokens of prompt + answer kept (the start is cut).")
-    held_out_share: float = Field(0.2, ge=0, lt=1, description="Share of conversations held out for evaluation.")
+    held_out_share: float = Field(
+        0.2, ge=0, lt=1, description="Share of conversations held out for evaluation (by conversation, never by pair)."
+    )
 
 
-class PPOSettings(BaseModel):
-    """PPO on the policy's LoRA adapter (trainer/ppo.py has the losses)."""
+class FinetuneSettings(BaseModel):
+    """What the two fine-tuning stages of the policy's adapter share (``trainer/finetune.py``)."""
 
-    lora_rank: int = Field(16, ge=1)
-    lora_alpha: int = Field(32, ge=1)
-    rollouts: int = Field(1, ge=1, description="Rollout batches per round.")
-    batch_prompts: int = Field(8, ge=1, description="Prompts per rollout batch, all processes together.")
-    max_new_tokens: int = Field(64, ge=1)
-    temperature: float = Field(1.0, gt=0)
-    kl_coef: float = Field(0.05, ge=0, description="Per-token KL penalty to the base model.")
-    gamma: float = Field(1.0, gt=0, le=1)
-    lam: float = Field(0.95, ge=0, le=1)
-    clip_range: float = Field(0.2, gt=0)
-    clip_range_value: float = Field(0.2, gt=0)
-    value_coef: float = Field(0.5, ge=0)
-    epochs: int = Field(2, ge=1, description="Passes over each rollout batch.")
-    minibatch_size: int = Field(4, ge=1, description="Answers per update, all processes together.")
-    learning_rate: float = Field(1e-4, gt=0)
-    max_grad_norm: float = Field(1.0, gt=0)
-    target_kl: float = Field(0.1, gt=0, description="Stop a batch's epochs once approximate KL exceeds it.")
-    sft_epochs: int = Field(0, ge=0, description="Supervised epochs on chosen answers first (0: off).")
-    dpo_epochs: int = Field(1, ge=0, description="Epochs of DPO on the pairs after it (trainer/dpo.py; 0: off).")
-    dpo_beta: float = Field(0.1, gt=0, description="DPO's beta: how far the log-ratios to the base may go.")
+    epochs: int = Field(1, ge=0, description="Passes over the stage's examples (0: the stage is off).")
+    learning_rate: float = Field(1e-4, gt=0, description="AdamW's learning rate in this stage.")
+
+
+class SupervisedSettings(FinetuneSettings):
+    epochs: int = Field(0, ge=0, description="Epochs of next-token loss on the chosen answers (0: the stage is off).")
     best_of: int = Field(
         0,
         ge=0,
-        description="Answers sampled per prompt for the supervised stage's best-of-n "
-        "examples (trainer/best_of.py; 0 or 1: none).",
+        description="Answers sampled per prompt for best-of-n examples, the one the reward model ranks first kept "
+        "(0 or 1: none).",
     )
     best_of_prompts: int = Field(16, ge=1, description="Prompts a round samples best-of-n answers to.")
 
 
-class GateSettings(BaseModel):
-    """What a new policy must show against its parent, on held-out prompts, to become a candidate."""
+class PreferenceSettings(FinetuneSettings):
+    epochs: int = Field(1, ge=0, description="Epochs of DPO on the round's pairs (0: the stage is off).")
+    beta: float = Field(0.1, gt=0, description="DPO's beta: how far the log-ratios to the base may go.")
 
-    eval_prompts: int = Field(16, ge=1)
+
+class PPOSettings(BaseModel):
+    lora_rank: int = Field(
+        16,
+        ge=1,
+        description="Rank of a fresh policy adapter; the engine makes room for twice it (a version's "
+        "difference to the active one).",
+    )
+    lora_alpha: int = Field(32, ge=1, description="LoRA alpha of a fresh policy adapter.")
+    rollouts: int = Field(1, ge=1, description="Rollout batches per round.")
+    batch_prompts: int = Field(8, ge=1, description="Prompts per rollout batch, all processes together.")
+    max_new_tokens: int = Field(64, ge=1, description="Longest answer sampled in a rollout, best-of-n or the gate.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature of those answers.")
+    kl_coef: float = Field(0.05, ge=0, description="Per-token KL penalty to the base model.")
+    gamma: float = Field(1.0, gt=0, le=1, description="Discount of GAE.")
+    lam: float = Field(0.95, ge=0, le=1, description="Lambda of GAE.")
+    clip_range: float = Field(0.2, gt=0, description="Clip range of the policy's probability ratio.")
+    clip_range_value: float = Field(0.2, gt=0, description="Clip range of the value head's change.")
+    value_coef: float = Field(0.5, ge=0, description="Weight of the value loss beside the policy loss.")
+    epochs: int = Field(2, ge=1, description="Passes over each rollout batch.")
+    minibatch_size: int = Field(
+        4, ge=1, description="Answers per update, all processes together; the fine-tuning stages' examples too."
+    )
+    learning_rate: float = Field(1e-4, gt=0, description="AdamW's learning rate for the adapter and value head.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping, in PPO and the fine-tuning stages.")
+    target_kl: float = Field(0.1, gt=0, description="Stop a batch's epochs once approximate KL exceeds it.")
+
+
+class GateSettings(BaseModel):
+    eval_prompts: int = Field(16, ge=1, description="Held-out prompts both policies answer.")
     min_reward_gain: float = Field(0.0, description="The mean per-prompt reward gain over the parent must beat this...")
     reward_tolerance_se: float = Field(
         1.0, ge=0, description="...less this many of its standard errors (trainer/gate.py: within the noise)."
@@ -79,9 +96,11 @@ class GateSettings(BaseModel):
 class TrainerLoopSettings(BaseModel):
     min_new_pairs: int = Field(32, ge=1, description="A round starts once this many unread pairs wait...")
     max_wait_minutes: float = Field(60.0, gt=0, description="...or this long after the last round, with any.")
-    poll_seconds: float = Field(10.0, gt=0)
-    lock_lease_s: float = Field(120.0, gt=0, description="The trainer lock expires this long after a renewal.")
-    seed: int = 0
+    poll_seconds: float = Field(10.0, gt=0, description="How often the loop looks for unread pairs.")
+    lock_lease_s: float = Field(
+        120.0, gt=0, description="The trainer lock expires this long after its holder last renewed it."
+    )
+    seed: int = Field(0, description="Seed of every random choice and sample a round makes.")
     round_pairs: int = Field(
         128, ge=1, description="Pairs one round trains on: the new ones first, then a sample of earlier ones."
     )
@@ -91,8 +110,6 @@ class TrainerLoopSettings(BaseModel):
 
 
 class RolloutSettings(BaseModel):
-    """How the server follows the registry, and the automatic steps of a rollout (server/versions/autopilot.py)."""
-
     reconcile_seconds: float = Field(5.0, gt=0, description="Re-read the routing this often, messages or not.")
     max_adapters: int = Field(2, ge=1, description="Versions served as adapters in one engine step.")
     auto_canary: bool = Field(False, description="Make each new candidate the canary without an operator.")
@@ -108,25 +125,25 @@ class Settings(BaseSettings):
         env_prefix="CHATLOOP_", env_file=".env", extra="ignore", env_nested_delimiter="__"
     )
 
-    data_dir: Path = Field(Path("data"), description="Models, Redis data and artifacts live here.")
+    data_dir: Path = Field(Path("data"), description="Models, Redis data and artifacts.")
     model: Path | None = Field(
-        None, description="Hugging Face causal LM folder; empty means the converted default model."
+        None, description="A Hugging Face causal LM folder; empty means the converted default model."
     )
     model_alias: str = Field("chatloop", description="The name clients put in `model`.")
-    host: str = "127.0.0.1"
-    port: int = 8000
-    log_level: str = "INFO"
+    host: str = Field("127.0.0.1", description="Interface to listen on.")
+    port: int = Field(8000, description="Port to listen on.")
+    log_level: str = Field("INFO", description="Log level.")
 
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=lambda: [SecretStr(LOCAL_API_KEY)],
-        description="Comma-separated user API keys (Authorization: Bearer).",
+        description="Comma-separated user keys (`Authorization: Bearer`).",
     )
-    admin_key: SecretStr = Field(SecretStr(LOCAL_ADMIN_KEY), description="Key for the admin endpoints.")
+    admin_key: SecretStr = Field(SecretStr(LOCAL_ADMIN_KEY), description="The admin key.")
 
     redis_url: str | None = Field(
         None,
         validation_alias=AliasChoices("REDIS_URL", "CHATLOOP_REDIS_URL"),
-        description="External Redis; empty starts a local redis-server in the data folder.",
+        description="An external Redis; empty starts a local `redis-server` in the data folder.",
     )
     record_retention_days: float = Field(
         30.0, gt=0, description="How long completion records and conversations' feedback state are kept."
@@ -138,19 +155,49 @@ class Settings(BaseSettings):
     pairs_per_hour: int = Field(200, ge=1, description="Preference pairs one user may contribute per hour.")
 
     max_model_len: int = Field(2048, ge=64, description="Context window (prompt + answer tokens).")
-    dtype: str = Field("auto", description="Engine dtype; auto: float32 on x86 CPUs without AVX-512, else bfloat16.")
-    kv_cache_gib: int = Field(2, ge=1, description="KV cache size for the CPU backend (VLLM_CPU_KVCACHE_SPACE).")
-    gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="Share of GPU memory for vLLM (CUDA).")
-    enforce_eager: bool = Field(True, description="Skip graph compilation: faster start, see docs/benchmarks.md.")
+    dtype: str = Field(
+        "auto",
+        description="Engine dtype; `auto` is float32 on x86 CPUs without AVX-512 (which emulate bfloat16, at a "
+        "third of the speed), else bfloat16.",
+    )
+    kv_cache_gib: int = Field(2, ge=1, description="KV cache size on the CPU backend (`VLLM_CPU_KVCACHE_SPACE`).")
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="Share of GPU memory for vLLM on CUDA.")
+    enforce_eager: bool = Field(True, description="Skip graph compilation (faster start; see docs/benchmarks.md).")
     max_num_seqs: int = Field(64, ge=1, description="Most sequences the engine batches at once.")
     max_n: int = Field(8, ge=1, description="Largest `n` a request may ask for.")
     max_top_logprobs: int = Field(20, ge=0, description="Largest `top_logprobs` a request may ask for.")
 
-    reward: RewardSettings = Field(default_factory=RewardSettings)
-    ppo: PPOSettings = Field(default_factory=PPOSettings)
-    gate: GateSettings = Field(default_factory=GateSettings)
-    trainer: TrainerLoopSettings = Field(default_factory=TrainerLoopSettings)
-    rollout: RolloutSettings = Field(default_factory=RolloutSettings)
+    reward: RewardSettings = Field(
+        default_factory=RewardSettings, description="The reward model (`trainer/reward.py`), trained first."
+    )
+    supervised: SupervisedSettings = Field(
+        default_factory=SupervisedSettings,
+        description="The supervised stage (`trainer/sft.py`, off by default): imitation of the chosen answers and, "
+        "with best-of-n, of the policy's own best answers (`trainer/best_of.py`).",
+    )
+    preference: PreferenceSettings = Field(
+        default_factory=PreferenceSettings,
+        description="The preference stage (`trainer/dpo.py`): DPO on the round's pairs, the base model as the "
+        "reference.",
+    )
+    ppo: PPOSettings = Field(
+        default_factory=PPOSettings,
+        description="PPO on the policy's LoRA adapter (`trainer/ppo.py`); its minibatch size and gradient clipping "
+        "serve the two stages before it too.",
+    )
+    gate: GateSettings = Field(
+        default_factory=GateSettings,
+        description="What a new policy must show against its parent, on held-out prompts, to become a candidate "
+        "(`trainer/gate.py`).",
+    )
+    trainer: TrainerLoopSettings = Field(
+        default_factory=TrainerLoopSettings, description="When the trainer loop runs a round (`trainer/loop.py`)."
+    )
+    rollout: RolloutSettings = Field(
+        default_factory=RolloutSettings,
+        description="How servers follow the registry, and the automatic steps of a rollout "
+        "(`server/versions/autopilot.py`).",
+    )
 
     @field_validator("api_keys", mode="before")
     @classmethod

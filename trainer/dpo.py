@@ -18,7 +18,7 @@ import torch
 from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
 
-from core.config import PPOSettings
+from core.config import PPOSettings, PreferenceSettings
 from feedback.pairs import Pair
 from trainer.finetune import IGNORE, answer_example, answer_logprobs, run_epochs
 from trainer.losses import dpo_loss
@@ -80,7 +80,8 @@ def preference_stage(
     policy: PeftModel,
     tokenizer: PreTrainedTokenizerBase,
     pairs: Sequence[Pair],
-    settings: PPOSettings,
+    settings: PreferenceSettings,
+    updates: PPOSettings,
     seed: int,
     references: References,
 ) -> list[float]:
@@ -89,6 +90,6 @@ def preference_stage(
 
     def loss_of(model: torch.nn.Module, batch: PairBatch) -> torch.Tensor:
         chosen, rejected = answer_logprobs(model, batch.ids, batch.attention, batch.labels)
-        return batch.weight * dpo_loss(chosen, rejected, batch.reference[0], batch.reference[1], settings.dpo_beta)
+        return batch.weight * dpo_loss(chosen, rejected, batch.reference[0], batch.reference[1], settings.beta)
 
-    return run_epochs(policy, batches, loss_of, settings.dpo_epochs, settings, seed)
+    return run_epochs(policy, batches, loss_of, settings, updates, seed)

@@ -16,7 +16,7 @@ import torch
 from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
 
-from core.config import PPOSettings
+from core.config import FinetuneSettings, PPOSettings
 from feedback.pairs import PairAnswer
 from feedback.records import RecordedMessage
 from trainer.distributed import get_accelerator, mean_across_processes, process_share
@@ -64,24 +64,24 @@ def run_epochs(
     policy: PeftModel,
     items: Sequence[Item],
     loss_of: Callable[[torch.nn.Module, Item], torch.Tensor],
-    epochs: int,
-    settings: PPOSettings,
+    stage: FinetuneSettings,
+    updates: PPOSettings,
     seed: int,
 ) -> list[float]:
-    """Mean loss of each epoch; gradients accumulate over ``minibatch_size`` items (on all processes together).
-    Every process passes the same items."""
+    """Mean loss of each epoch; gradients accumulate over PPO's ``minibatch_size`` items (on all processes
+    together) and are clipped as PPO's are. Every process passes the same items."""
     accelerator = get_accelerator()
     trainable = [p for p in policy.parameters() if p.requires_grad]
-    model, optimizer = accelerator.prepare(policy, torch.optim.AdamW(trainable, lr=settings.learning_rate))
+    model, optimizer = accelerator.prepare(policy, torch.optim.AdamW(trainable, lr=stage.learning_rate))
     items = list(items)
     rng = random.Random(seed)
     model.train()
     losses = []
-    for _ in range(epochs):
+    for _ in range(stage.epochs):
         rng.shuffle(items)
         total = 0.0
-        for start in range(0, len(items), settings.minibatch_size):
-            batch = items[start : start + settings.minibatch_size]
+        for start in range(0, len(items), updates.minibatch_size):
+            batch = items[start : start + updates.minibatch_size]
             share = process_share(batch)
             optimizer.zero_grad()
             for i, item in enumerate(share.items):
@@ -91,7 +91,7 @@ def run_epochs(
                     loss = loss_of(model, item) / len(batch)
                     accelerator.backward(loss * weight)
                 total += loss.item() * len(batch) * weight
-            accelerator.clip_grad_norm_(trainable, settings.max_grad_norm)
+            accelerator.clip_grad_norm_(trainable, updates.max_grad_norm)
             optimizer.step()
         losses.append(mean_across_processes({"loss": total / max(len(items), 1)})["loss"])
     return losses

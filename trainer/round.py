@@ -113,17 +113,20 @@ def _train(settings: Settings, inputs: RoundInputs, references: References, star
     parent_eval = evaluate_policy(ppo, eval_prompts, seed)
     rng = random.Random(seed)
     sft_losses, best_of = [], {}
-    if settings.ppo.sft_epochs:
+    supervised = settings.supervised
+    if supervised.epochs:
         examples: list[Example] = [chosen_example(tokenizer, pair) for pair in inputs.pairs]
-        if settings.ppo.best_of > 1:
-            sampled = rng.sample(train_prompts, min(settings.ppo.best_of_prompts, len(train_prompts)))
-            found, best_of = best_of_n(ppo, sampled, settings.ppo.best_of, seed)
+        if supervised.best_of > 1:
+            sampled = rng.sample(train_prompts, min(supervised.best_of_prompts, len(train_prompts)))
+            found, best_of = best_of_n(ppo, sampled, supervised.best_of, seed)
             examples += found
             log.info("best of n", extra={k: round(v, 4) for k, v in best_of.items()})
-        sft_losses = supervised_stage(ppo.policy, examples, settings.ppo, seed)
+        sft_losses = supervised_stage(ppo.policy, examples, supervised, settings.ppo, seed)
     dpo_losses = []
-    if settings.ppo.dpo_epochs:
-        dpo_losses = preference_stage(ppo.policy, tokenizer, inputs.pairs, settings.ppo, seed, references)
+    if settings.preference.epochs:
+        dpo_losses = preference_stage(
+            ppo.policy, tokenizer, inputs.pairs, settings.preference, settings.ppo, seed, references
+        )
         log.info("preference stage", extra={"dpo_losses": [round(loss, 4) for loss in dpo_losses]})
     steps = []
     for _ in tqdm(range(settings.ppo.rollouts), desc="ppo rollouts", disable=progress_disabled()):
@@ -158,6 +161,8 @@ def _record(
         "gate": gate.model_dump(),
         "hyperparameters": {
             "reward": settings.reward.model_dump(),
+            "supervised": settings.supervised.model_dump(),
+            "preference": settings.preference.model_dump(),
             "ppo": settings.ppo.model_dump(),
             "gate": settings.gate.model_dump(),
             "seed": settings.trainer.seed,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from core.config import PPOSettings, RewardSettings
+from core.config import PPOSettings, PreferenceSettings, RewardSettings, SupervisedSettings
 from tests.factories import short_over_long_pair
 from trainer.distributed import get_accelerator, process_share
 from trainer.dpo import References, preference_stage
@@ -25,10 +25,10 @@ from trainer.reward import train_reward_model
 from trainer.sft import chosen_example, supervised_stage
 
 TOPICS = ["the sea", "a cat", "bread", "rain", "music", "the moon", "a river", "winter and its long nights"]
-PPO = PPOSettings(
-    batch_prompts=4, max_new_tokens=6, epochs=1, minibatch_size=4, learning_rate=1e-2, sft_epochs=1, dpo_epochs=1
-)
-"""A large learning rate: the update must move the weights of a random model visibly."""
+PPO = PPOSettings(batch_prompts=4, max_new_tokens=6, epochs=1, minibatch_size=4, learning_rate=1e-2)
+SUPERVISED = SupervisedSettings(epochs=1, learning_rate=1e-2)
+PREFERENCE = PreferenceSettings(epochs=1, learning_rate=1e-2)
+"""Large learning rates: every update must move the weights of a random model visibly."""
 
 
 def prompt_reward(prompts: list[list[dict]], answers: list[str]) -> torch.Tensor:
@@ -52,9 +52,9 @@ def main(model: Path, out: Path) -> None:
     prompts = [[{"role": "user", "content": f"Tell me about {topic}."}] for topic in TOPICS]
     initial = trainable(ppo.policy)
     parent_eval = evaluate_policy(ppo, prompts[:3], seed=0)
-    sft_losses = supervised_stage(ppo.policy, [chosen_example(tokenizer, p) for p in pairs[:3]], PPO, seed=0)
+    sft_losses = supervised_stage(ppo.policy, [chosen_example(tokenizer, p) for p in pairs[:3]], SUPERVISED, PPO, 0)
     after_sft = trainable(ppo.policy)
-    dpo_losses = preference_stage(ppo.policy, tokenizer, pairs[3:6], PPO, seed=0, references=References())
+    dpo_losses = preference_stage(ppo.policy, tokenizer, pairs[3:6], PREFERENCE, PPO, seed=0, references=References())
     after_dpo = trainable(ppo.policy)
     rollout = ppo.rollout(process_share(prompts[:4]).items)
     stats = ppo.step(rollout)

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from core import keys
-from core.config import PPOSettings, RewardSettings
+from core.config import PPOSettings, PreferenceSettings, RewardSettings
 from core.registry import Registry
 from core.routing import Routing
 from feedback.pairs import PairAnswer, PairConsumer
@@ -112,24 +112,26 @@ def margins(policy, tokenizer, pairs) -> list[float]:
 
 
 def test_the_preference_stage_moves_the_policy_towards_the_chosen_answers(model_path: Path) -> None:
-    settings = PPOSettings(minibatch_size=4, learning_rate=1e-4, dpo_epochs=2, dpo_beta=0.1)
+    updates = PPOSettings(minibatch_size=4)
+    settings = PreferenceSettings(epochs=2, beta=0.1, learning_rate=1e-4)
     tokenizer = load_tokenizer(model_path)
-    policy = load_policy(model_path, None, settings)
+    policy = load_policy(model_path, None, updates)
     pairs = [short_over_long_pair(i) for i in range(8)]
     assert margins(policy, tokenizer, pairs) == pytest.approx([0.0] * 8, abs=1e-3), "a fresh adapter is the base"
-    losses = preference_stage(policy, tokenizer, pairs, settings, seed=0, references=References())
+    losses = preference_stage(policy, tokenizer, pairs, settings, updates, seed=0, references=References())
     assert losses[1] < losses[0] < math.log(2)
     assert all(margin > 0 for margin in margins(policy, tokenizer, pairs)), "a rejected answer gained more"
 
 
 def test_the_references_kept_from_round_to_round_are_the_base_models(model_path: Path) -> None:
-    settings = PPOSettings(minibatch_size=3, learning_rate=1e-3, dpo_epochs=1)
+    updates = PPOSettings(minibatch_size=3)
+    settings = PreferenceSettings(epochs=1, learning_rate=1e-3)
     tokenizer = load_tokenizer(model_path)
-    policy = load_policy(model_path, None, settings)
+    policy = load_policy(model_path, None, updates)
     pairs = [short_over_long_pair(i) for i in range(5)]
     references = References()
-    preference_stage(policy, tokenizer, pairs[:3], settings, seed=0, references=references)
-    preference_stage(policy, tokenizer, pairs[1:], settings, seed=0, references=references)
+    preference_stage(policy, tokenizer, pairs[:3], settings, updates, seed=0, references=references)
+    preference_stage(policy, tokenizer, pairs[1:], settings, updates, seed=0, references=references)
     assert len(references) == 5, "each pair is scored under the reference once"
     kept = [pair_batch(policy, tokenizer, pair, references).reference for pair in pairs]
     afresh = [pair_batch(policy, tokenizer, pair, References()).reference for pair in pairs]
@@ -191,10 +193,10 @@ def test_a_killed_round_leaves_nothing_and_the_next_trains_on_the_same_pairs(
     strict = {
         **env,
         "CHATLOOP_GATE__MIN_REWARD_GAIN": "1000",
-        "CHATLOOP_PPO__SFT_EPOCHS": "1",
-        "CHATLOOP_PPO__DPO_EPOCHS": "1",
-        "CHATLOOP_PPO__BEST_OF": "2",
-        "CHATLOOP_PPO__BEST_OF_PROMPTS": "3",
+        "CHATLOOP_SUPERVISED__EPOCHS": "1",
+        "CHATLOOP_PREFERENCE__EPOCHS": "1",
+        "CHATLOOP_SUPERVISED__BEST_OF": "2",
+        "CHATLOOP_SUPERVISED__BEST_OF_PROMPTS": "3",
     }
     done = subprocess.run(command, cwd=REPO, env=strict, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

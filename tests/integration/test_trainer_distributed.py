@@ -116,7 +116,7 @@ def test_train_once_under_accelerate_launch(redis_server: RedisHandle, tiny_mode
         "REDIS_URL": redis_server.url,
         "CHATLOOP_DATA_DIR": str(tmp_path),
         "CHATLOOP_MODEL": str(tiny_model),
-        "CHATLOOP_PPO__SFT_EPOCHS": "1",
+        "CHATLOOP_SUPERVISED__EPOCHS": "1",
     }
     done = launch(["client.cli", "train", "--once"], env)
 
