@@ -4,6 +4,7 @@ a preference any reward model can learn in a few steps."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import redis
 import torch
 from peft import LoraConfig, get_peft_model
 
+from core import keys
 from core.policy import ADAPTER_DIRNAME
 from core.registry import Registry, Version
 from feedback.pairs import Pair, PairAnswer
@@ -56,6 +58,15 @@ def short_over_long_pair(index: int, weight: float = 1.0) -> Pair:
         created=time.time(),
         answered=time.time(),
     )
+
+
+def seed_pairs(client: redis.Redis, count: int) -> list[str]:
+    """A clean slate for a training round (no pairs, versions or trainer lock before), then ``count`` synthetic
+    pairs in the pairs stream; their ids in stream order."""
+    client.delete(keys.PAIRS_STREAM, keys.VERSIONS, keys.TRAINER_LOCK)
+    for i in range(count):
+        client.xadd(keys.PAIRS_STREAM, {"pair": short_over_long_pair(i).model_dump_json()})
+    return [json.loads(fields["pair"])["pair_id"] for _, fields in client.xrange(keys.PAIRS_STREAM)]
 
 
 def random_version(

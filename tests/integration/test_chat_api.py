@@ -12,7 +12,7 @@ import pytest
 from openai import OpenAI
 
 from core import keys
-from tests.conftest import ServerHandle
+from tests.helpers import ServerHandle
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ from openai import OpenAI
 
 from core.config import LOCAL_ADMIN_KEY, LOCAL_API_KEY
 from feedback.pairs import Pair, PairConsumer, read_all
-from tests.conftest import OTHER_USER_KEY, PAIRS_PER_HOUR, REPO, ServerHandle
+from tests.helpers import OTHER_USER_KEY, PAIRS_PER_HOUR, REPO, ServerHandle
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,7 @@ from feedback.commit import REVISION, Commands, ConditionalCommit
 from feedback.gestures import Gestures
 from feedback.pairs import read_all
 from feedback.records import CompletionRecord, CompletionRecords, RecordedChoice, RecordedMessage
-from tests.conftest import RedisHandle
+from tests.helpers import RedisHandle
 
 pytestmark = pytest.mark.integration
 

@@ -22,10 +22,8 @@ from client.simulation.preferences import resolve
 from client.simulation.prompt_set import load_prompts
 from client.simulation.users import Behaviour, Turn, simulate
 from core.config import LOCAL_ADMIN_KEY, LOCAL_API_KEY
-from core.local_redis import start_local_redis
 from core.registry import Registry
-from tests.conftest import REPO, RedisHandle, start_server, stop_server
-from tests.integration.test_trainer import SMALL
+from tests.helpers import REPO, SMALL_ROUND, RedisHandle, start_server, stop_server
 
 pytestmark = pytest.mark.integration
 
@@ -62,7 +60,7 @@ def decided(url: str, registry: Registry, timeout_s: float = 180) -> bool:
 
 
 def test_users_teach_a_round_whose_version_goes_live(tmp_path: Path, model_path: Path) -> None:
-    redis_handle = RedisHandle(folder=tmp_path / "redis", server=start_local_redis(tmp_path / "redis"))
+    redis_handle = RedisHandle.start(tmp_path / "redis")
     process, url, _ = start_server(tmp_path, redis_handle.url, model_path, AUTOPILOT)
     try:
         turns: list[Turn] = []
@@ -74,7 +72,7 @@ def test_users_teach_a_round_whose_version_goes_live(tmp_path: Path, model_path:
             "REDIS_URL": redis_handle.url,
             "CHATLOOP_DATA_DIR": str(tmp_path / "data"),
             "CHATLOOP_MODEL": str(model_path),
-            **SMALL,
+            **SMALL_ROUND,
             **OPEN_GATE,
         }
         trained = subprocess.run(

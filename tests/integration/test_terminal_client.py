@@ -13,7 +13,7 @@ import pytest
 
 from feedback.pairs import read_all
 from feedback.records import CompletionRecord
-from tests.conftest import REPO, ServerHandle
+from tests.helpers import REPO, ServerHandle
 
 pytestmark = pytest.mark.integration
 

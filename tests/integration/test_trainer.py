@@ -19,8 +19,8 @@ from core.config import PPOSettings, PreferenceSettings, RewardSettings
 from core.registry import Registry
 from core.routing import Routing
 from feedback.pairs import PairAnswer, PairConsumer
-from tests.conftest import REPO, RedisHandle
-from tests.factories import TOPICS, short_over_long_pair
+from tests.factories import TOPICS, seed_pairs, short_over_long_pair
+from tests.helpers import REPO, SMALL_ROUND, RedisHandle
 from trainer.best_of import best_of_n
 from trainer.dpo import References, pair_batch, preference_stage
 from trainer.finetune import IGNORE, answer_example, answer_logprobs
@@ -30,18 +30,6 @@ from trainer.ppo import PPOTrainer
 from trainer.reward import train_reward_model
 
 pytestmark = pytest.mark.integration
-
-SMALL = {
-    "CHATLOOP_REWARD__EPOCHS": "2",
-    "CHATLOOP_REWARD__TOP_LAYERS": "2",
-    "CHATLOOP_REWARD__MAX_LENGTH": "96",
-    "CHATLOOP_PPO__ROLLOUTS": "1",
-    "CHATLOOP_PPO__BATCH_PROMPTS": "4",
-    "CHATLOOP_PPO__MAX_NEW_TOKENS": "12",
-    "CHATLOOP_PPO__EPOCHS": "1",
-    "CHATLOOP_PPO__MINIBATCH_SIZE": "4",
-    "CHATLOOP_GATE__EVAL_PROMPTS": "4",
-}
 
 
 def test_reward_model_learns_a_synthetic_preference(model_path: Path) -> None:
@@ -139,14 +127,6 @@ def test_the_references_kept_from_round_to_round_are_the_base_models(model_path:
         torch.testing.assert_close(pair_kept, pair_afresh)
 
 
-def seed_pairs(redis_server: RedisHandle, count: int) -> list[str]:
-    client = redis_server.client()
-    client.delete(keys.PAIRS_STREAM, keys.VERSIONS, keys.TRAINER_LOCK)
-    for i in range(count):
-        client.xadd(keys.PAIRS_STREAM, {"pair": short_over_long_pair(i).model_dump_json()})
-    return [json.loads(fields["pair"])["pair_id"] for _, fields in client.xrange(keys.PAIRS_STREAM)]
-
-
 def test_the_next_round_continues_the_canary_while_one_is_tried(redis_server: RedisHandle) -> None:
     client = redis_server.client()
     client.delete(keys.ROUTING)
@@ -162,7 +142,7 @@ def test_the_next_round_continues_the_canary_while_one_is_tried(redis_server: Re
 def train_command(redis_server: RedisHandle, tmp_path: Path, model_path: Path) -> tuple[list[str], dict[str, str]]:
     env = {
         **os.environ,
-        **SMALL,
+        **SMALL_ROUND,
         "REDIS_URL": redis_server.url,
         "CHATLOOP_DATA_DIR": str(tmp_path),
         "CHATLOOP_MODEL": str(model_path),
@@ -173,7 +153,7 @@ def train_command(redis_server: RedisHandle, tmp_path: Path, model_path: Path) -
 def test_a_killed_round_leaves_nothing_and_the_next_trains_on_the_same_pairs(
     redis_server: RedisHandle, tmp_path: Path, model_path: Path
 ) -> None:
-    pair_ids = seed_pairs(redis_server, 12)
+    pair_ids = seed_pairs(redis_server.client(), 12)
     command, env = train_command(redis_server, tmp_path, model_path)
     log = tmp_path / "killed.log"
     with log.open("wb") as out:
@@ -221,7 +201,7 @@ def test_a_killed_round_leaves_nothing_and_the_next_trains_on_the_same_pairs(
 
 
 def test_second_trainer_waits_for_the_lock(redis_server: RedisHandle, tmp_path: Path, model_path: Path) -> None:
-    seed_pairs(redis_server, 2)
+    seed_pairs(redis_server.client(), 2)
     redis_server.client().set(keys.TRAINER_LOCK, "someone-else", px=60_000)
     command, env = train_command(redis_server, tmp_path, model_path)
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)

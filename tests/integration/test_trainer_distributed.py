@@ -19,8 +19,8 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 from core import keys
 from core.registry import Registry
 from feedback.pairs import PairConsumer
-from tests.conftest import REPO, RedisHandle, free_port
-from tests.integration.test_trainer import SMALL, seed_pairs
+from tests.factories import seed_pairs
+from tests.helpers import REPO, SMALL_ROUND, RedisHandle, free_port
 from trainer.loop import CONSUMER
 
 pytestmark = pytest.mark.integration
@@ -109,10 +109,10 @@ def test_processes_learn_from_different_data_and_stay_identical(tiny_model: Path
 
 
 def test_train_once_under_accelerate_launch(redis_server: RedisHandle, tiny_model: Path, tmp_path: Path) -> None:
-    pair_ids = seed_pairs(redis_server, 6)
+    pair_ids = seed_pairs(redis_server.client(), 6)
     env = {
         **cpu_env(tmp_path),
-        **SMALL,
+        **SMALL_ROUND,
         "REDIS_URL": redis_server.url,
         "CHATLOOP_DATA_DIR": str(tmp_path),
         "CHATLOOP_MODEL": str(tiny_model),

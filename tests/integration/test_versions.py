@@ -22,13 +22,12 @@ from playwright.sync_api import Browser, expect
 
 from core import keys
 from core.config import LOCAL_ADMIN_KEY, LOCAL_API_KEY
-from core.local_redis import start_local_redis
 from core.registry import Registry
 from core.routing import Routing, routed_version
 from feedback.records import user_id
 from server.auth import key_id
-from tests.conftest import REPO, RedisHandle, start_server, stop_server
 from tests.factories import random_version
+from tests.helpers import REPO, RedisHandle, start_server, stop_server
 
 pytestmark = pytest.mark.integration
 
@@ -57,8 +56,7 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, model_path: Path) -> Iterator[Cluster]:
-    folder = tmp_path_factory.mktemp("versions-redis")
-    redis_handle = RedisHandle(folder=folder, server=start_local_redis(folder))
+    redis_handle = RedisHandle.start(tmp_path_factory.mktemp("versions-redis"))
     shared = tmp_path_factory.mktemp("replicas")
     processes, urls = [], []
     try:

@@ -10,7 +10,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from feedback.pairs import read_all
-from tests.conftest import ServerHandle
+from tests.helpers import ServerHandle
 
 pytestmark = pytest.mark.integration
 

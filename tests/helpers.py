@@ -1,0 +1,147 @@
+"""What the tests share besides fixtures: handles on a real redis-server and a real ``chatloop serve``, starting and
+stopping such servers, and the settings they run with.
+
+Test modules and conftest.py import from here (and synthetic data from tests/factories.py), never from one another:
+pytest loads test modules and conftest.py files itself, and importing them elsewhere ties one test file to another's
+insides (and, in pytest's importlib import mode, loads a second copy of them).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from core.config import LOCAL_ADMIN_KEY, LOCAL_API_KEY
+from core.local_redis import LocalRedis, start_local_redis
+
+REPO = Path(__file__).resolve().parent.parent
+READY_TIMEOUT_S = 300
+OTHER_USER_KEY = "sk-chatloop-other"
+"""A second user key: its callers must not reach answers given to the first."""
+FEEDBACK_PER_MINUTE = 20
+PAIRS_PER_HOUR = 3
+SMALL_ROUND = {
+    "CHATLOOP_REWARD__EPOCHS": "2",
+    "CHATLOOP_REWARD__TOP_LAYERS": "2",
+    "CHATLOOP_REWARD__MAX_LENGTH": "96",
+    "CHATLOOP_PPO__ROLLOUTS": "1",
+    "CHATLOOP_PPO__BATCH_PROMPTS": "4",
+    "CHATLOOP_PPO__MAX_NEW_TOKENS": "12",
+    "CHATLOOP_PPO__EPOCHS": "1",
+    "CHATLOOP_PPO__MINIBATCH_SIZE": "4",
+    "CHATLOOP_GATE__EVAL_PROMPTS": "4",
+}
+"""The environment of a training round small enough for a CPU test run: it proves the mechanics, not quality."""
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+
+@dataclass
+class RedisHandle:
+    """A real redis-server that tests may stop and start again, as a fault would."""
+
+    folder: Path
+    server: LocalRedis
+
+    @classmethod
+    def start(cls, folder: Path) -> RedisHandle:
+        return cls(folder=folder, server=start_local_redis(folder))
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url, decode_responses=True)
+
+    def restart(self) -> None:
+        self.server.stop()
+        self.server = start_local_redis(self.folder)
+
+
+@dataclass
+class ServerHandle:
+    base_url: str
+    user_key: str
+    admin_key: str
+    redis: RedisHandle
+    log_path: Path
+
+    def http(self, key: str | None = LOCAL_API_KEY) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=120)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_ready(base_url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"server exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
+        try:
+            if httpx.get(f"{base_url}/ready", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(1)
+    pytest.fail(f"server not ready after {READY_TIMEOUT_S} s:\n{log_path.read_text()[-4000:]}")
+
+
+def start_server(
+    tmp_path: Path, redis_url: str, model_path: Path, extra_env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str, Path]:
+    """``chatloop serve`` on a free port with both user keys and the tests' feedback limits, once it is ready."""
+    port = free_port()
+    log_path = tmp_path / f"server-{port}.log"
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "CHATLOOP_DATA_DIR": str(tmp_path / "data"),
+        "CHATLOOP_MODEL": str(model_path),
+        "CHATLOOP_API_KEYS": f"{LOCAL_API_KEY},{OTHER_USER_KEY}",
+        "CHATLOOP_ADMIN_KEY": LOCAL_ADMIN_KEY,
+        "CHATLOOP_FEEDBACK_PER_MINUTE": str(FEEDBACK_PER_MINUTE),
+        "CHATLOOP_PAIRS_PER_HOUR": str(PAIRS_PER_HOUR),
+        **(extra_env or {}),
+    }
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "client.cli", "serve", "--port", str(port)],
+            cwd=REPO,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    base_url = f"http://127.0.0.1:{port}"
+    wait_ready(base_url, process, log_path)
+    return process, base_url, log_path
+
+
+def stop_server(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
