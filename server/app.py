@@ -31,6 +31,7 @@ from feedback.stats import snapshot_counters
 from server.admin_api import api_router as admin_api
 from server.admin_api.serving import AdminService
 from server.chat_api import api_router as chat_api
+from server.chat_api.recording import ChatRecorder
 from server.chat_api.serving import ChatService
 from server.engine import build_engine, keep_off_engine_cores
 from server.errors import install_error_handlers
@@ -56,7 +57,7 @@ async def _load_engine(app: FastAPI, settings: Settings, client: aioredis.Redis)
         versions = VersionManager(LoadedVersions(app.state.engine, settings), client, settings)
         await _first_reconcile(versions)
         app.state.versions = versions
-        app.state.chat = ChatService(app.state.engine, settings, app.state.gestures, versions)
+        app.state.chat = ChatService(app.state.engine, settings, ChatRecorder(app.state.gestures), versions)
         # As vLLM's own server does: importing torch and vLLM leaves ~600,000 objects that a full collection
         # walks in 0.35 s, a pause for every request in flight; frozen, the collector never looks at them again.
         freeze_gc_heap()

@@ -1,42 +1,30 @@
-"""Chat completions on the embedded vLLM engine: validation against the model, generation, streaming, recording.
+"""Chat completions on the embedded vLLM engine: validation against the model, generation and streaming.
 
-One ``ChoiceAccumulator`` collects what the engine emits for both the streamed and the plain answer, so the two
-paths cannot drift apart. The completion record is written before the answer's last byte leaves (the last
-chunk before ``[DONE]``, or the JSON body), so a client that rates an answer right after reading it finds the
-record in place. Recording never fails a chat: a Redis error is logged and counted.
+A request is checked and turned into engine inputs (``prepare``), then answered as one JSON body (``complete``) or
+as SSE chunks (``stream``); both fold the engine's outputs with the same ``ChoiceAccumulator`` (``answer.py``).
+The completion record is ``recording.py``'s: this module tells it when an answer starts and ends.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import AsyncIterator
 
-from redis.exceptions import RedisError
 from vllm import SamplingParams
 from vllm.exceptions import VLLMClientError
 from vllm.inputs.engine import tokens_input
-from vllm.outputs import CompletionOutput, RequestOutput
+from vllm.outputs import RequestOutput
 from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 from vllm.v1.engine.async_llm import AsyncLLM
 
 from core.config import Settings
 from core.policy import split_model_name
-from feedback.gestures import Gestures
-from feedback.records import (
-    CompletionRecord,
-    RecordedChoice,
-    RecordedMessage,
-    WeightChange,
-    conversation_id,
-    user_id,
-)
+from feedback.records import WeightChange, user_id
 from server import metrics
 from server.auth import Caller
+from server.chat_api.answer import ChoiceAccumulator, PreparedChat
 from server.chat_api.protocol import (
     AssistantMessage,
     ChatCompletion,
@@ -46,121 +34,17 @@ from server.chat_api.protocol import (
     ChoiceLogprobs,
     ChunkChoice,
     Delta,
-    TokenLogprob,
-    TopLogprob,
     Usage,
 )
+from server.chat_api.recording import ChatRecorder
 from server.errors import ApiError
 from server.versions.manager import VersionManager
-
-log = logging.getLogger(__name__)
-
-IN_FLIGHT_TTL_S = 3600
-MIN_LOGPROB = -9999.0  # JSON has no -inf; OpenAI clients expect a finite float
-RECORDED_PARAMS = {
-    "n",
-    "temperature",
-    "top_p",
-    "seed",
-    "stop",
-    "presence_penalty",
-    "frequency_penalty",
-    "logprobs",
-    "top_logprobs",
-    "response_format",
-    "ignore_eos",
-}
-
-
-def recorded_conversation(request: ChatCompletionRequest) -> list[RecordedMessage]:
-    return [RecordedMessage(role=m.template_role(), content=m.text()) for m in request.messages]
-
-
-@dataclass(eq=False)  # hashed by identity: the service keeps a set of those in flight
-class PreparedChat:
-    """A request checked against the model and turned into engine inputs, ready to generate."""
-
-    request: ChatCompletionRequest
-    caller: Caller
-    completion_id: str
-    created: int
-    owner: str
-    """The caller's user id (API key and ``user``): the traffic split and feedback ownership go by it."""
-    version: str
-    pinned: bool
-    prompt_ids: list[int]
-    params: SamplingParams
-    acc: ChoiceAccumulator
-    started: float = field(default_factory=time.perf_counter)
-    weight_changes: list[WeightChange] = field(default_factory=list)
-    """Swaps of the active version's weights while this answer was generated (server/versions/loaded.py)."""
-    replaces_version: str | None = None
-    """For a regeneration whose link was checked: the version that wrote the answer it replaces."""
-
-
-@dataclass
-class ChoiceState:
-    text: list[str] = field(default_factory=list)
-    tokens: int = 0
-    finish_reason: str | None = None
-    logprobs: list[TokenLogprob] = field(default_factory=list)
-
-
-class ChoiceAccumulator:
-    """Folds the engine's delta outputs into per-choice state, and reports each step's new tokens."""
-
-    def __init__(self, n: int, top_logprobs: int | None):
-        self.choices = [ChoiceState() for _ in range(n)]
-        self.top_logprobs = top_logprobs
-
-    def add(self, output: CompletionOutput) -> list[TokenLogprob] | None:
-        state = self.choices[output.index]
-        state.text.append(output.text)
-        state.tokens += len(output.token_ids)
-        state.finish_reason = output.finish_reason
-        if self.top_logprobs is None or output.logprobs is None:
-            return None
-        step = token_logprobs(output.token_ids, output.logprobs, self.top_logprobs)
-        state.logprobs.extend(step)
-        return step
-
-    @property
-    def completion_tokens(self) -> int:
-        return sum(choice.tokens for choice in self.choices)
 
 
 async def _prepend(first: RequestOutput, rest: AsyncIterator[RequestOutput]) -> AsyncIterator[RequestOutput]:
     yield first
     async for out in rest:
         yield out
-
-
-def _finite(logprob: float) -> float:
-    return max(logprob, MIN_LOGPROB)
-
-
-def token_logprobs(token_ids: Sequence[int], logprobs: Sequence[dict[int, Any]], top_n: int) -> list[TokenLogprob]:
-    """vLLM's per-position candidate dicts, in OpenAI's ``logprobs.content`` shape."""
-    entries = []
-    for token_id, candidates in zip(token_ids, logprobs, strict=True):
-        chosen = candidates[token_id]
-        ranked = sorted(candidates.values(), key=lambda candidate: candidate.rank)[:top_n]
-        entries.append(
-            TokenLogprob(
-                token=chosen.decoded_token or "",
-                logprob=_finite(chosen.logprob),
-                bytes=list((chosen.decoded_token or "").encode()),
-                top_logprobs=[
-                    TopLogprob(
-                        token=candidate.decoded_token or "",
-                        logprob=_finite(candidate.logprob),
-                        bytes=list((candidate.decoded_token or "").encode()),
-                    )
-                    for candidate in ranked
-                ],
-            )
-        )
-    return entries
 
 
 def _structured_outputs(request: ChatCompletionRequest) -> StructuredOutputsParams | None:
@@ -178,14 +62,12 @@ def _structured_outputs(request: ChatCompletionRequest) -> StructuredOutputsPara
 
 
 class ChatService:
-    def __init__(self, engine: AsyncLLM, settings: Settings, gestures: Gestures, versions: VersionManager):
+    def __init__(self, engine: AsyncLLM, settings: Settings, recorder: ChatRecorder, versions: VersionManager):
         self.engine = engine
         self.settings = settings
-        self.gestures = gestures
+        self.recorder = recorder
         self.versions = versions
-        self.records = gestures.records
         self.tokenizer = engine.get_tokenizer()
-        self._background: set[asyncio.Task[None]] = set()
         self._in_flight: set[PreparedChat] = set()
         versions.loaded.on_swap.append(self._note_swap)
 
@@ -288,30 +170,10 @@ class ChatService:
 
     # ---- generation ---------------------------------------------------------------------------------------
 
-    async def _before_generation(self, chat: PreparedChat) -> None:
-        """Check a regeneration's link and mark the answer in flight. Redis being down fails neither: the chat
-        is served, unlinked and unmarked, and the problem logged."""
-        if chat.request.store is False:
-            return
-        metadata = chat.request.metadata or {}
-        user = chat.request.user
-        try:
-            if "regenerate_of" in metadata:
-                chat.replaces_version = await self.gestures.check_regeneration(
-                    chat.caller.key_id,
-                    user,
-                    metadata["regenerate_of"],
-                    metadata.get("regenerate_choice"),
-                    conversation_id(chat.owner, recorded_conversation(chat.request)),
-                )
-            await self.records.mark_in_flight(chat.completion_id, chat.owner, IN_FLIGHT_TTL_S)
-        except RedisError:
-            log.warning("redis unavailable before generation", extra={"completion_id": chat.completion_id})
-
     async def _open(self, chat: PreparedChat) -> AsyncIterator[RequestOutput]:
         """Start generating and wait for the first output, so that a request the engine refuses (a JSON schema
         it cannot compile, say) still gets a 400 before any byte of the answer has been sent."""
-        await self._before_generation(chat)
+        await self.recorder.before_generation(chat)
         chat.version, lora = await self.versions.adapter(chat.version, chat.pinned)
         self._in_flight.add(chat)
         outputs = self.engine.generate(
@@ -334,9 +196,9 @@ class ChatService:
                 for output in out.outputs:
                     acc.add(output)
         except asyncio.CancelledError:
-            self._record_in_background(chat, acc, status="aborted")
+            self._aborted(chat)
             raise
-        await self._record(chat, acc, status="complete")
+        await self._completed(chat)
         return ChatCompletion(
             id=chat.completion_id,
             created=chat.created,
@@ -351,7 +213,7 @@ class ChatService:
                 )
                 for index, state in enumerate(acc.choices)
             ],
-            usage=self._usage(chat, acc),
+            usage=self._usage(chat),
         )
 
     async def stream(self, chat: PreparedChat) -> AsyncIterator[str]:
@@ -376,12 +238,27 @@ class ChatService:
                     )
                     yield self._chunk(chat, [choice], with_usage=with_usage)
         except asyncio.CancelledError:
-            self._record_in_background(chat, acc, status="aborted")
+            self._aborted(chat)
             raise
-        await self._record(chat, acc, status="complete")
+        await self._completed(chat)
         if with_usage:
-            yield self._chunk(chat, [], usage=self._usage(chat, acc))
+            yield self._chunk(chat, [], usage=self._usage(chat))
         yield "[DONE]"
+
+    def _ended(self, chat: PreparedChat) -> None:
+        self._in_flight.discard(chat)
+        metrics.PROMPT_TOKENS.inc(len(chat.prompt_ids))
+        metrics.COMPLETION_TOKENS.inc(chat.acc.completion_tokens)
+
+    def _aborted(self, chat: PreparedChat) -> None:
+        """A cancelled request (its client hung up) has its record written in the background."""
+        self._ended(chat)
+        metrics.ABORTED.inc()
+        self.recorder.record_in_background(chat, status="aborted")
+
+    async def _completed(self, chat: PreparedChat) -> None:
+        self._ended(chat)
+        await self.recorder.record(chat, status="complete")
 
     def _chunk(
         self, chat: PreparedChat, choices: list[ChunkChoice], *, with_usage: bool = False, usage: Usage | None = None
@@ -398,56 +275,6 @@ class ChatService:
         exclude = None if (with_usage or usage is not None) else {"usage"}
         return chunk.model_dump_json(exclude=exclude)
 
-    def _usage(self, chat: PreparedChat, acc: ChoiceAccumulator) -> Usage:
-        prompt, completion = len(chat.prompt_ids), acc.completion_tokens
+    def _usage(self, chat: PreparedChat) -> Usage:
+        prompt, completion = len(chat.prompt_ids), chat.acc.completion_tokens
         return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
-
-    # ---- recording ----------------------------------------------------------------------------------------
-
-    def _record_in_background(self, chat: PreparedChat, acc: ChoiceAccumulator, *, status: str) -> None:
-        """For a request being cancelled: its task cannot wait for Redis any more."""
-        metrics.ABORTED.inc()
-        task = asyncio.get_running_loop().create_task(self._record(chat, acc, status=status))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _record(self, chat: PreparedChat, acc: ChoiceAccumulator, *, status: str) -> None:
-        self._in_flight.discard(chat)
-        metrics.PROMPT_TOKENS.inc(len(chat.prompt_ids))
-        metrics.COMPLETION_TOKENS.inc(acc.completion_tokens)
-        if chat.request.store is False:
-            return
-        try:
-            record = self._build_record(chat, acc, status)
-            await self.records.save(record)
-            if chat.replaces_version is not None and status == "complete":
-                await self.gestures.link_regeneration(record, chat.replaces_version)
-        except Exception:
-            metrics.RECORD_FAILURES.inc()
-            log.warning("completion record not written", exc_info=True, extra={"completion_id": chat.completion_id})
-
-    def _build_record(self, chat: PreparedChat, acc: ChoiceAccumulator, status: str) -> CompletionRecord:
-        request = chat.request
-        params = request.model_dump(include=RECORDED_PARAMS, exclude_none=True, mode="json")
-        params["max_tokens"] = chat.params.max_tokens
-        return CompletionRecord(
-            id=chat.completion_id,
-            created=chat.created,
-            finished=time.time(),
-            status=status,
-            model=request.model,
-            version=chat.version,
-            key_id=chat.caller.key_id,
-            user=request.user,
-            metadata=request.metadata or {},
-            stream=request.stream,
-            conversation=recorded_conversation(request),
-            choices=[
-                RecordedChoice(index=i, text="".join(s.text), finish_reason=s.finish_reason, completion_tokens=s.tokens)
-                for i, s in enumerate(acc.choices)
-            ],
-            params=params,
-            prompt_tokens=len(chat.prompt_ids),
-            completion_tokens=acc.completion_tokens,
-            weight_changes=chat.weight_changes,
-        )
