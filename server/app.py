@@ -2,6 +2,9 @@
 
 The engine loads in the background after the app starts answering, so ``/health`` is up at once and ``/ready``
 turns true when the model can serve (what an orchestrator's probes need); until then chat requests get a 503.
+The services live in ``app.state``, which the routes reach through ``server/dependencies.py``: a test that builds
+the app with ``create_app`` and no lifespan either hands it its own Redis (``attach_redis``) or overrides the
+dependencies its routes use.
 """
 
 from __future__ import annotations
@@ -88,6 +91,16 @@ async def _every(seconds: float, name: str, work: Callable[..., Awaitable[object
             log.warning("periodic task skipped: Redis unreachable", extra={"task": name})
 
 
+def attach_redis(app: FastAPI, client: aioredis.Redis, registry_client: redis.Redis) -> None:
+    """The services that need Redis alone, from an async client and a sync one (the registry's transactions run
+    in threads)."""
+    settings: Settings = app.state.settings
+    app.state.redis = client
+    records = CompletionRecords(client, retention_s=settings.record_retention_days * 86400)
+    app.state.gestures = Gestures(client, records, AnswerAccess(client, settings), settings)
+    app.state.admin = AdminService(registry_client, client, lambda: app.state.versions)
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
@@ -98,10 +111,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis_url = local.url
     timeouts = {"socket_timeout": REDIS_TIMEOUT_S, "socket_connect_timeout": REDIS_TIMEOUT_S}
     client = aioredis.from_url(redis_url, **timeouts)
-    registry_client = redis.Redis.from_url(redis_url, **timeouts)  # the registry's transactions run in threads
-    records = CompletionRecords(client, retention_s=settings.record_retention_days * 86400)
-    app.state.gestures = Gestures(client, records, AnswerAccess(client, settings), settings)
-    app.state.admin = AdminService(registry_client, client, lambda: app.state.versions)
+    registry_client = redis.Redis.from_url(redis_url, **timeouts)
+    attach_redis(app, client, registry_client)
     period = settings.rollout.reconcile_seconds
     tasks = [
         asyncio.create_task(_load_engine(app, settings, client)),

@@ -1,7 +1,8 @@
 """API keys: user keys reach the chat endpoints, the admin key reaches everything.
 
 A key is never stored or logged; records name the caller by ``key_id``, a short hash of the key, so that later
-features (who may rate an answer) can check ownership without keeping the secret.
+features (who may rate an answer) can check ownership without keeping the secret. Routes reach these checks
+through ``server/dependencies.py``.
 """
 
 from __future__ import annotations
@@ -51,15 +52,8 @@ def authenticate(settings: Settings, request: Request) -> Caller:
     raise ApiError(401, "Incorrect API key provided.", code="invalid_api_key")
 
 
-async def require_user(request: Request) -> Caller:
-    """FastAPI dependency for endpoints any valid key may call. Async, though it awaits nothing: FastAPI runs a
-    plain function dependency in a thread pool, a thread hop on every request."""
-    return authenticate(request.app.state.settings, request)
-
-
-async def require_admin(request: Request) -> Caller:
-    """FastAPI dependency for operator endpoints."""
-    caller = authenticate(request.app.state.settings, request)
+def require_admin(caller: Caller) -> Caller:
+    """Operator endpoints take the admin key only."""
     if not caller.is_admin:
         raise ApiError(403, "This endpoint needs the admin key.", code="admin_key_required")
     return caller

@@ -11,6 +11,7 @@ reveals nothing inside.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from http import HTTPStatus
 
 from fastapi import FastAPI, Request
@@ -91,12 +92,22 @@ def domain_error_response(exc: ChatloopError) -> JSONResponse:
     return error_response(status, exc.message, param=exc.param, code=exc.code, headers=headers)
 
 
+def _field_path(loc: Sequence[int | str]) -> list[str]:
+    """The request field a validation error's location names. Where the body is a tagged union (the feedback
+    gestures), pydantic puts the tag of the shape that was meant right after ``body``; those tags are the shapes'
+    class names, which no request field is, so a capitalized name there is left out."""
+    parts = [str(part) for part in loc]
+    if len(parts) > 1 and parts[0] == "body" and parts[1][:1].isupper():
+        del parts[1]
+    return [part for part in parts if part != "body"]
+
+
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     """The first problem, phrased for a person, and the request field it concerns."""
     first = exc.errors()[0]
     if first.get("type") == "json_invalid":
         return "We could not parse the JSON body of your request.", None
-    location = [str(part) for part in first.get("loc", ()) if part != "body"]
+    location = _field_path(first.get("loc", ()))
     param = ".".join(location) or None
     detail = first.get("msg", "invalid value")
     if first.get("type") == "missing":

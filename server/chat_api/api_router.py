@@ -6,13 +6,11 @@ import asyncio
 from collections.abc import Awaitable
 from typing import TypeVar
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from sse_starlette import EventSourceResponse
 
-from server.auth import Caller, require_user
 from server.chat_api.protocol import ChatCompletion, ChatCompletionRequest
-from server.chat_api.serving import ChatService
-from server.errors import ApiError
+from server.dependencies import CallerDep, ChatServiceDep
 
 router = APIRouter()
 
@@ -22,13 +20,6 @@ CLIENT_CLOSED_REQUEST = 499
 
 class ClientDisconnected(Exception):
     pass
-
-
-def chat_service(request: Request) -> ChatService:
-    service: ChatService | None = request.app.state.chat
-    if service is None:
-        raise ApiError(503, "The model is still loading; retry in a few seconds.", code="engine_loading")
-    return service
 
 
 async def _disconnected(request: Request) -> None:
@@ -50,9 +41,8 @@ async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
 
 @router.post("/v1/chat/completions", response_model=None)
 async def create_chat_completion(
-    body: ChatCompletionRequest, request: Request, caller: Caller = Depends(require_user)
+    body: ChatCompletionRequest, request: Request, caller: CallerDep, service: ChatServiceDep
 ) -> ChatCompletion | EventSourceResponse | Response:
-    service = chat_service(request)
     chat = service.prepare(body, caller)
     if body.stream:
         return EventSourceResponse(await service.stream(chat), sep="\n", ping=15)

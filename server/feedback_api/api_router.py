@@ -1,45 +1,25 @@
-"""HTTP routes of feedback: ``POST /v1/feedback`` (any key, on its own answers) and ``GET /v1/feedback/stats``."""
+"""HTTP routes of feedback: ``POST /v1/feedback`` (any key, on its own answers) and ``GET /v1/feedback/stats``
+(admin key)."""
 
 from __future__ import annotations
 
-from typing import Any
+from fastapi import APIRouter, Depends
 
-from fastapi import APIRouter, Body, Depends, Request
-from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
-
-from feedback.gestures import Gestures
 from feedback.stats import VersionStats, read_counters, version_stats
-from server.auth import Caller, require_admin, require_user
-from server.feedback_api.protocol import ComparisonRequest, FeedbackResponse, RatingRequest
+from server.dependencies import CallerDep, GesturesDep, RedisDep, get_admin
+from server.feedback_api.protocol import FeedbackRequest, FeedbackResponse, RatingRequest
 
 router = APIRouter()
 
 
-def gestures(request: Request) -> Gestures:
-    return request.app.state.gestures
-
-
-def parse_gesture(payload: dict[str, Any]) -> RatingRequest | ComparisonRequest:
-    """A body with ``chosen`` is a comparison, any other a rating: one clear error for each, not a union's two."""
-    model = ComparisonRequest if "chosen" in payload else RatingRequest
-    try:
-        return model.model_validate(payload)
-    except ValidationError as exc:
-        raise RequestValidationError(exc.errors()) from exc
-
-
 @router.post("/v1/feedback")
-async def post_feedback(
-    request: Request, payload: dict[str, Any] = Body(...), caller: Caller = Depends(require_user)
-) -> FeedbackResponse:
-    gesture = parse_gesture(payload)
+async def post_feedback(gesture: FeedbackRequest, caller: CallerDep, gestures: GesturesDep) -> FeedbackResponse:
     if isinstance(gesture, RatingRequest):
-        outcome = await gestures(request).rate(
+        outcome = await gestures.rate(
             caller.key_id, gesture.user, gesture.completion_id, gesture.choice_index, gesture.rating, gesture.reason
         )
     else:
-        outcome = await gestures(request).compare(
+        outcome = await gestures.compare(
             caller.key_id,
             gesture.user,
             (gesture.chosen.completion_id, gesture.chosen.choice_index),
@@ -48,8 +28,8 @@ async def post_feedback(
     return FeedbackResponse.of(gesture, outcome)
 
 
-@router.get("/v1/feedback/stats")
-async def get_stats(request: Request, _: Caller = Depends(require_admin)) -> dict[str, object]:
-    counters = await read_counters(gestures(request).client)
+@router.get("/v1/feedback/stats", dependencies=[Depends(get_admin)])
+async def get_stats(client: RedisDep) -> dict[str, object]:
+    counters = await read_counters(client)
     data: list[VersionStats] = [version_stats(version, counts) for version, counts in counters.items()]
     return {"object": "list", "data": data}

@@ -1,14 +1,16 @@
 """Request and response types of ``/v1/feedback``: a rating of one answer, or a comparison of two.
 
 Unknown fields are refused here (unlike chat requests): a misspelt field in a gesture would silently change its
-meaning, and no SDK sends newer fields to this endpoint.
+meaning, and no SDK sends newer fields to this endpoint. The body is one or the other shape (``FeedbackRequest``),
+told apart by the presence of ``chosen``, so that a bad body gets the errors of the shape that was meant rather
+than a union's two sets.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from feedback.gestures import Outcome
 from feedback.pairs import Pair
@@ -41,6 +43,23 @@ class ComparisonRequest(BaseModel):
     chosen: AnswerPointer
     rejected: AnswerPointer
     user: str | None = UserField
+
+
+def _gesture_shape(body: Any) -> str | None:
+    """A body with ``chosen`` is a comparison, any other object a rating; anything else is no gesture at all."""
+    if isinstance(body, dict):
+        return ComparisonRequest.__name__ if "chosen" in body else RatingRequest.__name__
+    if isinstance(body, RatingRequest | ComparisonRequest):
+        return type(body).__name__
+    return None
+
+
+# The tags are the shapes' class names: server/errors.py leaves them out of the field an error names.
+FeedbackRequest = Annotated[
+    Annotated[RatingRequest, Tag(RatingRequest.__name__)]
+    | Annotated[ComparisonRequest, Tag(ComparisonRequest.__name__)],
+    Discriminator(_gesture_shape, custom_error_type="dict_type"),
+]
 
 
 class PairSummary(BaseModel):

@@ -5,9 +5,10 @@ They need no key, as load balancers and Prometheus carry none; they reveal no se
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from server.dependencies import ChatServiceIfLoadedDep
 from server.errors import error_response
 
 router = APIRouter()
@@ -20,9 +21,9 @@ async def health() -> dict[str, str]:
 
 
 @router.get("/ready", response_model=None)
-async def ready(request: Request) -> dict[str, str] | Response:
+async def ready(chat: ChatServiceIfLoadedDep) -> dict[str, str] | Response:
     """The engine is loaded and requests will be served."""
-    if request.app.state.chat is None:
+    if chat is None:
         return error_response(503, "The model is still loading.", code="engine_loading")
     return {"status": "ready"}
 

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 
 from core.policy import BASE_VERSION, pinned_name, version_order
-from server.auth import Caller, require_user
+from server.dependencies import SettingsDep, StartedAtDep, VersionsDep, get_caller
 
 router = APIRouter()
 
 
-@router.get("/v1/models")
-async def list_models(request: Request, _: Caller = Depends(require_user)) -> dict[str, object]:
-    settings = request.app.state.settings
-    created = request.app.state.started_at
-    versions = request.app.state.versions
+@router.get("/v1/models", dependencies=[Depends(get_caller)])
+async def list_models(settings: SettingsDep, created: StartedAtDep, versions: VersionsDep) -> dict[str, object]:
     known = sorted(versions.known - set(versions.errors), key=version_order) if versions else [BASE_VERSION]
     names = [settings.model_alias, *(pinned_name(settings.model_alias, version) for version in known)]
     return {

@@ -1,0 +1,112 @@
+"""FastAPI dependencies: who is calling, and the services the routes use.
+
+Routes declare what they need with the ``Annotated`` aliases below and never read ``app.state``: this module is
+the one place that does (``server/app.py`` fills it). A test replaces any dependency with
+``app.dependency_overrides[get_gestures] = ...``; a route whose dependencies are all overridden needs neither the
+app's lifespan nor the engine.
+
+The functions are ``async`` though they await nothing: FastAPI runs a plain function dependency in a thread pool,
+a thread hop on every request.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import redis.asyncio as aioredis
+from fastapi import Depends, Request
+
+from core.config import Settings
+from feedback.gestures import Gestures
+from server.admin_api.serving import AdminService
+from server.auth import Caller, authenticate, require_admin
+from server.chat_api.serving import ChatService
+from server.errors import ApiError
+from server.versions.manager import VersionManager
+
+
+async def get_app_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+
+
+async def get_caller(request: Request, settings: SettingsDep) -> Caller:
+    """Any valid key, user or admin."""
+    return authenticate(settings, request)
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+async def get_admin(caller: CallerDep) -> Caller:
+    """The admin key only. Admin routers declare it once for all their routes; a route that records who acted
+    takes it as a parameter too, and FastAPI computes it once per request."""
+    return require_admin(caller)
+
+
+AdminDep = Annotated[Caller, Depends(get_admin)]
+
+
+async def get_chat_service_if_loaded(request: Request) -> ChatService | None:
+    """None until the engine has loaded."""
+    return request.app.state.chat
+
+
+ChatServiceIfLoadedDep = Annotated[ChatService | None, Depends(get_chat_service_if_loaded)]
+
+
+async def get_chat_service(service: ChatServiceIfLoadedDep) -> ChatService:
+    if service is None:
+        raise ApiError(503, "The model is still loading; retry in a few seconds.", code="engine_loading")
+    return service
+
+
+ChatServiceDep = Annotated[ChatService, Depends(get_chat_service)]
+
+
+async def get_versions(request: Request) -> VersionManager | None:
+    """The versions this server serves; None until the engine has loaded."""
+    return request.app.state.versions
+
+
+VersionsDep = Annotated[VersionManager | None, Depends(get_versions)]
+
+
+async def get_gestures(request: Request) -> Gestures:
+    return request.app.state.gestures
+
+
+GesturesDep = Annotated[Gestures, Depends(get_gestures)]
+
+
+async def get_admin_service(request: Request) -> AdminService:
+    return request.app.state.admin
+
+
+AdminServiceDep = Annotated[AdminService, Depends(get_admin_service)]
+
+
+async def get_redis(request: Request) -> aioredis.Redis:
+    return request.app.state.redis
+
+
+RedisDep = Annotated[aioredis.Redis, Depends(get_redis)]
+
+
+async def get_started_at(request: Request) -> int:
+    """When this server started (Unix seconds): the ``created`` of the models it lists."""
+    return request.app.state.started_at
+
+
+StartedAtDep = Annotated[int, Depends(get_started_at)]
+
+
+async def get_web_root(request: Request) -> Path:
+    """The folder of the web pages (``client/web``)."""
+    return request.app.state.web_root
+
+
+WebRootDep = Annotated[Path, Depends(get_web_root)]
