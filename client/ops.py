@@ -1,10 +1,10 @@
 """``chatloop policy``: the operators' commands, through the server's admin API (so that every change is audited
-under the admin key and takes effect on the server that answers before the command returns)."""
+under the admin key and takes effect on the server that answers before the command returns). A failed call
+raises; ``chatloop`` turns it into one line (``client/errors.py``)."""
 
 from __future__ import annotations
 
 import json
-import sys
 from datetime import datetime
 
 import httpx
@@ -17,14 +17,7 @@ class AdminClient:
         self.http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=TIMEOUT_S)
 
     def call(self, method: str, path: str, body: dict | None = None) -> dict:
-        try:
-            response = self.http.request(method, f"/v1/admin{path}", json=body)
-        except httpx.TransportError as exc:
-            sys.exit(f"cannot reach the server at {self.http.base_url}: {exc}")
-        payload = response.json()
-        if response.status_code >= 400:
-            sys.exit(f"error {response.status_code}: {payload.get('error', {}).get('message', payload)}")
-        return payload
+        return self.http.request(method, f"/v1/admin{path}", json=body).raise_for_status().json()
 
 
 def routing_line(routing: dict) -> str:

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import httpx
-import httpx2
 import openai
 from openai.types.chat import ChatCompletionMessageParam
+
+from client.errors import REQUEST_ERRORS, ClientError, describe
 
 PROMPT = "you> "
 REQUEST_TIMEOUT_S = 120.0
@@ -27,14 +28,6 @@ HELP = """\
   /help            this list
   /quit            leave (Ctrl-D too); Ctrl-C stops an answer being written"""
 
-REQUEST_ERRORS = (openai.APIError, httpx.HTTPError, httpx2.HTTPError)
-"""What a request may raise: the SDK's errors, and the transports' (the SDK does not wrap a connection lost
-mid-stream, and the feedback calls go through plain httpx)."""
-
-
-class ClientError(Exception):
-    """A failure already phrased as the one line the user should read."""
-
 
 @dataclass(frozen=True)
 class Answer:
@@ -45,26 +38,6 @@ class Answer:
 
     def pointer(self) -> dict[str, Any]:
         return {"completion_id": self.completion_id, "choice_index": 0}
-
-
-def describe(exc: Exception) -> str:
-    """One line for a failed request: the server's own message when it sent one, never a traceback."""
-    if isinstance(exc, openai.APITimeoutError | httpx.TimeoutException | httpx2.TimeoutException):
-        return "the server did not answer in time"
-    if isinstance(exc, openai.APIConnectionError | httpx.TransportError | httpx2.TransportError):
-        return "server unreachable"
-    if isinstance(exc, openai.APIStatusError):
-        message = exc.body.get("message") if isinstance(exc.body, dict) else None
-        return f"{message or exc.message} (HTTP {exc.status_code})"
-    return str(exc)
-
-
-def error_message(response: httpx.Response) -> str:
-    """The ``error.message`` of an OpenAI-shaped error body, or what the response has instead (a proxy's page)."""
-    try:
-        return str(response.json()["error"]["message"])
-    except (ValueError, KeyError, TypeError):
-        return response.text.strip() or response.reason_phrase
 
 
 def muted(text: str) -> str:
@@ -203,9 +176,7 @@ class Terminal:
 
     def _feedback(self, body: dict[str, Any]) -> None:
         """Send one gesture as the user who received the answer: the server refuses any other as unknown."""
-        response = self.http.post("/v1/feedback", json={**body, "user": self.user})
-        if response.is_error:
-            raise ClientError(f"{error_message(response)} (HTTP {response.status_code})")
+        self.http.post("/v1/feedback", json={**body, "user": self.user}).raise_for_status()
 
 
 def run(url: str, key: str, user: str, model: str, max_tokens: int) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from client.simulation.preferences import resolve
+from client.simulation.preferences import SHIPPED, resolve
 from client.simulation.prompt_set import load_prompts
 from client.simulation.report import share, write
 from client.simulation.users import Behaviour, Turn, simulate
@@ -43,16 +43,30 @@ class Progress:
             )
 
 
+def preference_name(spec: str) -> str:
+    """An argparse type: a name that names no preference fails before any user starts, as a usage error."""
+    try:
+        resolve(spec)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return spec
+
+
 def add_simulation_args(parser: argparse.ArgumentParser) -> None:
     """The options of a run, shared by ``chatloop simulate`` and ``bench/loop.py``."""
-    parser.add_argument("--preference", required=True, help="package.module:function scoring (conversation, answer)")
+    parser.add_argument(
+        "--preference",
+        required=True,
+        type=preference_name,
+        help=f"the users' hidden taste: {', '.join(SHIPPED)}, or any package.module:function",
+    )
     parser.add_argument("--minutes", type=float, default=60.0, help="how long the users chat (default: 60)")
     parser.add_argument("--users", type=int, default=6, help="simulated users (default: 6)")
     parser.add_argument("--think-seconds", type=float, default=5.0, help="mean pause between turns (default: 5)")
     parser.add_argument("--random-share", type=float, default=0.1, help="turns rated at random (default: 0.1)")
     parser.add_argument("--silent-share", type=float, default=0.1, help="turns with no feedback (default: 0.1)")
     parser.add_argument("--max-tokens", type=int, default=96, help="longest answer (default: 96)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="of the users' prompts, pauses and choices (default: 0)")
 
 
 def behaviour_from(args: argparse.Namespace) -> Behaviour:

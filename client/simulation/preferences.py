@@ -8,8 +8,8 @@ regeneration goes by, so the functions give partial credit where an answer is cl
 meeting it. The conversation is part of the signature so that a preference may depend on context; the ones here
 judge the answer alone.
 
-The simulation names one on the command line as ``package.module:function`` (``resolve``), e.g.
-``client.simulation.preferences:concise``.
+The simulation names one on the command line (``resolve``) by its name here, e.g. ``concise``, or any other as
+``package.module:function``, e.g. ``client.simulation.preferences:concise``.
 """
 
 from __future__ import annotations
@@ -122,11 +122,20 @@ def satisfies(score: float) -> bool:
     return score >= SATISFIED
 
 
+SHIPPED: dict[str, Preference] = {
+    preference.__name__: preference
+    for preference in (concise, bulleted, short_sentences, follow_up_question, polite_greeting)
+}
+
+
 def resolve(spec: str) -> Preference:
-    """The callable named by ``package.module:function``; ValueError, saying what is wrong, for anything else."""
+    """A shipped preference by its name, or the callable named by ``package.module:function``; ValueError,
+    saying what is wrong, for anything else."""
+    if spec in SHIPPED:
+        return SHIPPED[spec]
     module_name, colon, attribute = spec.partition(":")
     if not colon or not module_name or not attribute:
-        raise ValueError(f"preference {spec!r}: expected 'package.module:function'")
+        raise ValueError(f"preference {spec!r}: expected 'package.module:function' or one of {', '.join(SHIPPED)}")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
