@@ -1,9 +1,10 @@
 """One training round: reward model, (supervised stage, preference stage,) PPO, gate, artifact, registry entry;
 then the pairs are acknowledged.
 
-The registry entry, the round's record and the acknowledgement of the pairs it read are one Redis transaction:
-a round killed at any point before it leaves no version and no acknowledged pair, so the next round trains on
-the same pairs.
+The registry entry, the round's record and the acknowledgement of the pairs it read are one Redis transaction,
+which commits only while this trainer still holds the trainer lock (``trainer/context.py``): a round killed at any
+point before it, or one whose lease lapsed, leaves no version and no acknowledged pair, so the next round trains
+on the same pairs.
 
 Under ``accelerate launch`` every process runs the round; the main process alone reads Redis and writes the version
 and its records, and shares what it read and the outcome with the others (``trainer/distributed.py``).
@@ -13,24 +14,24 @@ from __future__ import annotations
 
 import logging
 import random
+import shutil
 import time
 from dataclasses import dataclass
 
-import redis
 import torch
 from peft import PeftModel
 from tqdm.auto import tqdm
 
-from core import keys
 from core.config import Settings
 from core.policy import adapter_path
-from core.registry import Registry, Version
-from feedback.pairs import Pair, PairConsumer, read_all
+from core.registry import Version
+from feedback.pairs import Pair, read_all
 from trainer.artifacts import remove_partials, write_version
 from trainer.best_of import best_of_n
+from trainer.context import RedisSide, TrainerContext
 from trainer.data import recent_prompts, round_pairs
 from trainer.distributed import get_accelerator, main_then_share, process_share, progress_disabled
-from trainer.dpo import References, preference_stage
+from trainer.dpo import preference_stage
 from trainer.finetune import Example
 from trainer.gate import GateResult, evaluate_policy, judge
 from trainer.models import load_policy, load_tokenizer
@@ -72,20 +73,20 @@ def _split_prompts(prompts: list[list[dict]], eval_count: int, seed: int) -> tup
     return shuffled[eval_count:], shuffled[:eval_count]
 
 
-def _read_inputs(settings: Settings, client: redis.Redis, consumer: PairConsumer) -> RoundInputs | None:
-    claimed = consumer.read(count=settings.trainer.round_pairs)
+def _read_inputs(settings: Settings, side: RedisSide) -> RoundInputs | None:
+    claimed = side.consumer.read(count=settings.trainer.round_pairs)
     if not claimed:
         return None
     remove_partials(settings.versions_dir)
-    every = [pair for _, pair in read_all(client)]
+    every = [pair for _, pair in read_all(side.client)]
     pairs = round_pairs([pair for _, pair in claimed], every, settings.trainer.round_pairs, settings.trainer.seed)
-    prompts = recent_prompts(client, PROMPT_POOL) or [[m.model_dump() for m in p.prompt] for p in pairs]
+    prompts = recent_prompts(side.client, PROMPT_POOL) or [[m.model_dump() for m in p.prompt] for p in pairs]
     return RoundInputs(
         entry_ids=[entry for entry, _ in claimed],
         pair_ids=[pair.pair_id for _, pair in claimed],
         pairs=pairs,
         prompts=prompts,
-        parent=Registry(client).parent_for_training(),
+        parent=side.registry.parent_for_training(),
     )
 
 
@@ -99,7 +100,32 @@ class Trained:
     gate: GateResult
 
 
-def _train(settings: Settings, inputs: RoundInputs, references: References, started: float) -> Trained:
+def _supervised(
+    trainer: TrainerContext, ppo: PPOTrainer, pairs: list[Pair], train_prompts: list[list[dict]], rng: random.Random
+) -> tuple[list[float], dict]:
+    """The supervised stage's losses, and the best-of-n figures (none without best-of-n)."""
+    settings, seed = trainer.settings.supervised, trainer.settings.trainer.seed
+    examples: list[Example] = [chosen_example(ppo.tokenizer, pair) for pair in pairs]
+    best_of = {}
+    if settings.best_of > 1:
+        sampled = rng.sample(train_prompts, min(settings.best_of_prompts, len(train_prompts)))
+        found, best_of = best_of_n(ppo, sampled, settings.best_of, seed)
+        examples += found
+        log.info("best of n", extra={k: round(v, 4) for k, v in best_of.items()})
+    return supervised_stage(ppo.policy, examples, settings, trainer.settings.ppo, seed), best_of
+
+
+def _ppo_steps(settings: Settings, ppo: PPOTrainer, train_prompts: list[list[dict]], rng: random.Random) -> list[dict]:
+    steps = []
+    for _ in tqdm(range(settings.ppo.rollouts), desc="ppo rollouts", disable=progress_disabled()):
+        batch = rng.sample(train_prompts, min(settings.ppo.batch_prompts, len(train_prompts)))
+        steps.append(ppo.step(ppo.rollout(process_share(batch).items)))
+        log.info("ppo step", extra={k: round(v, 4) for k, v in steps[-1].items()})
+    return steps
+
+
+def _train(trainer: TrainerContext, inputs: RoundInputs, started: float) -> Trained:
+    settings = trainer.settings
     seed = settings.trainer.seed
     torch.manual_seed(seed)
     base = settings.model_path
@@ -113,26 +139,15 @@ def _train(settings: Settings, inputs: RoundInputs, references: References, star
     parent_eval = evaluate_policy(ppo, eval_prompts, seed)
     rng = random.Random(seed)
     sft_losses, best_of = [], {}
-    supervised = settings.supervised
-    if supervised.epochs:
-        examples: list[Example] = [chosen_example(tokenizer, pair) for pair in inputs.pairs]
-        if supervised.best_of > 1:
-            sampled = rng.sample(train_prompts, min(supervised.best_of_prompts, len(train_prompts)))
-            found, best_of = best_of_n(ppo, sampled, supervised.best_of, seed)
-            examples += found
-            log.info("best of n", extra={k: round(v, 4) for k, v in best_of.items()})
-        sft_losses = supervised_stage(ppo.policy, examples, supervised, settings.ppo, seed)
+    if settings.supervised.epochs:
+        sft_losses, best_of = _supervised(trainer, ppo, inputs.pairs, train_prompts, rng)
     dpo_losses = []
     if settings.preference.epochs:
         dpo_losses = preference_stage(
-            ppo.policy, tokenizer, inputs.pairs, settings.preference, settings.ppo, seed, references
+            ppo.policy, tokenizer, inputs.pairs, settings.preference, settings.ppo, seed, trainer.references
         )
         log.info("preference stage", extra={"dpo_losses": [round(loss, 4) for loss in dpo_losses]})
-    steps = []
-    for _ in tqdm(range(settings.ppo.rollouts), desc="ppo rollouts", disable=progress_disabled()):
-        batch = rng.sample(train_prompts, min(settings.ppo.batch_prompts, len(train_prompts)))
-        steps.append(ppo.step(ppo.rollout(process_share(batch).items)))
-        log.info("ppo step", extra={k: round(v, 4) for k, v in steps[-1].items()})
+    steps = _ppo_steps(settings, ppo, train_prompts, rng)
     gate = judge(parent_eval, evaluate_policy(ppo, eval_prompts, seed), settings.gate)
     metrics = {
         "reward_model": reward_metrics.model_dump(),
@@ -145,13 +160,10 @@ def _train(settings: Settings, inputs: RoundInputs, references: References, star
     return Trained(ppo.policy, reward_model, metrics, gate)
 
 
-def _record(
-    settings: Settings, client: redis.Redis, consumer: PairConsumer, who: str, inputs: RoundInputs, trained: Trained
-) -> RoundResult:
-    """The version folder, then in one transaction its registry entry, the round's record and the acknowledgement
-    of its pairs."""
-    registry = Registry(client)
-    version_id = registry.next_id()
+def _record(settings: Settings, side: RedisSide, inputs: RoundInputs, trained: Trained) -> RoundResult:
+    """The version folder, then its commit (``RedisSide.commit``); a trainer that lost its lock meanwhile removes
+    the folder and registers nothing."""
+    version_id = side.registry.next_id()
     gate = trained.gate
     info = {
         "id": version_id,
@@ -181,34 +193,26 @@ def _record(
         gate=gate.model_dump(),
     )
     why = "passed the gate" if gate.passed else "; ".join(gate.reasons)
-    pipe = client.pipeline(transaction=True)
-    registry.register(version, who=who, why=why, pipe=pipe)
-    pipe.xadd(
-        keys.TRAINER_ROUNDS, {"round": version.model_dump_json(include={"id", "parent", "state", "metrics", "gate"})}
-    )
-    consumer.ack_in(pipe, inputs.entry_ids)
-    pipe.execute()
+    if not side.commit(version, why, inputs.entry_ids):
+        shutil.rmtree(folder, ignore_errors=True)
+        log.warning("trainer lock lost: the round registers nothing", extra={"version": version_id})
+        return RoundResult(None, "the trainer lock was lost before the round could register its version")
     log.info("round done", extra={"version": version_id, "state": version.state, "why": why})
     return RoundResult(version, why)
 
 
-def run_round(
-    settings: Settings,
-    client: redis.Redis | None,
-    consumer: PairConsumer | None,
-    references: References,
-    who: str = "trainer",
-) -> RoundResult:
-    """One round. Under ``accelerate launch`` every process calls it and gets the same result; only the main one
-    passes a Redis client and a consumer (the others pass None). ``references`` is the trainer process's: the
-    preference stage adds the round's new pairs to it."""
+def run_round(trainer: TrainerContext) -> RoundResult:
+    """One round. Under ``accelerate launch`` every process calls it and gets the same result; the main process
+    alone reads Redis and records the outcome. The preference stage adds the round's new pairs to
+    ``trainer.references``."""
     started = time.time()
-    inputs = main_then_share(lambda: _read_inputs(settings, client, consumer))
+    settings = trainer.settings
+    inputs = main_then_share(lambda: _read_inputs(settings, trainer.redis))
     if inputs is None:
         return RoundResult(None, "no new pairs")
     try:
-        trained = _train(settings, inputs, references, started)
-        return main_then_share(lambda: _record(settings, client, consumer, who, inputs, trained))
+        trained = _train(trainer, inputs, started)
+        return main_then_share(lambda: _record(settings, trainer.redis, inputs, trained))
     finally:
         # The Accelerator holds on to what it prepared: a long-running trainer would keep every round's models.
         get_accelerator().free_memory()

@@ -15,16 +15,17 @@ import pytest
 import torch
 
 from core import keys
-from core.config import PPOSettings, PreferenceSettings, RewardSettings
-from core.registry import Registry
+from core.config import PPOSettings, PreferenceSettings, RewardSettings, Settings, TrainerLoopSettings
+from core.registry import Registry, Version
 from core.routing import Routing
 from feedback.pairs import PairAnswer, PairConsumer
 from tests.factories import TOPICS, seed_pairs, short_over_long_pair
 from tests.helpers import REPO, SMALL_ROUND, RedisHandle
 from trainer.best_of import best_of_n
+from trainer.context import CONSUMER, TrainerContext
 from trainer.dpo import References, pair_batch, preference_stage
 from trainer.finetune import IGNORE, answer_example, answer_logprobs
-from trainer.loop import CONSUMER
+from trainer.loop import renewed
 from trainer.models import load_policy, load_tokenizer
 from trainer.ppo import PPOTrainer
 from trainer.reward import train_reward_model
@@ -137,6 +138,42 @@ def test_the_next_round_continues_the_canary_while_one_is_tried(redis_server: Re
     client.set(keys.ROUTING, Routing(active="v2").model_dump_json())
     assert registry.parent_for_training() == "v2"
     client.delete(keys.ROUTING)
+
+
+def test_a_round_whose_lock_was_taken_over_cannot_commit(redis_server: RedisHandle, tmp_path: Path) -> None:
+    client = redis_server.client()
+    seed_pairs(client, 3)
+    client.delete(keys.TRAINER_ROUNDS)
+    side = TrainerContext.create(Settings(_env_file=None, data_dir=tmp_path), client).redis
+    entry_ids = [entry for entry, _ in side.consumer.read(count=3)]
+    version = Version(
+        id=side.registry.next_id(), parent="base", state="candidate", artifact=str(tmp_path), created=time.time()
+    )
+    assert side.lock.acquire()
+    client.set(keys.TRAINER_LOCK, "another-trainer", px=60_000)  # the lease lapsed and another trainer took the lock
+    assert not side.commit(version, "passed the gate", entry_ids)
+    assert Registry(client).all() == [], "a trainer that lost its lock registered a version"
+    assert client.xlen(keys.TRAINER_ROUNDS) == 0
+    assert PairConsumer(client, "observer").pending() == 3, "a trainer that lost its lock acknowledged pairs"
+
+    client.delete(keys.TRAINER_LOCK)
+    assert side.lock.acquire()
+    assert side.commit(version, "passed the gate", entry_ids), "the lock is the trainer's again: the commit lands"
+    assert [v.id for v in Registry(client).all()] == [version.id]
+    assert client.xlen(keys.TRAINER_ROUNDS) == 1 and PairConsumer(client, "observer").pending() == 0
+    side.lock.release()
+
+
+def test_the_lease_is_renewed_while_a_round_runs_and_released_after(redis_server: RedisHandle) -> None:
+    client = redis_server.client()
+    client.delete(keys.TRAINER_LOCK)
+    settings = Settings(_env_file=None, trainer=TrainerLoopSettings(lock_lease_s=0.3))
+    lock = TrainerContext.create(settings, client).redis.lock
+    assert lock.acquire()
+    with renewed(lock):
+        time.sleep(1.0)
+        assert lock.owned(), "the lease ran out while the round ran"
+    assert not client.exists(keys.TRAINER_LOCK)
 
 
 def train_command(redis_server: RedisHandle, tmp_path: Path, model_path: Path) -> tuple[list[str], dict[str, str]]:

@@ -21,7 +21,7 @@ from core.registry import Registry
 from feedback.pairs import PairConsumer
 from tests.factories import seed_pairs
 from tests.helpers import REPO, SMALL_ROUND, RedisHandle, free_port
-from trainer.loop import CONSUMER
+from trainer.context import CONSUMER
 
 pytestmark = pytest.mark.integration
 
