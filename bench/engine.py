@@ -1,6 +1,6 @@
 """Our server under engine variants, side by side: the dtype that ``CHATLOOP_DTYPE=auto`` picks on this machine
 against the other one (``server/engine.py: engine_dtype``), and vLLM's scheduler waiting for its worker by
-spinning, as shipped, against our plugin's sleeping wait (``server/vllm_plugin.py``).
+spinning, as shipped, against our plugin's sleeping wait (``server/cpu/plugin.py``).
 
 Each variant is our server started with a few environment settings and driven by vLLM's own benchmark client at
 each concurrency, as in ``bench/serve.py``; the report adds the share of a core that vLLM's scheduler and worker

@@ -1,6 +1,6 @@
 """What the benchmarks share: start a server on a free port, wait until it answers, drive it with vLLM's client.
 
-Servers and clients are placed as our server places itself (``server/engine.py``): off the cores the engine's
+Servers and clients are placed as our server places itself (``server/cpu/pinning.py``): off the cores the engine's
 CPU worker is bound to, for every server alike, so that figures compare HTTP layers rather than scheduling luck.
 """
 
@@ -26,7 +26,7 @@ import psutil
 from report import REPO
 
 from core.config import LOCAL_API_KEY, Settings
-from server.engine import pin
+from server.cpu.pinning import pin
 
 READY_TIMEOUT_S = 600
 SERVED_NAME = "chatloop"

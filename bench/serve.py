@@ -4,7 +4,7 @@ Each server is started on a free port and driven by vLLM's own benchmark client
 (``vllm.benchmarks.serve``, openai-chat backend, random prompts of --input-len tokens, --output-len answer tokens
 with ignore_eos) at each concurrency. vLLM's server runs as shipped (``vllm``) and, on request (``--order``), with
 our engine's settings as well (``vllm-our-engine``: the LoRA mode that serves canaries as adapters, with its worker
-extension, and our vLLM plugin, ``server/vllm_plugin.py``), so that only the HTTP layers differ.
+extension, and our vLLM plugin, ``server/cpu/plugin.py``), so that only the HTTP layers differ.
 The script prints a table of all and the ratios ours / each of vLLM's, and writes every figure as JSON into the
 output folder.
 
@@ -69,7 +69,7 @@ def lora_flags(settings: Settings) -> list[str]:
         "--max-loras",
         str(settings.rollout.max_adapters),
         "--worker-extension-cls",
-        "server.versions.cpu_lora.SkipIdleLoRA",
+        "server.cpu.lora.SkipIdleLoRA",
     ]
 
 

@@ -36,7 +36,8 @@ from server.admin_api.serving import AdminService
 from server.chat_api import api_router as chat_api
 from server.chat_api.recording import ChatRecorder
 from server.chat_api.serving import ChatService
-from server.engine import build_engine, keep_off_engine_cores
+from server.cpu.pinning import keep_off_engine_cores
+from server.engine import build_engine
 from server.errors import install_error_handlers
 from server.feedback_api import api_router as feedback_api
 from server.health_api import api_router as health_api

@@ -1,16 +1,16 @@
-"""Build the one vLLM engine a server process embeds, and place the processes around it on the CPU backend.
+"""Build the one vLLM engine a server process embeds.
 
 ``AsyncLLM`` runs its engine core in a worker process; this process only tokenizes, schedules requests into it
-and streams results out, the same split as vLLM's own OpenAI server, which our benchmark compares against.
+and streams results out, the same split as vLLM's own OpenAI server, which our benchmark compares against. What
+the CPU backend needs beside it (the placement of the processes, our plugin and worker extension) is in
+``server/cpu/``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 
-import psutil
 import torch
 from vllm.config import StructuredOutputsConfig
 from vllm.engine.arg_utils import AsyncEngineArgs
@@ -63,7 +63,7 @@ def engine_args(settings: Settings) -> AsyncEngineArgs:
         enable_lora=True,
         max_lora_rank=max_lora_rank(settings),
         max_loras=settings.rollout.max_adapters,
-        worker_extension_cls="server.versions.cpu_lora.SkipIdleLoRA",
+        worker_extension_cls="server.cpu.lora.SkipIdleLoRA",
     )
 
 
@@ -77,48 +77,3 @@ def build_engine(settings: Settings) -> AsyncLLM:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.kv_cache_gib))
     log.info("starting engine", extra={"model": str(settings.model_path), "dtype": engine_dtype(settings)})
     return AsyncLLM.from_engine_args(engine_args(settings))
-
-
-def _affinity(process: psutil.Process) -> set[int]:
-    try:
-        return set(process.cpu_affinity())
-    except psutil.Error:
-        return set()  # gone meanwhile
-
-
-def engine_cores(root: psutil.Process) -> set[int]:
-    """The cores that vLLM's CPU worker, somewhere below ``root``, has bound itself to (none on GPUs)."""
-    everything = _affinity(root)
-    return {
-        core for child in root.children(recursive=True) if _affinity(child) < everything for core in _affinity(child)
-    }
-
-
-def pin(process: psutil.Process, cores: set[int]) -> None:
-    """Every thread of ``process`` to ``cores`` (affinity is per thread on Linux)."""
-    with contextlib.suppress(psutil.Error):
-        for thread in process.threads():
-            with contextlib.suppress(OSError):
-                os.sched_setaffinity(thread.id, cores)
-
-
-def keep_off_engine_cores() -> None:
-    """Move this process and its unbound children (vLLM's scheduler process, a local Redis, the trainer that
-    ``chatloop up`` starts) off the cores that vLLM's CPU worker is bound to.
-
-    On the CPU backend the worker binds its OpenMP threads to all cores but a reserved few (meant for the
-    scheduler), and every forward pass waits for its slowest thread: a process that wakes on a worker core, to
-    stream a token or to schedule the next step, stalls the whole step. Nothing changes where the worker is not
-    bound, as on GPUs. The trainer sizes its thread pool to the cores it is left (``trainer/loop.py``): a thread
-    of its own on a worker core would slow both.
-    """
-    me = psutil.Process()
-    everything = _affinity(me)
-    bound = engine_cores(me)
-    free = everything - bound
-    if not bound or not free:
-        return
-    unbound = [child for child in me.children(recursive=True) if _affinity(child) == everything]
-    for process in [me, *unbound]:
-        pin(process, free)
-    log.info("kept off the engine's cores", extra={"engine_cores": sorted(bound), "others": sorted(free)})

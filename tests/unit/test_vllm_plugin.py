@@ -12,7 +12,7 @@ import zmq
 from vllm.distributed.device_communicators.shm_broadcast import SpinCondition
 from vllm.utils.network_utils import get_open_zmq_ipc_path
 
-from server.vllm_plugin import RECHECK_MS, register
+from server.cpu.plugin import RECHECK_MS, register
 
 IDLE_WAIT_MS = 300
 
@@ -53,4 +53,4 @@ def test_only_the_scheduler_process_waits_without_spinning_and_rechecks_soon(pro
 
 def test_vllm_finds_the_plugin() -> None:
     plugins = {entry.name: entry.value for entry in entry_points(group="vllm.general_plugins")}
-    assert plugins.get("chatloop_cpu_wait") == "server.vllm_plugin:register"
+    assert plugins.get("chatloop_cpu_wait") == "server.cpu.plugin:register"
