@@ -8,6 +8,7 @@ insides (and, in pytest's importlib import mode, loads a second copy of them).
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -20,6 +21,7 @@ import httpx
 import pytest
 import redis
 
+from core import keys
 from core.config import LOCAL_ADMIN_KEY, LOCAL_API_KEY
 from core.local_redis import LocalRedis, start_local_redis
 
@@ -87,6 +89,11 @@ class ServerHandle:
     def http(self, key: str | None = LOCAL_API_KEY) -> httpx.Client:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         return httpx.Client(base_url=self.base_url, headers=headers, timeout=120)
+
+    def recent_events(self, count: int = 50) -> list[dict]:
+        """The newest feedback events as the server logged them, newest first."""
+        entries = self.redis.client().xrevrange(keys.EVENTS_STREAM, count=count)
+        return [json.loads(fields["event"]) for _, fields in entries]
 
 
 def free_port() -> int:

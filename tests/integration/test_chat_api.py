@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import json
-import re
 import time
 
 import httpx
 import openai
 import pytest
 from openai import OpenAI
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from core import keys
 from tests.helpers import ServerHandle
@@ -25,11 +27,20 @@ def client(server: ServerHandle) -> OpenAI:
     return OpenAI(base_url=f"{server.base_url}/v1", api_key=server.user_key, max_retries=0, timeout=120)
 
 
-def metric(server: ServerHandle, name: str) -> float:
-    """Sum of a Prometheus metric's samples (all label sets) from /metrics."""
+def scrape(server: ServerHandle) -> list[Sample]:
+    """Every sample on /metrics (vLLM's own beside ours), parsed by prometheus_client."""
     text = httpx.get(f"{server.base_url}/metrics").text
-    pattern = re.compile(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", re.MULTILINE)
-    return sum(float(value) for value in pattern.findall(text))
+    return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+
+
+def total(samples: list[Sample], name: str, **labels: str) -> float:
+    """Sum of the samples called ``name`` whose label sets include ``labels``."""
+    return sum(sample.value for sample in samples if sample.name == name and labels.items() <= sample.labels.items())
+
+
+def metric(server: ServerHandle, name: str) -> float:
+    """A metric's value now, summed over its label sets."""
+    return total(scrape(server), name)
 
 
 def record(server: ServerHandle, completion_id: str) -> dict:
@@ -77,9 +88,15 @@ def test_n_choices(client: OpenAI) -> None:
 
 
 def test_stream_n_choices_interleave(client: OpenAI) -> None:
+    """The choices are generated side by side: before either is finished, one goes on after the other has begun."""
     chunks = list(client.chat.completions.create(model="chatloop", messages=QUESTION, max_tokens=10, n=2, stream=True))
-    finished = {c.choices[0].index for c in chunks if c.choices and c.choices[0].finish_reason}
+    choices = [c.choices[0] for c in chunks if c.choices]
+    finished = {choice.index for choice in choices if choice.finish_reason}
     assert finished == {0, 1}
+    first_finish = next(i for i, choice in enumerate(choices) if choice.finish_reason)
+    order = [choice.index for choice in choices[:first_finish] if choice.delta.content]
+    switches = sum(a != b for a, b in itertools.pairwise(order))
+    assert set(order) == {0, 1} and switches >= 2, f"one choice after the other, not interleaved: {order}"
 
 
 def test_stop_sequence_ends_answer_before_it(client: OpenAI) -> None:
@@ -146,6 +163,8 @@ def test_logprobs(client: OpenAI) -> None:
 
 
 def test_text_parts_and_developer_role(client: OpenAI) -> None:
+    """Text parts are joined and `developer` is read as `system`: the model sees the plain conversation (with no
+    system message, the chat template would add its own, so the prompt would be longer)."""
     messages = [
         {"role": "developer", "content": "Answer in one word."},
         {
@@ -153,8 +172,17 @@ def test_text_parts_and_developer_role(client: OpenAI) -> None:
             "content": [{"type": "text", "text": "What is the capital "}, {"type": "text", "text": "of France?"}],
         },
     ]
-    answer = client.chat.completions.create(model="chatloop", messages=messages, max_tokens=10, temperature=0)
+    plain = [
+        {"role": "system", "content": "Answer in one word."},
+        {"role": "user", "content": "What is the capital of France?"},
+    ]
+    answer, expected = (
+        client.chat.completions.create(model="chatloop", messages=conversation, max_tokens=10, temperature=0)
+        for conversation in (messages, plain)
+    )
     assert answer.choices[0].message.content
+    assert answer.usage.prompt_tokens == expected.usage.prompt_tokens
+    assert answer.choices[0].message.content == expected.choices[0].message.content
 
 
 def test_models_list_names_the_alias_and_pinned_base(client: OpenAI) -> None:
@@ -224,14 +252,26 @@ def test_admin_key_may_chat(server: ServerHandle) -> None:
 
 
 def test_health_ready_metrics(server: ServerHandle, client: OpenAI) -> None:
-    client.chat.completions.create(model="chatloop", messages=QUESTION, max_tokens=3)
+    """The counters rise by exactly this test's own requests: each was counted, once, under its endpoint."""
+    before = scrape(server)
+    answer = client.chat.completions.create(model="chatloop", messages=QUESTION, max_tokens=3)
     assert httpx.get(f"{server.base_url}/health").json() == {"status": "ok"}
     assert httpx.get(f"{server.base_url}/ready").json() == {"status": "ready"}
-    assert metric(server, "chatloop_requests_total") > 0
-    assert metric(server, "chatloop_time_to_first_token_seconds_count") > 0
-    assert metric(server, "chatloop_completion_tokens_total") > 0
-    assert metric(server, "chatloop_requests_in_flight") == 1.0  # this very /metrics request
-    assert metric(server, "vllm:num_requests_running") == 0
+    after = scrape(server)
+
+    def rise(name: str, **labels: str) -> float:
+        return total(after, name, **labels) - total(before, name, **labels)
+
+    assert rise("chatloop_requests_total", endpoint="/v1/chat/completions", status="200") == 1
+    assert rise("chatloop_requests_total", endpoint="/v1/chat/completions") == 1
+    assert rise("chatloop_requests_total", endpoint="/health", status="200") == 1
+    assert rise("chatloop_requests_total", endpoint="/ready", status="200") == 1
+    assert rise("chatloop_time_to_first_token_seconds_count") == 1
+    assert rise("chatloop_prompt_tokens_total") == answer.usage.prompt_tokens
+    assert rise("chatloop_completion_tokens_total") == answer.usage.completion_tokens
+    assert total(after, "chatloop_requests_in_flight") == 1.0  # this very /metrics request
+    assert total(after, "chatloop_requests_in_flight", endpoint="/metrics") == 1.0
+    assert total(after, "vllm:num_requests_running") == 0
 
 
 def test_completion_is_recorded_in_redis(server: ServerHandle, client: OpenAI) -> None:

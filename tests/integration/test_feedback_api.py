@@ -12,12 +12,13 @@ from pathlib import Path
 
 import datasets
 import httpx
+import openai
 import pytest
 from openai import OpenAI
 
 from core.config import LOCAL_ADMIN_KEY, LOCAL_API_KEY
 from feedback.pairs import Pair, PairConsumer, read_all
-from tests.helpers import OTHER_USER_KEY, PAIRS_PER_HOUR, REPO, ServerHandle
+from tests.helpers import FEEDBACK_PER_MINUTE, OTHER_USER_KEY, PAIRS_PER_HOUR, REPO, ServerHandle
 
 pytestmark = pytest.mark.integration
 
@@ -67,8 +68,7 @@ def test_rating_is_stored_and_answered(server: ServerHandle, client: OpenAI, use
     body = rate(server, user, answer.id, 0, "up")
     assert body["object"] == "feedback" and body["type"] == "rating" and body["id"].startswith("evt-")
     assert body["rating"]["rating"] == "up" and body["pairs"] == [] and body["pairs_capped"] == 0
-    events = [json.loads(f["event"]) for _, f in server.redis.client().xrevrange("chatloop:events", count=20)]
-    assert any(e["id"] == body["id"] and e["answer"] == f"{answer.id}:0" for e in events)
+    assert any(e["id"] == body["id"] and e["answer"] == f"{answer.id}:0" for e in server.recent_events(20))
 
 
 def test_up_and_down_in_one_conversation_make_one_pair(server: ServerHandle, client: OpenAI, user: str) -> None:
@@ -141,10 +141,10 @@ def test_regeneration_must_name_an_owned_answer_to_the_same_messages(
     server: ServerHandle, client: OpenAI, user: str
 ) -> None:
     original = ask(client, user)
-    with pytest.raises(Exception) as unknown:
+    with pytest.raises(openai.APIStatusError) as unknown:
         ask(client, user, metadata={"regenerate_of": "chatcmpl-nope"})
     assert unknown.value.status_code == 404
-    with pytest.raises(Exception) as other_messages:
+    with pytest.raises(openai.APIStatusError) as other_messages:
         ask(
             client,
             user,
@@ -152,7 +152,7 @@ def test_regeneration_must_name_an_owned_answer_to_the_same_messages(
             metadata={"regenerate_of": original.id},
         )
     assert other_messages.value.status_code == 400
-    with pytest.raises(Exception) as someone_else:
+    with pytest.raises(openai.APIStatusError) as someone_else:
         ask(client, "another-user", metadata={"regenerate_of": original.id})
     assert someone_else.value.status_code == 404
 
@@ -231,10 +231,10 @@ def test_feedback_rate_limit_is_429(server: ServerHandle, client: OpenAI, user: 
     answer = ask(client, user)
     if time.time() % 60 > 50:  # the limit counts per clock minute: start well inside one
         time.sleep(61 - time.time() % 60)
-    statuses = [
-        send(server, {"completion_id": answer.id, "rating": r, "user": user}).status_code for r in ["up", "down"] * 12
-    ]
-    assert statuses[:20] == [200] * 20 and set(statuses[20:]) == {429}
+    ratings = [("up", "down")[i % 2] for i in range(FEEDBACK_PER_MINUTE + 4)]
+    statuses = [send(server, {"completion_id": answer.id, "rating": r, "user": user}).status_code for r in ratings]
+    assert statuses[:FEEDBACK_PER_MINUTE] == [200] * FEEDBACK_PER_MINUTE
+    assert set(statuses[FEEDBACK_PER_MINUTE:]) == {429}
 
 
 def test_pair_quota_caps_one_user(server: ServerHandle, client: OpenAI, user: str) -> None:

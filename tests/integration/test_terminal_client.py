@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import uuid
 from collections.abc import Iterator
@@ -56,8 +55,7 @@ def test_chat_rate_regenerate_and_quit(server: ServerHandle, terminal: pexpect.s
     assert first.status == "complete" and first.choices[0].text in printed
 
     assert "[rated up]" in ask(terminal, "/up")
-    events = [json.loads(f["event"]) for _, f in server.redis.client().xrevrange("chatloop:events", count=50)]
-    assert any(e["answer"] == f"{first.id}:0" and e.get("rating") == "up" for e in events)
+    assert any(e["answer"] == f"{first.id}:0" and e.get("rating") == "up" for e in server.recent_events())
 
     terminal.sendline("/regen")
     terminal.expect_exact("Which answer is better? [1/2/s(ame)]")

@@ -122,7 +122,7 @@ def test_thumbs_up_lands_in_redis(page: Page, server: ServerHandle) -> None:
     answer = finished_answer(page)
     page.locator(".message.assistant .up").last.click()
     expect(page.locator(".message.assistant .up").last).to_have_attribute("aria-pressed", "true")
-    events = [json.loads(f["event"]) for _, f in server.redis.client().xrevrange("chatloop:events", count=50)]
+    events = server.recent_events()
     assert any(e.get("answer") == f"{answer['completionId']}:0" and e.get("rating") == "up" for e in events)
     page.locator(".message.assistant .up").last.click()  # a second click clears it
     expect(page.locator(".message.assistant .up").last).to_have_attribute("aria-pressed", "false")
@@ -135,7 +135,7 @@ def test_thumbs_down_takes_an_optional_reason(page: Page, server: ServerHandle) 
     page.fill(".reason input", "too short")
     page.click(".reason button:text('Send')")
     expect(page.locator(".reason")).to_have_count(0)
-    events = [json.loads(f["event"]) for _, f in server.redis.client().xrevrange("chatloop:events", count=50)]
+    events = server.recent_events()
     assert any(e.get("answer") == f"{answer['completionId']}:0" and e.get("reason") == "too short" for e in events)
 
 
