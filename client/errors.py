@@ -15,6 +15,8 @@ import openai
 import pydantic
 import redis
 
+from core.errors import SetupError
+
 REQUEST_ERRORS = (openai.APIError, httpx.HTTPError, httpx2.HTTPError)
 """What a request to the server may raise: the SDK's errors, and the transports' (the SDK does not wrap a
 connection lost mid-stream, and the other calls go through plain httpx)."""
@@ -24,7 +26,7 @@ class ClientError(Exception):
     """A failure already phrased as the one line the user should read."""
 
 
-COMMAND_ERRORS = (*REQUEST_ERRORS, ClientError, redis.RedisError, OSError)
+COMMAND_ERRORS = (*REQUEST_ERRORS, ClientError, SetupError, redis.RedisError, OSError)
 """Failures of a command's surroundings rather than of its code: reported in one line, never as a traceback."""
 
 

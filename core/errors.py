@@ -37,3 +37,8 @@ class RateLimited(ChatloopError):
 
 class InvalidInput(ChatloopError):
     """A value the caller sent cannot be used; ``param`` says which."""
+
+
+class SetupError(Exception):
+    """The machine lacks something chatloop needs to start (redis-server, the model's files); the message says
+    what to install or set. Not a domain error: no request causes it, so the server never maps it to a status."""

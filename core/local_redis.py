@@ -16,6 +16,8 @@ from pathlib import Path
 
 import redis
 
+from core.errors import SetupError
+
 log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 10.0
@@ -59,7 +61,7 @@ def start_local_redis(redis_dir: Path) -> LocalRedis:
         return LocalRedis(url=url, process=None)
     binary = shutil.which("redis-server")
     if binary is None:
-        raise RuntimeError(
+        raise SetupError(
             "redis-server is not installed: run `make setup` as root, or `apt-get install redis-server`, "
             "or set REDIS_URL to an existing Redis."
         )
@@ -88,7 +90,7 @@ def start_local_redis(redis_dir: Path) -> LocalRedis:
     while not _answers(url):
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
-            raise RuntimeError(f"local redis-server did not start; see {redis_dir / 'redis.log'}")
+            raise SetupError(f"local redis-server did not start; see {redis_dir / 'redis.log'}")
         time.sleep(0.05)
     log.info("local redis started", extra={"redis_url": url, "pid": process.pid})
     return LocalRedis(url=url, process=process)

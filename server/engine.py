@@ -18,6 +18,7 @@ from vllm.platforms import current_platform
 from vllm.v1.engine.async_llm import AsyncLLM
 
 from core.config import Settings
+from core.errors import SetupError
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ def engine_args(settings: Settings) -> AsyncEngineArgs:
 
 def build_engine(settings: Settings) -> AsyncLLM:
     if not (settings.model_path / "config.json").exists():
-        raise RuntimeError(
+        raise SetupError(
             f"no model at {settings.model_path}: run `make setup` (or `chatloop prepare-model`), "
             "or set CHATLOOP_MODEL to a Hugging Face model folder"
         )
