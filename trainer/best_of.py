@@ -31,7 +31,7 @@ def best_of_n(trainer: PPOTrainer, prompts: Sequence[Sequence[dict]], n: int, se
     """One example per prompt, and the mean reward of the kept answers against that of all sampled ones."""
     torch.manual_seed(seed)
     repeated = [prompt for prompt in prompts for _ in range(n)]
-    sequences, attention, prompt_length = trainer.generate(repeated)
+    sequences, attention, prompt_length = trainer.generate(repeated, f"best-of-{n} sampling")
     scores = trainer.reward_fn(repeated, trainer.decode(sequences, prompt_length)).float().view(len(prompts), n)
     best = scores.argmax(dim=1)
     examples = []

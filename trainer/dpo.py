@@ -22,6 +22,7 @@ from core.config import PPOSettings, PreferenceSettings
 from feedback.pairs import Pair
 from trainer.finetune import IGNORE, answer_example, answer_logprobs, run_epochs
 from trainer.losses import dpo_loss
+from trainer.progress import progress
 
 
 class References:
@@ -86,10 +87,10 @@ def preference_stage(
     references: References,
 ) -> list[float]:
     """Mean weighted loss of each epoch."""
-    batches = [pair_batch(policy, tokenizer, pair, references) for pair in pairs]
+    batches = [pair_batch(policy, tokenizer, pair, references) for pair in progress(pairs, "preference stage: pairs")]
 
     def loss_of(model: torch.nn.Module, batch: PairBatch) -> torch.Tensor:
         chosen, rejected = answer_logprobs(model, batch.ids, batch.attention, batch.labels)
         return batch.weight * dpo_loss(chosen, rejected, batch.reference[0], batch.reference[1], settings.beta)
 
-    return run_epochs(policy, batches, loss_of, settings, updates, seed)
+    return run_epochs(policy, batches, loss_of, settings, updates, seed, "preference stage")

@@ -21,6 +21,7 @@ from feedback.pairs import PairAnswer
 from feedback.records import RecordedMessage
 from trainer.distributed import get_accelerator, mean_across_processes, process_share
 from trainer.losses import token_logprobs
+from trainer.progress import progress
 
 IGNORE = -100
 
@@ -67,9 +68,10 @@ def run_epochs(
     stage: FinetuneSettings,
     updates: PPOSettings,
     seed: int,
+    desc: str,
 ) -> list[float]:
     """Mean loss of each epoch; gradients accumulate over PPO's ``minibatch_size`` items (on all processes
-    together) and are clipped as PPO's are. Every process passes the same items."""
+    together) and are clipped as PPO's are. Every process passes the same items; ``desc`` names the progress bar."""
     accelerator = get_accelerator()
     trainable = [p for p in policy.parameters() if p.requires_grad]
     model, optimizer = accelerator.prepare(policy, torch.optim.AdamW(trainable, lr=stage.learning_rate))
@@ -77,10 +79,10 @@ def run_epochs(
     rng = random.Random(seed)
     model.train()
     losses = []
-    for _ in range(stage.epochs):
+    for epoch in range(stage.epochs):
         rng.shuffle(items)
         total = 0.0
-        for start in range(0, len(items), updates.minibatch_size):
+        for start in progress(range(0, len(items), updates.minibatch_size), f"{desc} epoch {epoch + 1}/{stage.epochs}"):
             batch = items[start : start + updates.minibatch_size]
             share = process_share(batch)
             optimizer.zero_grad()

@@ -56,10 +56,10 @@ def repetition(text: str, n: int = 3) -> float:
     return 1 - len(set(grams)) / len(grams) if grams else 0.0
 
 
-def evaluate_policy(trainer: PPOTrainer, prompts: list[list[dict]], seed: int) -> PolicyEval:
+def evaluate_policy(trainer: PPOTrainer, prompts: list[list[dict]], seed: int, desc: str = "gate") -> PolicyEval:
     torch.manual_seed(process_seed(seed))
     share = process_share(prompts)
-    rollout = trainer.rollout(share.items)
+    rollout = trainer.rollout(share.items, desc)
     repetitions = torch.tensor([repetition(a) for a in rollout.answers], dtype=torch.float64)
     columns = [rollout.scores, trainer.kl_to_base(rollout), rollout.mask.sum(dim=1), repetitions]
     per_answer = torch.stack([column.double().to(trainer.device) for column in columns], dim=1)

@@ -25,6 +25,7 @@ from transformers import PreTrainedTokenizerBase
 from core.config import PPOSettings
 from trainer.distributed import get_accelerator, mean_across_processes
 from trainer.losses import entropy, gae, masked_whiten, policy_loss, token_logprobs, token_rewards, value_loss
+from trainer.progress import TokenProgress, progress
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +114,8 @@ class PPOTrainer:
     # ---- rollouts ---------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def generate(
-        self, prompts: Sequence[Sequence[dict]], temperature: float | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def generate(self, prompts: Sequence[Sequence[dict]], desc: str) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Sampled answers to the prompts; ``desc`` names the progress bar."""
         texts = [
             self.tokenizer.apply_chat_template(list(p), tokenize=False, add_generation_prompt=True) for p in prompts
         ]
@@ -127,10 +127,11 @@ class PPOTrainer:
             do_sample=True,
             top_k=0,
             top_p=1.0,
-            temperature=temperature or self.settings.temperature,
+            temperature=self.settings.temperature,
             max_new_tokens=self.settings.max_new_tokens,
             pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=self.tokenizer.eos_token_id,
+            streamer=TokenProgress.shown(desc, self.settings.max_new_tokens),
         )
         prompt_length = batch.input_ids.shape[1]
         mask = answer_mask(sequences[:, prompt_length:], self.tokenizer.eos_token_id)
@@ -140,9 +141,9 @@ class PPOTrainer:
         return self.tokenizer.batch_decode(sequences[:, prompt_length:], skip_special_tokens=True)
 
     @torch.no_grad()
-    def rollout(self, prompts: Sequence[Sequence[dict]]) -> Rollout:
+    def rollout(self, prompts: Sequence[Sequence[dict]], desc: str = "ppo rollout") -> Rollout:
         """Answers to these prompts (this process's share under ``accelerate launch``), scored."""
-        sequences, attention, prompt_length = self.generate(prompts)
+        sequences, attention, prompt_length = self.generate(prompts, desc)
         mask = attention[:, prompt_length:].float()
         logprobs, values, _ = self.unwrapped(sequences, attention, prompt_length)
         with self.policy.disable_adapter():
@@ -188,7 +189,7 @@ class PPOTrainer:
         for epoch in range(s.epochs):
             self.rng.shuffle(indices)
             epoch_kl = []
-            for start in range(0, len(indices), minibatch_size):
+            for start in progress(range(0, len(indices), minibatch_size), f"ppo update epoch {epoch + 1}/{s.epochs}"):
                 rows = torch.tensor(indices[start : start + minibatch_size], device=self.device)
                 mask = rollout.mask[rows]
                 logprobs, values, logits = self.model(

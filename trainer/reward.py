@@ -22,20 +22,14 @@ from pathlib import Path
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from pydantic import BaseModel
-from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from core.config import RewardSettings
 from feedback.pairs import Pair
-from trainer.distributed import (
-    gather_real,
-    get_accelerator,
-    mean_across_processes,
-    process_share,
-    progress_disabled,
-)
+from trainer.distributed import gather_real, get_accelerator, mean_across_processes, process_share
 from trainer.losses import bradley_terry_loss
 from trainer.models import load_backbone, load_tokenizer
+from trainer.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -172,9 +166,7 @@ def train_reward_model(
         wrapped.train()
         rng.shuffle(order)
         batches = range(0, len(order), settings.batch_size)
-        for start in tqdm(
-            batches, desc=f"reward model epoch {epoch + 1}/{settings.epochs}", disable=progress_disabled()
-        ):
+        for start in progress(batches, f"reward model epoch {epoch + 1}/{settings.epochs}"):
             loss = _share_loss(wrapped, model.tokenizer, [train[i] for i in order[start : start + settings.batch_size]])
             optimizer.zero_grad()
             accelerator.backward(loss)

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 import torch
 from peft import PeftModel
-from tqdm.auto import tqdm
 
 from core.config import Settings
 from core.policy import adapter_path
@@ -30,12 +29,13 @@ from trainer.artifacts import remove_partials, write_version
 from trainer.best_of import best_of_n
 from trainer.context import RedisSide, TrainerContext
 from trainer.data import recent_prompts, round_pairs
-from trainer.distributed import get_accelerator, main_then_share, process_share, progress_disabled
+from trainer.distributed import get_accelerator, main_then_share, process_share
 from trainer.dpo import preference_stage
 from trainer.finetune import Example
 from trainer.gate import GateResult, evaluate_policy, judge
 from trainer.models import load_policy, load_tokenizer
 from trainer.ppo import PPOTrainer
+from trainer.progress import progress
 from trainer.reward import RewardModel, train_reward_model
 from trainer.sft import chosen_example, supervised_stage
 
@@ -117,7 +117,7 @@ def _supervised(
 
 def _ppo_steps(settings: Settings, ppo: PPOTrainer, train_prompts: list[list[dict]], rng: random.Random) -> list[dict]:
     steps = []
-    for _ in tqdm(range(settings.ppo.rollouts), desc="ppo rollouts", disable=progress_disabled()):
+    for _ in progress(range(settings.ppo.rollouts), "ppo rollouts"):
         batch = rng.sample(train_prompts, min(settings.ppo.batch_prompts, len(train_prompts)))
         steps.append(ppo.step(ppo.rollout(process_share(batch).items)))
         log.info("ppo step", extra={k: round(v, 4) for k, v in steps[-1].items()})
@@ -136,7 +136,7 @@ def _train(trainer: TrainerContext, inputs: RoundInputs, started: float) -> Trai
     tokenizer = load_tokenizer(base)
     ppo = PPOTrainer(load_policy(base, parent_adapter, settings.ppo), tokenizer, reward_model.score, settings.ppo, seed)
 
-    parent_eval = evaluate_policy(ppo, eval_prompts, seed)
+    parent_eval = evaluate_policy(ppo, eval_prompts, seed, "gate: the parent's answers")
     rng = random.Random(seed)
     sft_losses, best_of = [], {}
     if settings.supervised.epochs:
@@ -148,7 +148,7 @@ def _train(trainer: TrainerContext, inputs: RoundInputs, started: float) -> Trai
         )
         log.info("preference stage", extra={"dpo_losses": [round(loss, 4) for loss in dpo_losses]})
     steps = _ppo_steps(settings, ppo, train_prompts, rng)
-    gate = judge(parent_eval, evaluate_policy(ppo, eval_prompts, seed), settings.gate)
+    gate = judge(parent_eval, evaluate_policy(ppo, eval_prompts, seed, "gate: the new policy's answers"), settings.gate)
     metrics = {
         "reward_model": reward_metrics.model_dump(),
         "sft_losses": sft_losses,

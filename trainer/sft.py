@@ -33,4 +33,4 @@ def supervised_stage(
     policy: PeftModel, examples: Sequence[Example], settings: SupervisedSettings, updates: PPOSettings, seed: int
 ) -> list[float]:
     """Mean loss of each epoch."""
-    return run_epochs(policy, examples, _cross_entropy, settings, updates, seed)
+    return run_epochs(policy, examples, _cross_entropy, settings, updates, seed, "supervised stage")
