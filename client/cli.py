@@ -389,7 +389,7 @@ def _add_policy_commands(commands: argparse._SubParsersAction) -> None:
         actions,
         "show",
         "one version in full",
-        "One policy version as JSON: hyperparameters, metrics, gate result, audit trail.",
+        "One policy version as JSON: state, parent and lineage, metrics, gate result, audit trail, load errors.",
         ["chatloop policy show v3"],
         parents=[server],
     )

@@ -48,21 +48,12 @@ DOMAIN_STATUSES: dict[type[ChatloopError], int] = {
 class ApiError(Exception):
     """A refusal that is HTTP's own business, raised by the server's routes and their dependencies."""
 
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        param: str | None = None,
-        code: str | None = None,
-        headers: dict[str, str] | None = None,
-    ):
+    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
         self.param = param
         self.code = code
-        self.headers = headers or {}
 
 
 def error_response(
@@ -120,7 +111,7 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.message, param=exc.param, code=exc.code, headers=exc.headers)
+        return error_response(exc.status, exc.message, param=exc.param, code=exc.code)
 
     @app.exception_handler(ChatloopError)
     async def _domain_error(_: Request, exc: ChatloopError) -> JSONResponse:

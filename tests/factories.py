@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from pathlib import Path
 
 import redis
@@ -16,7 +17,7 @@ from core import keys
 from core.policy import ADAPTER_DIRNAME
 from core.registry import Registry, Version
 from feedback.pairs import Pair, PairAnswer
-from feedback.records import RecordedMessage
+from feedback.records import CompletionRecord, RecordedChoice, RecordedMessage
 from trainer.models import LORA_TARGETS, load_causal_lm
 
 TOPICS = [
@@ -90,3 +91,36 @@ def random_version(
     version = Version(id=version_id, parent="base", state="candidate", artifact=str(folder), created=time.time())
     registry.register(version, who="test", why="random adapter")
     return version_id
+
+
+def completion_record(
+    texts: list[str],
+    *,
+    question: str = "Name a fruit.",
+    key_id: str = "key",
+    user: str | None = None,
+    version: str = "base",
+) -> CompletionRecord:
+    """A finished answer to ``question`` with one choice per text, as the chat route records it for ``key_id`` and
+    ``user``."""
+    now = time.time()
+    return CompletionRecord(
+        id=f"chatcmpl-{uuid.uuid4().hex}",
+        created=now,
+        finished=now,
+        status="complete",
+        model="chatloop",
+        version=version,
+        key_id=key_id,
+        user=user,
+        metadata={},
+        stream=False,
+        conversation=[RecordedMessage(role="user", content=question)],
+        choices=[
+            RecordedChoice(index=i, text=text, finish_reason="stop", completion_tokens=2)
+            for i, text in enumerate(texts)
+        ],
+        params={},
+        prompt_tokens=4,
+        completion_tokens=2 * len(texts),
+    )

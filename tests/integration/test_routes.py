@@ -30,9 +30,10 @@ from core.local_redis import start_local_redis
 from core.registry import Registry, Version
 from core.routing import Routing
 from feedback.pairs import Pair, read_all
-from feedback.records import CompletionRecord, CompletionRecords, RecordedChoice, RecordedMessage, user_id
+from feedback.records import CompletionRecords, user_id
 from server.app import attach_redis, create_app
 from server.auth import key_id
+from tests.factories import completion_record
 
 pytestmark = pytest.mark.integration
 
@@ -78,26 +79,8 @@ class Api:
 
     async def answer(self, user: str | None, key: str = USER_KEY, choices: int = 2, question: str = QUESTION) -> str:
         """Record an answer as the chat route does when ``key`` and ``user`` asked ``question``; its id."""
-        now = time.time()
-        record = CompletionRecord(
-            id=f"chatcmpl-{uuid.uuid4().hex}",
-            created=now,
-            finished=now,
-            status="complete",
-            model="chatloop",
-            version="base",
-            key_id=key_id(key),
-            user=user,
-            metadata={},
-            stream=False,
-            conversation=[RecordedMessage(role="user", content=question)],
-            choices=[
-                RecordedChoice(index=i, text=f"Answer {i}.", finish_reason="stop", completion_tokens=2)
-                for i in range(choices)
-            ],
-            params={},
-            prompt_tokens=4,
-            completion_tokens=2 * choices,
+        record = completion_record(
+            [f"Answer {i}." for i in range(choices)], question=question, key_id=key_id(key), user=user
         )
         await self.records.save(record)
         return record.id

@@ -164,6 +164,36 @@ def test_a_round_whose_lock_was_taken_over_cannot_commit(redis_server: RedisHand
     side.lock.release()
 
 
+def test_a_commit_retried_after_a_renewal_records_the_version_once(
+    redis_server: RedisHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = redis_server.client()
+    seed_pairs(client, 3)
+    client.delete(keys.TRAINER_ROUNDS)
+    side = TrainerContext.create(Settings(_env_file=None, data_dir=tmp_path), client).redis
+    entry_ids = [entry for entry, _ in side.consumer.read(count=3)]
+    version = Version(
+        id=side.registry.next_id(), parent="base", state="candidate", artifact=str(tmp_path), created=time.time()
+    )
+    assert side.lock.acquire()
+    owned = side.lock.owned
+    checks: list[bool] = []
+
+    def renewed_during_the_first_attempt() -> bool:
+        if not checks:
+            side.lock.reacquire()  # the renewing thread extends the lease after the lock's key is watched
+        checks.append(owned())
+        return checks[-1]
+
+    monkeypatch.setattr(side.lock, "owned", renewed_during_the_first_attempt)
+    assert side.commit(version, "passed the gate", entry_ids)
+    assert checks == [True, True], "the renewal did not abort the first attempt"
+    (stored,) = Registry(client).all()
+    assert [entry.why for entry in stored.audit] == ["passed the gate"]
+    assert client.xlen(keys.TRAINER_ROUNDS) == 1 and PairConsumer(client, "observer").pending() == 0
+    side.lock.release()
+
+
 def test_the_lease_is_renewed_while_a_round_runs_and_released_after(redis_server: RedisHandle) -> None:
     client = redis_server.client()
     client.delete(keys.TRAINER_LOCK)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 
 import pytest
@@ -15,41 +14,18 @@ from feedback.access import AnswerAccess
 from feedback.commit import REVISION, Commands, ConditionalCommit
 from feedback.gestures import Gestures
 from feedback.pairs import read_all
-from feedback.records import CompletionRecord, CompletionRecords, RecordedChoice, RecordedMessage
+from feedback.records import CompletionRecords
+from tests.factories import completion_record
 from tests.helpers import RedisHandle
 
 pytestmark = pytest.mark.integration
-
-
-def two_choice_record(version: str) -> CompletionRecord:
-    now = time.time()
-    return CompletionRecord(
-        id=f"chatcmpl-{uuid.uuid4().hex}",
-        created=now,
-        finished=now,
-        status="complete",
-        model="chatloop",
-        version=version,
-        key_id="key",
-        user="racer",
-        metadata={},
-        stream=False,
-        conversation=[RecordedMessage(role="user", content="Name a fruit.")],
-        choices=[
-            RecordedChoice(index=i, text=text, finish_reason="stop", completion_tokens=1)
-            for i, text in enumerate(["Apple.", "A fruit is a plant's seed-bearing part."])
-        ],
-        params={},
-        prompt_tokens=4,
-        completion_tokens=2,
-    )
 
 
 def test_racing_ratings_count_once_and_pair_once(redis_server: RedisHandle) -> None:
     """Every rating reads the conversation before any writes it (asyncio interleaves them at each await):
     all but the first must see their state changed, and decide again."""
     version = f"race-{uuid.uuid4().hex[:8]}"
-    record = two_choice_record(version)
+    record = completion_record(["Apple.", "A fruit is a plant's seed-bearing part."], user="racer", version=version)
 
     async def race() -> None:
         client = aioredis.from_url(redis_server.url)
