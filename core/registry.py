@@ -98,11 +98,13 @@ class Registry:
 
     def register(self, version: Version, who: str, why: str, pipe: redis.client.Pipeline | None = None) -> Version:
         """Store the version with an audit entry and announce it; inside ``pipe`` when given, so that the caller
-        can make it atomic with its own writes."""
-        version.audit.append(AuditEntry(at=time.time(), who=who, state=version.state, why=why))
+        can make it atomic with its own writes. The stored version, a copy, is returned and ``version`` is left as
+        it was: a transaction that is retried registers the same version again and must not record it twice."""
+        entry = AuditEntry(at=time.time(), who=who, state=version.state, why=why)
+        stored = version.model_copy(update={"audit": [*version.audit, entry]})
         target = pipe if pipe is not None else self.client.pipeline(transaction=True)
-        target.hset(keys.VERSIONS, version.id, version.model_dump_json())
-        target.publish(keys.REGISTRY_CHANNEL, json.dumps({"version": version.id, "state": version.state}))
+        target.hset(keys.VERSIONS, stored.id, stored.model_dump_json())
+        target.publish(keys.REGISTRY_CHANNEL, json.dumps({"version": stored.id, "state": stored.state}))
         if pipe is None:
             target.execute()
-        return version
+        return stored
