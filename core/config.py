@@ -12,7 +12,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_MODEL_DIRNAME = "SmolLM2-135M-Instruct"
@@ -55,6 +56,16 @@ class PreferenceSettings(FinetuneSettings):
     beta: float = Field(0.1, gt=0, description="DPO's beta: how far the log-ratios to the base may go.")
 
 
+MOVED_FROM_PPO = {
+    "sft_epochs": "CHATLOOP_SUPERVISED__EPOCHS",
+    "best_of": "CHATLOOP_SUPERVISED__BEST_OF",
+    "best_of_prompts": "CHATLOOP_SUPERVISED__BEST_OF_PROMPTS",
+    "dpo_epochs": "CHATLOOP_PREFERENCE__EPOCHS",
+    "dpo_beta": "CHATLOOP_PREFERENCE__BETA",
+}
+"""The fine-tuning stages' settings that PPO's section once held, and the variables that set them now."""
+
+
 class PPOSettings(BaseModel):
     lora_rank: int = Field(
         16,
@@ -80,6 +91,15 @@ class PPOSettings(BaseModel):
     learning_rate: float = Field(1e-4, gt=0, description="AdamW's learning rate for the adapter and value head.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping, in PPO and the fine-tuning stages.")
     target_kl: float = Field(0.1, gt=0, description="Stop a batch's epochs once approximate KL exceeds it.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_moved(cls, values: object) -> object:
+        """A moved setting would otherwise be ignored without a word, and its stage run on the default."""
+        if isinstance(values, dict) and (moved := [name for name in MOVED_FROM_PPO if name in values]):
+            message = ", ".join(f"{name.upper()} moved to {MOVED_FROM_PPO[name]}" for name in moved)
+            raise PydanticCustomError("moved_setting", message)
+        return values
 
 
 class GateSettings(BaseModel):

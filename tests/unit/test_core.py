@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import logging
 
+import pydantic
+import pytest
+
+from client.errors import describe_settings
 from core.config import LOCAL_API_KEY, Settings
 from core.logs import FieldsFormatter
 from core.policy import pinned_name, split_model_name
@@ -33,6 +37,23 @@ def test_default_keys_are_flagged(monkeypatch) -> None:
 def test_redis_url_from_conventional_variable(monkeypatch) -> None:
     monkeypatch.setenv("REDIS_URL", "redis://example:6379/0")
     assert Settings(_env_file=None).redis_url == "redis://example:6379/0"
+
+
+def test_a_moved_ppo_setting_is_refused_naming_its_new_variable(monkeypatch) -> None:
+    monkeypatch.setenv("CHATLOOP_PPO__DPO_EPOCHS", "0")
+    monkeypatch.setenv("CHATLOOP_PPO__BEST_OF", "4")
+    with pytest.raises(pydantic.ValidationError) as refused:
+        Settings(_env_file=None)
+    assert describe_settings(refused.value) == (
+        "invalid setting: CHATLOOP_PPO: BEST_OF moved to CHATLOOP_SUPERVISED__BEST_OF, "
+        "DPO_EPOCHS moved to CHATLOOP_PREFERENCE__EPOCHS"
+    )
+    monkeypatch.delenv("CHATLOOP_PPO__DPO_EPOCHS")
+    monkeypatch.delenv("CHATLOOP_PPO__BEST_OF")
+    monkeypatch.setenv("CHATLOOP_PREFERENCE__EPOCHS", "0")
+    monkeypatch.setenv("CHATLOOP_SUPERVISED__BEST_OF", "4")
+    settings = Settings(_env_file=None)
+    assert (settings.preference.epochs, settings.supervised.best_of) == (0, 4)
 
 
 def test_log_fields_are_appended() -> None:
