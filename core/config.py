@@ -153,6 +153,12 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Interface to listen on.")
     port: int = Field(8000, description="Port to listen on.")
     log_level: str = Field("INFO", description="Log level.")
+    max_body_mb: float = Field(
+        8,
+        gt=0,
+        description="Largest request body, in MB of 2^20 bytes: a larger one is refused (413) as it arrives, "
+        "before it is parsed or its key checked.",
+    )
 
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=lambda: [SecretStr(LOCAL_API_KEY)],

@@ -33,6 +33,7 @@ from feedback.records import CompletionRecords
 from feedback.stats import snapshot_counters
 from server.admin_api import api_router as admin_api
 from server.admin_api.serving import AdminService
+from server.body_limit import BodyLimitMiddleware
 from server.chat_api import api_router as chat_api
 from server.chat_api.recording import ChatRecorder
 from server.chat_api.serving import ChatService
@@ -140,7 +141,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.engine = None
     app.state.chat = None
     app.state.versions = None
-    app.add_middleware(MetricsMiddleware)
+    app.add_middleware(BodyLimitMiddleware, max_body_mb=settings.max_body_mb)
+    app.add_middleware(MetricsMiddleware)  # added last, so outermost: it counts the limit's 413s too
     install_error_handlers(app)
     app.state.web_root = WEB_UI
     for router in (

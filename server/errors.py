@@ -45,11 +45,13 @@ DOMAIN_STATUSES: dict[type[ChatloopError], int] = {
 }
 
 
-class ApiError(Exception):
-    """A refusal that is HTTP's own business, raised by the server's routes and their dependencies."""
+class ApiError(StarletteHTTPException):
+    """A refusal that is HTTP's own business, raised by the server's routes and their dependencies, and while a
+    body is read (``server/body_limit.py``, ``server/unicode_body.py``): there it must be an HTTPException, the
+    one kind of error that FastAPI's body reading lets through rather than turning it into a 400 of its own."""
 
     def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None):
-        super().__init__(message)
+        super().__init__(status, message)
         self.status = status
         self.message = message
         self.param = param

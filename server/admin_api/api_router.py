@@ -12,8 +12,9 @@ from fastapi.responses import FileResponse
 from feedback.stats import read_history
 from server.admin_api.protocol import ChangeRequest, PromoteRequest, RoutingView, VersionList, VersionView
 from server.dependencies import AdminDep, AdminServiceDep, RedisDep, WebRootDep, get_admin
+from server.unicode_body import UnicodeBodyRoute
 
-router = APIRouter(prefix="/v1/admin", dependencies=[Depends(get_admin)])
+router = APIRouter(prefix="/v1/admin", dependencies=[Depends(get_admin)], route_class=UnicodeBodyRoute)
 page = APIRouter()
 
 NO_PROMOTE_OPTIONS = PromoteRequest()

@@ -11,8 +11,9 @@ from sse_starlette import EventSourceResponse
 
 from server.chat_api.protocol import ChatCompletion, ChatCompletionRequest
 from server.dependencies import CallerDep, ChatServiceDep
+from server.unicode_body import UnicodeBodyRoute
 
-router = APIRouter()
+router = APIRouter(route_class=UnicodeBodyRoute)
 
 T = TypeVar("T")
 CLIENT_CLOSED_REQUEST = 499

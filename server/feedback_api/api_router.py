@@ -8,8 +8,9 @@ from fastapi import APIRouter, Depends
 from feedback.stats import VersionStats, read_counters, version_stats
 from server.dependencies import CallerDep, GesturesDep, RedisDep, get_admin
 from server.feedback_api.protocol import FeedbackRequest, FeedbackResponse, RatingRequest
+from server.unicode_body import UnicodeBodyRoute
 
-router = APIRouter()
+router = APIRouter(route_class=UnicodeBodyRoute)
 
 
 @router.post("/v1/feedback")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +24,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 from fastapi.routing import APIRoute
+from prometheus_client.parser import text_string_to_metric_families
 
 from core.config import Settings
 from core.local_redis import start_local_redis
@@ -33,6 +34,7 @@ from feedback.pairs import Pair, read_all
 from feedback.records import CompletionRecords, user_id
 from server.app import attach_redis, create_app
 from server.auth import key_id
+from server.unicode_body import UnicodeBodyRoute
 from tests.factories import completion_record
 
 pytestmark = pytest.mark.integration
@@ -98,7 +100,7 @@ Serve = Callable[..., None]
 """Runs a scenario (the ``serve`` fixture)."""
 
 
-async def _serve(redis_url: str, scenario: Scenario, limits: dict[str, int]) -> None:
+async def _serve(redis_url: str, scenario: Scenario, limits: dict[str, float]) -> None:
     settings = Settings(
         _env_file=None,
         redis_url=redis_url,
@@ -127,7 +129,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 def serve(redis_url: str) -> Serve:
-    """Run a scenario against an app on an empty Redis; keyword arguments override the feedback limits."""
+    """Run a scenario against an app on an empty Redis; keyword arguments override the limits (feedback, body)."""
     with redis.Redis.from_url(redis_url) as client:
         client.flushdb()
     return lambda scenario, **limits: asyncio.run(_serve(redis_url, scenario, limits))
@@ -438,6 +440,135 @@ def test_openapi_describes_both_feedback_shapes(serve: Serve) -> None:
         assert set(components["ComparisonRequest"]["required"]) == {"chosen", "rejected"}
 
     serve(scenario)
+
+
+# ---- bodies that cannot hurt the server -----------------------------------------------------------------
+
+
+MB = 2**20
+CHAT = "/v1/chat/completions"
+
+
+async def requests_counted(api: Api, endpoint: str, status: str) -> float:
+    text = (await api.call("GET", "/metrics", None)).text
+    samples = [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+    return sum(
+        sample.value
+        for sample in samples
+        if sample.name == "chatloop_requests_total" and sample.labels == {"endpoint": endpoint, "status": status}
+    )
+
+
+async def _chunked(body: bytes, chunk: int = 64 * 1024) -> AsyncIterator[bytes]:
+    """``body`` sent without a Content-Length, so that only counting what arrives can stop it."""
+    for start in range(0, len(body), chunk):
+        yield body[start : start + chunk]
+
+
+def test_a_body_over_the_limit_is_413_before_its_key_is_checked(serve: Serve) -> None:
+    async def scenario(api: Api) -> None:
+        before = await requests_counted(api, "/v1/feedback", "413")
+        for path in ("/v1/feedback", CHAT):
+            for key in (None, "sk-wrong", USER_KEY):
+                declared = await api.call("POST", path, key, content=b"{}".ljust(MB + 1))
+                streamed = await api.call("POST", path, key, content=_chunked(b"{}".ljust(MB + 1)))
+                for response in (declared, streamed):
+                    error = error_of(response, 413)
+                    assert (error["type"], error["code"]) == ("invalid_request_error", "request_too_large"), path
+                    assert "1 MB" in error["message"]
+        assert await requests_counted(api, "/v1/feedback", "413") == before + 6
+        at_the_limit = await api.call("POST", "/v1/feedback", None, content=_chunked(b"{}".ljust(MB)))
+        assert error_of(at_the_limit, 401)["code"] == "missing_api_key"
+        answer = await api.answer("alice")
+        padded = f'{{"completion_id": "{answer}", "rating": "up", "user": "alice"}}'.ljust(MB).encode()
+        rated = await api.call("POST", "/v1/feedback", content=padded, headers={"content-type": "application/json"})
+        assert rated.status_code == 200, rated.text
+
+    serve(scenario, max_body_mb=1)
+
+
+NOT_TEXT = {
+    "a lone surrogate in a rating's reason": (
+        "/v1/feedback",
+        b'{"completion_id": "X", "rating": "up", "reason": "\\ud800"}',
+        "reason",
+    ),
+    "a low surrogate in a user": (
+        "/v1/feedback",
+        b'{"completion_id": "X", "rating": "up", "user": "a\\uDC00"}',
+        "user",
+    ),
+    "a lone surrogate in a pointer": (
+        "/v1/feedback",
+        b'{"chosen": {"completion_id": "\\ud83d"}, "rejected": {"completion_id": "X"}}',
+        "chosen.completion_id",
+    ),
+    "a lone surrogate in a key": ("/v1/feedback", b'{"completion_id": "X", "rating": "up", "\\ud800": 1}', None),
+    "bytes that are not UTF-8 in a reason": (
+        "/v1/feedback",
+        b'{"completion_id": "X", "rating": "up", "reason": "\xff"}',
+        "reason",
+    ),
+    "an encoded surrogate in a reason": (
+        "/v1/feedback",
+        b'{"completion_id": "X", "rating": "up", "reason": "\xed\xa0\x80"}',
+        "reason",
+    ),
+    "bytes that are not UTF-8 between fields": ("/v1/feedback", b'{"completion_id": "X",\xff "rating": "up"}', None),
+    "a lone surrogate in a message": (
+        CHAT,
+        b'{"model": "chatloop", "messages": [{"role": "user", "content": "hi \\ud800"}]}',
+        "messages.0.content",
+    ),
+    "a lone surrogate in a text part": (
+        CHAT,
+        b'{"model": "chatloop", "messages": [{"role": "user", "content": [{"type": "text", "text": "\\udfff"}]}]}',
+        "messages.0.content.0.text",
+    ),
+    "a lone surrogate in a stop": (CHAT, b'{"model": "chatloop", "messages": [], "stop": ["ok", "\\ud800"]}', "stop.1"),
+    "a lone surrogate in metadata": (
+        CHAT,
+        b'{"model": "chatloop", "messages": [], "metadata": {"k": "\\ud800"}}',
+        "metadata.k",
+    ),
+    "a lone surrogate in a role": (
+        CHAT,
+        b'{"model": "chatloop", "messages": [{"role": "\\ud800"}]}',
+        "messages.0.role",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", NOT_TEXT)
+def test_text_that_is_not_unicode_is_400_naming_its_parameter(serve: Serve, case: str) -> None:
+    path, body, param = NOT_TEXT[case]
+
+    async def scenario(api: Api) -> None:
+        response = await api.call("POST", path, content=body, headers={"content-type": "application/json"})
+        error = error_of(response, 400)
+        assert (error["type"], error["param"], error["code"]) == ("invalid_request_error", param, None)
+        assert "not UTF-8" in error["message"]
+        assert api.store.keys("chatloop:*") == []
+
+    serve(scenario)
+
+
+def test_an_emoji_escaped_as_a_surrogate_pair_is_text(serve: Serve) -> None:
+    async def scenario(api: Api) -> None:
+        answer = await api.answer("alice")
+        body = f'{{"completion_id": "{answer}", "rating": "up", "user": "alice", "reason": "\\ud83d\\ude00"}}'
+        response = await api.call("POST", "/v1/feedback", content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 200, response.text
+        assert response.json()["rating"]["reason"] == "\U0001f600"
+
+    serve(scenario)
+
+
+def test_every_route_that_takes_a_body_checks_its_text() -> None:
+    app = create_app(Settings(_env_file=None))
+    with_body = [route for route in app.routes if isinstance(route, APIRoute) and route.body_field is not None]
+    assert {route.path for route in with_body} >= {CHAT, "/v1/feedback", "/v1/admin/versions/{version}/promote"}
+    assert [route.path for route in with_body if not isinstance(route, UnicodeBodyRoute)] == []
 
 
 # ---- admin ----------------------------------------------------------------------------------------------
