@@ -87,10 +87,11 @@ def _choice_ref(record: CompletionRecord, choice_index: int, param: str) -> str:
 
 
 def _regenerated_choice(choice: str | None) -> int:
-    """The index a regeneration's ``metadata.regenerate_choice`` names (0 without one)."""
+    """The index a regeneration's ``metadata.regenerate_choice`` names (0 without one), in ASCII digits:
+    ``str.isdigit`` alone accepts superscripts, which ``int`` does not."""
     if choice is None:
         return 0
-    if not choice.isdigit():
+    if not (choice.isascii() and choice.isdigit()):
         raise InvalidInput("metadata.regenerate_choice must be a choice index.", param="metadata.regenerate_choice")
     return int(choice)
 

@@ -36,6 +36,9 @@ ERROR_TYPES = {
     503: "service_unavailable",
 }
 
+UNSUPPORTED_PARAMETER = "unsupported_parameter"
+"""The error type, and code, of a request parameter the server knows of but does not honour."""
+
 DOMAIN_STATUSES: dict[type[ChatloopError], int] = {
     InvalidInput: 400,
     NotFound: 404,
@@ -95,19 +98,23 @@ def _field_path(loc: Sequence[int | str]) -> list[str]:
     return [part for part in parts if part != "body"]
 
 
-def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
-    """The first problem, phrased for a person, and the request field it concerns."""
+def validation_error_response(exc: RequestValidationError) -> JSONResponse:
+    """The first problem, phrased for a person, naming the request field it concerns. A parameter the server
+    does not honour (``unsupported_parameter``, raised for the whole body) names itself."""
     first = exc.errors()[0]
-    if first.get("type") == "json_invalid":
-        return "We could not parse the JSON body of your request.", None
+    kind = first.get("type")
+    if kind == "json_invalid":
+        return error_response(400, "We could not parse the JSON body of your request.")
+    if kind == UNSUPPORTED_PARAMETER:
+        return error_response(400, first["msg"], param=first["ctx"]["param"], code=UNSUPPORTED_PARAMETER)
     location = _field_path(first.get("loc", ()))
     param = ".".join(location) or None
     detail = first.get("msg", "invalid value")
-    if first.get("type") == "missing":
-        return f"Missing required parameter: '{param}'.", param
-    if first.get("type") == "literal_error" and location and location[-1] == "role":
+    if kind == "missing":
+        return error_response(400, f"Missing required parameter: '{param}'.", param=param)
+    if kind == "literal_error" and location and location[-1] == "role":
         detail = f"unknown role {first.get('input')!r}; expected one of system, developer, user, assistant"
-    return f"Invalid value for '{param}': {detail}.", param
+    return error_response(400, f"Invalid value for '{param}': {detail}.", param=param)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -121,8 +128,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        message, param = _validation_message(exc)
-        return error_response(400, message, param=param)
+        return validation_error_response(exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -2,17 +2,45 @@
 
 Static bounds (ranges OpenAI documents) live here, so that a bad value is rejected before any work is done;
 bounds that depend on configuration or on the model (``n``, context length) are checked in ``serving.py``.
-Unknown request fields are ignored, as many OpenAI clients send fields of newer API versions.
+OpenAI's parameters that chatloop does not honour yet are refused (``UNSUPPORTED_PARAMETERS``): dropped, they
+would get an answer as if they had been. Other unknown fields are ignored, as OpenAI clients send fields of newer
+API versions and extensions of other servers (the SDK's ``extra_body``).
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from server.errors import UNSUPPORTED_PARAMETER
 
 MAX_STOP_SEQUENCES = 4
+MAX_STOP_CHARS = 256
 MAX_METADATA_KEYS = 16
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+UNSUPPORTED_PARAMETERS = (
+    "audio",
+    "function_call",
+    "functions",
+    "logit_bias",
+    "modalities",
+    "parallel_tool_calls",
+    "prediction",
+    "reasoning_effort",
+    "safety_identifier",
+    "service_tier",
+    "tool_choice",
+    "tools",
+    "verbosity",
+    "web_search_options",
+)
+"""OpenAI's chat parameters that change what is generated or returned, which chatloop does not honour yet
+(``safety_identifier`` stands for the end user, which chatloop reads from ``user``). Its cache hints
+(``prompt_cache_key``, ``prompt_cache_retention``) change neither, and are accepted."""
+NOT_GIVEN: tuple[object, ...] = (None, [], {})
+"""Values that ask for nothing: an unsupported parameter set to one of them is no request to refuse."""
 
 
 class TextPart(BaseModel):
@@ -71,7 +99,7 @@ class ChatCompletionRequest(BaseModel):
     max_completion_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=INT64_MIN, le=INT64_MAX)
     stop: str | list[str] | None = None
     presence_penalty: Penalty | None = None
     frequency_penalty: Penalty | None = None
@@ -84,14 +112,29 @@ class ChatCompletionRequest(BaseModel):
     ignore_eos: bool = False
     """vLLM's extension, which its benchmark client sends: generate to the token limit, past end-of-sequence."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unsupported(cls, values: Any) -> Any:
+        if isinstance(values, dict):
+            for name in UNSUPPORTED_PARAMETERS:
+                if values.get(name) not in NOT_GIVEN:
+                    raise PydanticCustomError(
+                        UNSUPPORTED_PARAMETER,
+                        "Unsupported parameter: '{param}' is not supported by chatloop yet.",
+                        {"param": name},
+                    )
+        return values
+
     @field_validator("stop")
     @classmethod
     def _stop_list(cls, value: str | list[str] | None) -> list[str] | None:
         if value is None:
             return None
         stops = [value] if isinstance(value, str) else value
-        if len(stops) > MAX_STOP_SEQUENCES or any(not stop for stop in stops):
-            raise ValueError(f"stop takes at most {MAX_STOP_SEQUENCES} non-empty sequences")
+        if len(stops) > MAX_STOP_SEQUENCES or any(not 0 < len(stop) <= MAX_STOP_CHARS for stop in stops):
+            raise ValueError(
+                f"stop takes at most {MAX_STOP_SEQUENCES} non-empty sequences of at most {MAX_STOP_CHARS} characters"
+            )
         return stops
 
     @field_validator("metadata")

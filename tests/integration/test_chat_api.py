@@ -210,6 +210,15 @@ BAD_REQUESTS = {
         None,
     ),
     "schema missing": ({"response_format": {"type": "json_schema"}}, 400, None),
+    "seed beyond int64": ({"seed": 2**64}, 400, None),
+    "stop too long": ({"stop": "x" * 257}, 400, None),
+    "metadata value too long": ({"metadata": {"k": "v" * 513}}, 400, None),
+    "tools": (
+        {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]},
+        400,
+        "unsupported_parameter",
+    ),
+    "logit_bias": ({"logit_bias": {"1": 5}}, 400, "unsupported_parameter"),
 }
 
 

@@ -10,6 +10,7 @@ import redis.asyncio as aioredis
 
 from core import keys
 from core.config import Settings
+from core.errors import InvalidInput
 from feedback.access import AnswerAccess
 from feedback.commit import REVISION, Commands, ConditionalCommit
 from feedback.gestures import Gestures
@@ -60,3 +61,26 @@ def test_conditional_commit_writes_nothing_once_the_state_changed(redis_server: 
 
     assert asyncio.run(attempts()) == (False, True)
     assert redis_server.client().get(target) == "1"
+
+
+@pytest.mark.parametrize("choice", ["\u00b2", "\u0663", "-1", "1.0", " 1", ""])
+def test_a_regeneration_names_its_choice_in_ascii_digits(redis_server: RedisHandle, choice: str) -> None:
+    """``str.isdigit`` also accepts a superscript two, which ``int`` refuses (a 500 once), and ``int`` reads the
+    Arabic-Indic three as 3: both are refused as the bad values they are."""
+    record = completion_record(["Apple.", "Pear."], user="regenerator")
+
+    async def check() -> None:
+        client = aioredis.from_url(redis_server.url)
+        settings = Settings(_env_file=None)
+        records = CompletionRecords(client, retention_s=3600)
+        await records.save(record)
+        gestures = Gestures(client, records, AnswerAccess(client, settings), settings)
+        try:
+            assert await gestures.check_regeneration("key", "regenerator", record.id, "1", record.conversation_id)
+            with pytest.raises(InvalidInput) as caught:
+                await gestures.check_regeneration("key", "regenerator", record.id, choice, record.conversation_id)
+            assert caught.value.param == "metadata.regenerate_choice"
+        finally:
+            await client.aclose()
+
+    asyncio.run(check())

@@ -6,10 +6,13 @@ import json
 from collections.abc import Callable
 
 import pytest
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 
 from core.errors import ChatloopError, InProgress, InvalidInput, NotFound, RateLimited
 from core.routing import Routing, promote, rollback
-from server.errors import DOMAIN_STATUSES, domain_error_response
+from server.chat_api.protocol import ChatCompletionRequest
+from server.errors import DOMAIN_STATUSES, domain_error_response, validation_error_response
 
 
 def raised(action: Callable[[], object]) -> ChatloopError:
@@ -66,3 +69,47 @@ def test_a_rate_limit_says_when_to_retry() -> None:
 
 def test_every_kind_of_domain_error_has_a_status() -> None:
     assert set(ChatloopError.__subclasses__()) == set(DOMAIN_STATUSES)
+
+
+def chat_body_error(**change: object) -> dict:
+    """The error a chat body with ``change`` gets, as FastAPI reports a body's validation errors (under ``body``)."""
+    body = {"model": "chatloop", "messages": [{"role": "user", "content": "hi"}], **change}
+    with pytest.raises(ValidationError) as caught:
+        ChatCompletionRequest.model_validate(body)
+    errors = [{**error, "loc": ("body", *error["loc"])} for error in caught.value.errors()]
+    response = validation_error_response(RequestValidationError(errors))
+    assert response.status_code == 400
+    return json.loads(response.body)["error"]
+
+
+@pytest.mark.parametrize(
+    ("change", "param"),
+    [
+        ({"seed": 2**64}, "seed"),
+        ({"seed": -(2**63) - 1}, "seed"),
+        ({"max_tokens": -1}, "max_tokens"),
+        ({"max_completion_tokens": 0}, "max_completion_tokens"),
+        ({"n": 0}, "n"),
+        ({"top_logprobs": 21}, "top_logprobs"),
+        ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata"),
+        ({"metadata": {"k": "v" * 513}}, "metadata"),
+        ({"metadata": {"k": 7}}, "metadata.k"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        ({"stop": "x" * 257}, "stop"),
+    ],
+)
+def test_a_chat_body_out_of_bounds_is_400_naming_its_parameter(change: dict, param: str) -> None:
+    error = chat_body_error(**change)
+    assert (error["type"], error["param"], error["code"]) == ("invalid_request_error", param, None)
+    assert error["message"].startswith(f"Invalid value for '{param}'")
+
+
+@pytest.mark.parametrize("name", ["tools", "tool_choice", "functions", "logit_bias", "service_tier"])
+def test_an_unsupported_parameter_is_400_unsupported_parameter(name: str) -> None:
+    error = chat_body_error(**{name: [{"type": "function"}]})
+    assert error == {
+        "message": f"Unsupported parameter: '{name}' is not supported by chatloop yet.",
+        "type": "invalid_request_error",
+        "param": name,
+        "code": "unsupported_parameter",
+    }
