@@ -28,7 +28,6 @@ from core.logs import configure_logging
 
 log = logging.getLogger("chatloop")
 
-LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 USAGE_ERROR = 2
 INTERRUPTED = 130
 # One INFO line per HTTP request would bury a client command's own output.
@@ -40,16 +39,22 @@ USER_KEY_HELP = "a user API key (default: CHATLOOP_KEY, else the local default k
 Command = Callable[[argparse.Namespace, Settings], None]
 
 
+def _listening(args: argparse.Namespace, settings: Settings) -> Settings:
+    """The settings with --host and --port applied; refused (``SetupError``) when they would let anyone in with a
+    published key, before anything starts."""
+    from server.auth import refuse_published_keys
+
+    settings = settings.model_copy(update={"host": args.host or settings.host, "port": args.port or settings.port})
+    refuse_published_keys(settings)
+    return settings
+
+
 def _serve(args: argparse.Namespace, settings: Settings) -> None:
+    settings = _listening(args, settings)
     import uvicorn
 
     from server.app import create_app
 
-    settings = settings.model_copy(update={"host": args.host or settings.host, "port": args.port or settings.port})
-    if settings.uses_default_keys and settings.host not in LOOPBACK_HOSTS:
-        log.warning(
-            "serving beyond loopback with the documented local keys: set CHATLOOP_API_KEYS and CHATLOOP_ADMIN_KEY"
-        )
     log.info("chatloop serving", extra={"url": f"http://{settings.host}:{settings.port}"})
     uvicorn.run(
         create_app(settings),
@@ -89,6 +94,7 @@ def _up(args: argparse.Namespace, settings: Settings) -> None:
     """The whole system on the embedded defaults: Redis (unless REDIS_URL), the trainer loop, the server."""
     from core.local_redis import start_local_redis
 
+    settings = _listening(args, settings)
     model = _model_folder(settings)
     local = None if settings.redis_url else start_local_redis(settings.redis_dir)
     redis_url = settings.redis_url or local.url
@@ -99,7 +105,7 @@ def _up(args: argparse.Namespace, settings: Settings) -> None:
         env={**os.environ, "REDIS_URL": redis_url},
         preexec_fn=lambda: os.nice(settings.trainer.niceness),
     )
-    base = f"http://{args.host or settings.host}:{args.port or settings.port}"
+    base = f"http://{settings.host}:{settings.port}"
     print(start_banner(settings, base, model, trainer.pid), flush=True)
     try:
         _serve(args, settings.model_copy(update={"redis_url": redis_url}))

@@ -245,11 +245,6 @@ class Settings(BaseSettings):
         """One folder per policy version: adapter, reward model, metrics, lineage."""
         return self.data_dir / "versions"
 
-    @property
-    def uses_default_keys(self) -> bool:
-        user_keys = {key.get_secret_value() for key in self.api_keys}
-        return LOCAL_API_KEY in user_keys or self.admin_key.get_secret_value() == LOCAL_ADMIN_KEY
-
 
 @lru_cache
 def get_settings() -> Settings:

@@ -1,5 +1,6 @@
 """The ``chatloop`` command as a newcomer meets it: every command's help, the start banner, the shipped preferences
-by name, and failures of the surroundings (server down, wrong key, Redis unreachable, bad setting) as one line."""
+by name, and failures of the surroundings (server down, wrong key, Redis unreachable, bad setting, published keys
+beyond loopback) as one line."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from client.cli import build_parser, start_banner
+from client.cli import build_parser, main, start_banner
 from client.simulation.preferences import SHIPPED, resolve
 from core.config import LOCAL_ADMIN_KEY, LOCAL_API_KEY, Settings
 from tests.helpers import REPO, free_port
@@ -167,3 +168,26 @@ def test_an_unreachable_redis_is_one_line(tmp_path: Path) -> None:
 
 def test_a_bad_setting_is_one_line() -> None:
     assert_one_line_failure(chatloop("policy", "list", CHATLOOP_PORT="eighty"), "CHATLOOP_PORT")
+
+
+@pytest.mark.parametrize("command", ["serve", "up"])
+def test_published_keys_beyond_loopback_stop_the_server_before_anything_starts(
+    monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    """Run in this process, with the first thing each command would start replaced by a failure: a refusal that
+    came too late (or not at all) fails here at once instead of starting Redis, the trainer or the engine."""
+
+    def started(*_: object) -> None:
+        raise AssertionError(f"chatloop {command} started before refusing the keys")
+
+    local_keys = Settings(_env_file=None, api_keys=LOCAL_API_KEY, admin_key=LOCAL_ADMIN_KEY)
+    monkeypatch.setattr("client.cli.get_settings", lambda: local_keys)
+    monkeypatch.setattr("client.cli.configure_logging", lambda _level: None)
+    monkeypatch.setattr("client.cli._model_folder", started)  # up's first step
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # serve's: importing it raises
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--host", "0.0.0.0"])
+    assert exit_.value.code == (
+        f"chatloop {command}: will not listen on 0.0.0.0 (beyond loopback) with a published key: "
+        "set CHATLOOP_API_KEYS and CHATLOOP_ADMIN_KEY to your own, or listen on 127.0.0.1"
+    )

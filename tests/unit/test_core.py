@@ -8,7 +8,7 @@ import pydantic
 import pytest
 
 from client.errors import describe_settings
-from core.config import LOCAL_API_KEY, Settings
+from core.config import Settings
 from core.logs import FieldsFormatter
 from core.policy import pinned_name, split_model_name
 
@@ -24,14 +24,6 @@ def test_api_keys_from_comma_separated_env(monkeypatch) -> None:
     settings = Settings(_env_file=None)
     assert [key.get_secret_value() for key in settings.api_keys] == ["k1", "k2"]
     assert "k1" not in repr(settings)
-
-
-def test_default_keys_are_flagged(monkeypatch) -> None:
-    assert Settings(_env_file=None).uses_default_keys
-    monkeypatch.setenv("CHATLOOP_API_KEYS", "k1")
-    monkeypatch.setenv("CHATLOOP_ADMIN_KEY", "k2")
-    assert not Settings(_env_file=None).uses_default_keys
-    assert LOCAL_API_KEY not in {key.get_secret_value() for key in Settings(_env_file=None).api_keys}
 
 
 def test_redis_url_from_conventional_variable(monkeypatch) -> None:
