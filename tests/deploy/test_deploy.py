@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import copy
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -29,6 +30,8 @@ DOCKERFILES = sorted((DEPLOY / "docker").glob("Dockerfile.*"))
 K8S_VERSIONS = ("1.30.0", "1.37.0")
 VALIDATOR_MISSING = "kubernetes-validate is not installed; `make test` installs it (pyproject.toml's test extra)"
 KEYS = {"CHATLOOP_API_KEYS": "sk-test", "CHATLOOP_ADMIN_KEY": "sk-admin-test"}
+# What the operator writes and these files must not: the deploy files, and every manifest of deploy/k8s.
+KEYLESS_FILES = [COMPOSE_FILE, DEPLOY / ".env.example", *sorted((DEPLOY / "k8s").rglob("*.yaml"))]
 
 pytestmark = pytest.mark.deploy
 
@@ -49,12 +52,15 @@ def run(*command: str, env: dict[str, str] | None = None, cwd: Path | None = Non
 # ---- Docker Compose ------------------------------------------------------------------------------------------------
 
 
-def compose(tmp_path: Path, *args: str, file: Path = COMPOSE_FILE, keys: bool = True) -> subprocess.CompletedProcess:
-    """`docker-compose config` on a clean environment: no CHATLOOP_ or COMPOSE_ variable of this shell, and an empty
-    env file instead of a deploy/.env that a developer may have."""
+def compose(
+    tmp_path: Path, *args: str, file: Path = COMPOSE_FILE, keys: bool = True, env_file: Path | None = None
+) -> subprocess.CompletedProcess:
+    """`docker-compose config` on a clean environment: no CHATLOOP_ or COMPOSE_ variable of this shell, and
+    ``env_file`` (else an empty one) instead of a deploy/.env that a developer may have."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CHATLOOP_", "COMPOSE_"))}
-    env_file = tmp_path / "empty.env"
-    env_file.touch()
+    if env_file is None:
+        env_file = tmp_path / "empty.env"
+        env_file.touch()
     return run(
         tool("docker-compose"), "--env-file", str(env_file), "-f", str(file), *args, env=env | (KEYS if keys else {})
     )
@@ -78,6 +84,23 @@ def test_compose_has_no_default_keys(tmp_path: Path) -> None:
     result = compose(tmp_path, "config", "-q", keys=False)
     assert result.returncode != 0
     assert "set CHATLOOP_API_KEYS" in result.stderr
+
+
+def test_compose_refuses_the_example_env_file_until_its_keys_are_set(tmp_path: Path) -> None:
+    result = compose(tmp_path, "config", "-q", keys=False, env_file=DEPLOY / ".env.example")
+    assert result.returncode != 0
+    assert "set CHATLOOP_API_KEYS" in result.stderr
+
+
+@pytest.mark.parametrize("path", KEYLESS_FILES, ids=lambda path: str(path.relative_to(DEPLOY)))
+def test_no_key_is_written_in_the_deploy_files(path: Path) -> None:
+    """A key in a file of the repository is a key anyone can read: the operator supplies them (deploy/.env, the
+    chatloop-keys Secret). The only value the files give a key variable is compose's required `${NAME:?message}`."""
+    text = path.read_text()
+    assert not re.search(r"\bsk-[\w-]+", text)
+    for name in KEYS:
+        assigned = rf"(?<!\$\{{){name}[ \t]*[=:][ \t]*(?!\$\{{{name}:\?)[^\s#]"
+        assert not re.search(assigned, text), name
 
 
 def test_compose_services(tmp_path: Path) -> None:
@@ -219,18 +242,31 @@ def test_external_redis_replaces_the_statefulset(rendered: dict[str, list[dict]]
     assert secret_value(docs, "chatloop-redis", "REDIS_URL").startswith("rediss://")
 
 
-def test_an_overlay_of_ones_own_replaces_the_placeholder_keys(tmp_path: Path) -> None:
-    """What base/kustomization.yaml tells operators to do, done: real keys from an untracked file."""
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_keys_come_from_a_secret_the_operator_creates(rendered: dict[str, list[dict]], overlay: str) -> None:
+    """The server reads its keys from the Secret chatloop-keys by that plain name (the one deploy/README.md's
+    `kubectl create secret` makes); no object of the manifests creates it or holds a key."""
+    docs = rendered[overlay]
+    assert not [doc for doc in docs if doc["metadata"]["name"].startswith("chatloop-keys")]
+    (container,) = pod(find(docs, "Deployment", "chatloop-server"))["containers"]
+    assert {"secretRef": {"name": "chatloop-keys"}} in container["envFrom"]
+    assert not [variable["name"] for variable in container.get("env", []) if variable["name"] in KEYS]
+    assert not [doc["metadata"]["name"] for doc in docs if set(KEYS) & set(doc.get("data", {}))]
+
+
+def test_an_overlay_of_ones_own_may_generate_the_keys(tmp_path: Path) -> None:
+    """deploy/README.md's other way, done: the keys from an untracked file, in the server's namespace."""
     (tmp_path / "keys.env").write_text("CHATLOOP_API_KEYS=sk-real\nCHATLOOP_ADMIN_KEY=sk-admin-real\n")
     cpu = os.path.relpath(DEPLOY / "k8s" / "overlays" / "cpu", tmp_path)  # kustomize refuses absolute paths
     (tmp_path / "kustomization.yaml").write_text(
-        f"resources: [{cpu}]\nsecretGenerator:\n  - {{name: chatloop-keys, behavior: replace, envs: [keys.env]}}\n"
+        f"namespace: chatloop\nresources: [{cpu}]\nsecretGenerator:\n  - {{name: chatloop-keys, envs: [keys.env]}}\n"
     )
     docs = kustomize(tmp_path)
     assert secret_value(docs, "chatloop-keys", "CHATLOOP_API_KEYS") == "sk-real"
     server = find(docs, "Deployment", "chatloop-server")
-    keys_secret = find(docs, "Secret", "chatloop-keys")["metadata"]["name"]
-    assert {"secretRef": {"name": keys_secret}} in pod(server)["containers"][0]["envFrom"]
+    keys_secret = find(docs, "Secret", "chatloop-keys")
+    assert keys_secret["metadata"]["namespace"] == server["metadata"]["namespace"]
+    assert {"secretRef": {"name": keys_secret["metadata"]["name"]}} in pod(server)["containers"][0]["envFrom"]
 
 
 # ---- Dockerfiles ---------------------------------------------------------------------------------------------------
