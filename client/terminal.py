@@ -16,6 +16,7 @@ import httpx
 import openai
 from openai.types.chat import ChatCompletionMessageParam
 
+from client.control_sequences import printable
 from client.errors import REQUEST_ERRORS, ClientError, describe
 
 PROMPT = "you> "
@@ -131,12 +132,14 @@ class Terminal:
     def _stream(
         self, messages: list[ChatCompletionMessageParam], metadata: dict[str, str] | None, label: str
     ) -> Answer | None:
-        """Print an answer as it is written, after ``label``; None when the user stopped it with Ctrl-C.
+        """Print an answer as it is written, after ``label``; None when the user stopped it with Ctrl-C. It is printed
+        without the control sequences it may carry, which the terminal would obey; the answer kept, and sent back with
+        the conversation, is the text as the server wrote it.
 
         Closing the stream is what stops the server's generation (it aborts the engine request when the client
         disconnects), so an answer nobody reads costs nothing more.
         """
-        completion_id, version, parts = "", "", []
+        completion_id, version, parts, held = "", "", [], ""
         if label:
             print(muted(label), end="")
         try:
@@ -153,7 +156,8 @@ class Terminal:
                     text = chunk.choices[0].delta.content if chunk.choices else None
                     if text:
                         parts.append(text)
-                        print(text, end="", flush=True)
+                        shown, held = printable(held, text)
+                        print(shown, end="", flush=True)
         except KeyboardInterrupt:
             print(muted(" [stopped]"))
             return None
