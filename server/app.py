@@ -44,6 +44,7 @@ from server.feedback_api import api_router as feedback_api
 from server.health_api import api_router as health_api
 from server.metrics import MetricsMiddleware
 from server.models_api import api_router as models_api
+from server.security_headers import SecurityHeadersMiddleware
 from server.versions import autopilot
 from server.versions.loaded import LoadedVersions
 from server.versions.manager import VersionManager
@@ -142,6 +143,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.chat = None
     app.state.versions = None
     app.add_middleware(BodyLimitMiddleware, max_body_mb=settings.max_body_mb)
+    app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(MetricsMiddleware)  # added last, so outermost: it counts the limit's 413s too
     install_error_handlers(app)
     app.state.web_root = WEB_UI

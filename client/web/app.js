@@ -42,8 +42,37 @@ function newConversation() {
 
 // ---- rendering -----------------------------------------------------------------------------------------------
 
+// Answers are written by whoever steers the model, so beyond scripts they lose what could restyle the page, phish
+// with a form (the key is on this page), or tell another server who reads them and when (remote images and
+// media); the page's Content-Security-Policy blocks the same things again.
+const SANITIZE = {
+  FORBID_TAGS: ["style", "form", "input", "button", "textarea", "select", "option", "iframe", "object", "embed",
+    "link", "meta", "base"],
+  FORBID_ATTR: ["style", "action", "formaction", "srcset", "background"],
+};
+const EMBEDS = new Set(["img", "video", "audio", "source", "track", "image"]);
+const EMBED_URLS = ["src", "poster", "href", "xlink:href"];
+
+function servedHere(url) {
+  try {
+    const parsed = new URL(url, location.href);
+    return parsed.protocol === "data:" || parsed.origin === location.origin;
+  } catch {
+    return false;
+  }
+}
+
+DOMPurify.addHook("afterSanitizeAttributes", (node) => {
+  if (!EMBEDS.has(node.nodeName.toLowerCase())) return;
+  const urls = EMBED_URLS.map((name) => node.getAttribute(name)).filter((url) => url !== null);
+  if (!urls.every(servedHere)) node.remove();
+});
+
+// A task list's boxes as characters: form inputs never reach the page.
+marked.use({ renderer: { checkbox: ({ checked }) => (checked ? "☑ " : "☐ ") } });
+
 function markdown(text) {
-  return DOMPurify.sanitize(marked.parse(text ?? ""));
+  return DOMPurify.sanitize(marked.parse(text ?? ""), SANITIZE);
 }
 
 function element(tag, attrs = {}, ...children) {

