@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 import torch
 
 from core import keys
@@ -22,7 +23,7 @@ from feedback.pairs import PairAnswer, PairConsumer
 from tests.factories import TOPICS, seed_pairs, short_over_long_pair
 from tests.helpers import REPO, SMALL_ROUND, RedisHandle
 from trainer.best_of import best_of_n
-from trainer.context import CONSUMER, TrainerContext
+from trainer.context import CONSUMER, RedisSide, TrainerContext
 from trainer.dpo import References, pair_batch, preference_stage
 from trainer.finetune import IGNORE, answer_example, answer_logprobs
 from trainer.loop import renewed
@@ -140,8 +141,9 @@ def test_the_next_round_continues_the_canary_while_one_is_tried(redis_server: Re
     client.delete(keys.ROUTING)
 
 
-def test_a_round_whose_lock_was_taken_over_cannot_commit(redis_server: RedisHandle, tmp_path: Path) -> None:
-    client = redis_server.client()
+def round_ready_to_commit(client: redis.Redis, tmp_path: Path) -> tuple[RedisSide, list[str], Version]:
+    """A main process's Redis side holding the lock, with three claimed pairs and the version trained from them:
+    where a round stands when it commits."""
     seed_pairs(client, 3)
     client.delete(keys.TRAINER_ROUNDS)
     side = TrainerContext.create(Settings(_env_file=None, data_dir=tmp_path), client).redis
@@ -150,6 +152,12 @@ def test_a_round_whose_lock_was_taken_over_cannot_commit(redis_server: RedisHand
         id=side.registry.next_id(), parent="base", state="candidate", artifact=str(tmp_path), created=time.time()
     )
     assert side.lock.acquire()
+    return side, entry_ids, version
+
+
+def test_a_round_whose_lock_was_taken_over_cannot_commit(redis_server: RedisHandle, tmp_path: Path) -> None:
+    client = redis_server.client()
+    side, entry_ids, version = round_ready_to_commit(client, tmp_path)
     client.set(keys.TRAINER_LOCK, "another-trainer", px=60_000)  # the lease lapsed and another trainer took the lock
     assert not side.commit(version, "passed the gate", entry_ids)
     assert Registry(client).all() == [], "a trainer that lost its lock registered a version"
@@ -168,14 +176,7 @@ def test_a_commit_retried_after_a_renewal_records_the_version_once(
     redis_server: RedisHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client = redis_server.client()
-    seed_pairs(client, 3)
-    client.delete(keys.TRAINER_ROUNDS)
-    side = TrainerContext.create(Settings(_env_file=None, data_dir=tmp_path), client).redis
-    entry_ids = [entry for entry, _ in side.consumer.read(count=3)]
-    version = Version(
-        id=side.registry.next_id(), parent="base", state="candidate", artifact=str(tmp_path), created=time.time()
-    )
-    assert side.lock.acquire()
+    side, entry_ids, version = round_ready_to_commit(client, tmp_path)
     owned = side.lock.owned
     checks: list[bool] = []
 

@@ -44,6 +44,26 @@ class PageEvents:
         return [url for url in self.requests if not url.startswith((origin + "/", "data:"))]
 
 
+def one_answer(conversation_id: str, question: str, answer: str) -> dict:
+    """Local storage holding one conversation, open, of ``question`` and a stored ``answer`` by the base model: how
+    a test shows the page an answer no model would write on request."""
+    conversation = {
+        "id": conversation_id,
+        "title": conversation_id,
+        "messages": [
+            {"role": "user", "content": question},
+            {
+                "role": "assistant",
+                "content": answer,
+                "completionId": f"chatcmpl-{conversation_id}",
+                "choiceIndex": 0,
+                "version": "base",
+            },
+        ],
+    }
+    return {"conversations": [conversation], "active": conversation_id}
+
+
 def open_page(
     browser: Browser,
     server: ServerHandle,
@@ -189,21 +209,8 @@ def test_script_in_an_answer_does_not_run(browser: Browser, server: ServerHandle
         "Here you go:\n\n<script>window.__xss = 'script'</script>\n\n<img src=x onerror=\"window.__xss = 'img'\">\n\n"
         "[click](javascript:window.__xss='link')"
     )
-    conversation = {
-        "id": "c-xss",
-        "title": "xss",
-        "messages": [
-            {"role": "user", "content": "<b>hi</b><script>window.__xss = 'user'</script>"},
-            {
-                "role": "assistant",
-                "content": hostile,
-                "completionId": "chatcmpl-x",
-                "choiceIndex": 0,
-                "version": "base",
-            },
-        ],
-    }
-    page = open_page(browser, server, DESKTOP, {"conversations": [conversation], "active": "c-xss"})
+    storage = one_answer("c-xss", "<b>hi</b><script>window.__xss = 'user'</script>", hostile)
+    page = open_page(browser, server, DESKTOP, storage)
     expect(page.locator(".message.assistant .bubble")).to_contain_text("Here you go")
     page.locator(".message.assistant a").first.click()
     time.sleep(0.5)
@@ -243,22 +250,8 @@ def test_answer_cannot_restyle_the_page_or_reach_another_server(browser: Browser
         f'<table background="{ELSEWHERE}/table.png"><tr><td>cell</td></tr></table>\n\n'
         '<p style="position:fixed;inset:0;background:red">After</p>\n\n- [x] done\n- [ ] to do'
     )
-    conversation = {
-        "id": "c-css",
-        "title": "css",
-        "messages": [
-            {"role": "user", "content": "hi"},
-            {
-                "role": "assistant",
-                "content": hostile,
-                "completionId": "chatcmpl-c",
-                "choiceIndex": 0,
-                "version": "base",
-            },
-        ],
-    }
     events = PageEvents()
-    page = open_page(browser, server, DESKTOP, {"conversations": [conversation], "active": "c-css"}, events)
+    page = open_page(browser, server, DESKTOP, one_answer("c-css", "hi", hostile), events)
     bubble = page.locator(".message.assistant .bubble")
     expect(bubble).to_contain_text("After")
     expect(bubble).to_contain_text("☑ done")
@@ -291,16 +284,8 @@ def test_ops_page_runs_under_its_policy(browser: Browser, server: ServerHandle) 
 
 def test_phone_width_has_no_horizontal_scroll(browser: Browser, server: ServerHandle) -> None:
     wide = "```\n" + "x" * 400 + "\n```\n\n" + "averyveryverylongword" * 20
-    conversation = {
-        "id": "c-wide",
-        "title": "wide",
-        "messages": [
-            {"role": "user", "content": "y" * 300},
-            {"role": "assistant", "content": wide, "completionId": "chatcmpl-w", "choiceIndex": 0, "version": "base"},
-        ],
-    }
     events = PageEvents()
-    page = open_page(browser, server, PHONE, {"conversations": [conversation], "active": "c-wide"}, events)
+    page = open_page(browser, server, PHONE, one_answer("c-wide", "y" * 300, wide), events)
     expect(page.locator(".message.assistant pre")).to_be_visible()
     overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
     assert overflow <= 0
