@@ -11,6 +11,7 @@ import argparse
 import logging
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import textwrap
@@ -90,6 +91,10 @@ def start_banner(settings: Settings, base: str, model: Path, trainer_pid: int) -
     )
 
 
+def _exit_on_signal(signum: int, _: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def _up(args: argparse.Namespace, settings: Settings) -> None:
     """The whole system on the embedded defaults: Redis (unless REDIS_URL), the trainer loop, the server."""
     from core.local_redis import start_local_redis
@@ -107,6 +112,9 @@ def _up(args: argparse.Namespace, settings: Settings) -> None:
     )
     base = f"http://{settings.host}:{settings.port}"
     print(start_banner(settings, base, model, trainer.pid), flush=True)
+    # uvicorn shuts down gracefully on SIGTERM and then raises the signal again; with its default action the process
+    # would die there, leaving the trainer and the local Redis behind, so SIGTERM ends it as Ctrl-C does.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
         _serve(args, settings.model_copy(update={"redis_url": redis_url}))
     finally:
