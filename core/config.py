@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -140,6 +140,37 @@ class RolloutSettings(BaseModel):
     rollback_min_answers: int = Field(20, ge=1, description="Answers each side serves before that test runs.")
 
 
+class LimitSettings(BaseModel):
+    """What one principal may ask of the engine: an API key (for all its ``user``s together) or an account (its
+    sessions and personal keys together). A managed key may carry its own values (``/v1/admin/keys``)."""
+
+    key_chat_per_minute: int = Field(600, ge=1, description="Chat requests per minute of an API key.")
+    key_max_concurrent: int = Field(32, ge=1, description="Chat requests of an API key in flight at once.")
+    account_chat_per_minute: int = Field(30, ge=1, description="Chat requests per minute of an account.")
+    account_max_concurrent: int = Field(4, ge=1, description="Chat requests of an account in flight at once.")
+    max_queued: int = Field(
+        256,
+        ge=0,
+        description="Chat requests waiting beyond the engine's batch (`MAX_NUM_SEQS`); past it a request gets a 503 "
+        "at once.",
+    )
+
+
+class AccountSettings(BaseModel):
+    joining: Literal["closed", "approval", "open"] = Field(
+        "closed",
+        description="Who may make an account on the chat page: `closed` (an admin adds people), `approval` (anyone "
+        "asks, an admin approves) or `open`.",
+    )
+    session_days: float = Field(30.0, gt=0, description="A sign-in lasts this long (sessions are revocable).")
+    link_hours: float = Field(24.0, gt=0, description="A one-time sign-in link works once, within this many hours.")
+    signin_per_minute_account: int = Field(10, ge=1, description="Sign-in attempts per minute for one account.")
+    signin_per_minute_address: int = Field(30, ge=1, description="Sign-in attempts per minute from one address.")
+    max_conversations: int = Field(200, ge=1, description="Conversations one account keeps on the server.")
+    conversation_kb: int = Field(256, ge=1, description="Largest stored conversation, in KB of 1,024 bytes.")
+    max_personal_keys: int = Field(10, ge=0, description="API keys one person may make on the chat page.")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CHATLOOP_", env_file=".env", extra="ignore", env_nested_delimiter="__"
@@ -218,6 +249,16 @@ class Settings(BaseSettings):
     )
     trainer: TrainerLoopSettings = Field(
         default_factory=TrainerLoopSettings, description="When the trainer loop runs a round (`trainer/loop.py`)."
+    )
+    limits: LimitSettings = Field(
+        default_factory=LimitSettings,
+        description="How much each principal may ask of the engine, and how long its queue may grow "
+        "(`server/limits.py`).",
+    )
+    accounts: AccountSettings = Field(
+        default_factory=AccountSettings,
+        description="The chat page's accounts: who may join, sessions, sign-in attempts, stored conversations "
+        "(`server/identity/`).",
     )
     rollout: RolloutSettings = Field(
         default_factory=RolloutSettings,

@@ -85,3 +85,38 @@ TRAINER_LOCK = f"{PREFIX}:trainer-lock"
 
 TRAINER_ROUNDS = f"{PREFIX}:trainer-rounds"
 """Stream of finished training rounds and their metrics, for the dashboard."""
+
+ACCOUNTS = f"{PREFIX}:accounts"
+"""Hash: account name -> its JSON record (``server/identity/accounts.py``)."""
+
+
+def session_key(token_hash: str) -> str:
+    """A signed-in browser: the account's name, expiring with the session."""
+    return f"{PREFIX}:session:{token_hash}"
+
+
+def account_sessions_key(account: str) -> str:
+    """Set of the hashes of an account's sessions, so that all of them can be revoked at once."""
+    return f"{PREFIX}:account-sessions:{account}"
+
+
+def signin_link_key(token_hash: str) -> str:
+    """A one-time sign-in link: the account's name, until used or expired."""
+    return f"{PREFIX}:signin-link:{token_hash}"
+
+
+def signin_attempts_key(subject: str, window: int) -> str:
+    """Sign-in attempts for one account or from one address in one time window."""
+    return f"{PREFIX}:signin-attempts:{subject}:{window}"
+
+
+API_KEYS = f"{PREFIX}:api-keys"
+"""Hash: hash of a managed API key -> its JSON record (``server/identity/api_keys.py``)."""
+
+API_KEY_NAMES = f"{PREFIX}:api-key-names"
+"""Hash: a managed key's owner and name -> the hash of the key, so that names are unique per owner."""
+
+
+def conversations_key(account: str) -> str:
+    """Hash: conversation id -> the JSON of one of the account's conversations as the chat page shows it."""
+    return f"{PREFIX}:conversations:{account}"

@@ -33,6 +33,7 @@ from feedback.records import CompletionRecords
 from feedback.stats import snapshot_counters
 from server.admin_api import api_router as admin_api
 from server.admin_api.serving import AdminService
+from server.auth import Authenticator
 from server.body_limit import BodyLimitMiddleware
 from server.chat_api import api_router as chat_api
 from server.chat_api.recording import ChatRecorder
@@ -42,6 +43,7 @@ from server.engine import build_engine
 from server.errors import install_error_handlers
 from server.feedback_api import api_router as feedback_api
 from server.health_api import api_router as health_api
+from server.identity.stores import Identity
 from server.metrics import MetricsMiddleware
 from server.models_api import api_router as models_api
 from server.security_headers import SecurityHeadersMiddleware
@@ -102,6 +104,8 @@ def attach_redis(app: FastAPI, client: aioredis.Redis, registry_client: redis.Re
     records = CompletionRecords(client, retention_s=settings.record_retention_days * 86400)
     app.state.gestures = Gestures(client, records, AnswerAccess(client, settings), settings)
     app.state.admin = AdminService(registry_client, client, lambda: app.state.versions)
+    app.state.identity = Identity.of(client, settings)
+    app.state.auth = Authenticator(settings, app.state.identity)
 
 
 @asynccontextmanager

@@ -1,9 +1,14 @@
-"""API keys: user keys reach the chat endpoints, the admin key reaches everything.
+"""Who is calling: an API key (the configured bootstrap keys or a managed one) in ``Authorization: Bearer``, or a
+chat page's session cookie; and what that principal may do.
 
-A key is never stored or logged; records name the caller by ``key_id``, a short hash of the key, so that later
-features (who may rate an answer) can check ownership without keeping the secret. Routes reach these checks
-through ``server/dependencies.py``. Keys that anyone can read (the local defaults, the deploy files' placeholders)
-are refused before a server that other machines can reach starts (``refuse_published_keys``).
+A secret is never stored or logged. Records name the caller by ``key_id``: a short hash of a key, or
+``account:NAME`` for a person (their sessions and personal keys alike), so that ownership, quotas and the canary
+split follow the account, whose name is also the ``user`` of their answers whatever a request says. Managed keys,
+sessions and accounts are read from Redis and cached for ``ROLLOUT__RECONCILE_SECONDS``, the time within which a
+revocation reaches every replica; the replica that revokes forgets at once. A write authenticated by a cookie must
+come from the page's own origin (``same_origin``): the cookie is ``SameSite=Strict`` too, and this holds where a
+browser ignores that. Keys that anyone can read (the local defaults, the deploy files' placeholders) are refused
+before a server that other machines can reach starts (``refuse_published_keys``).
 """
 
 from __future__ import annotations
@@ -11,30 +16,61 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
+from urllib.parse import urlsplit
 
+from cachetools import TTLCache
 from fastapi import Request
 
 from core.config import LOCAL_ADMIN_KEY, LOCAL_API_KEY, Settings
 from core.errors import SetupError
 from server.errors import ApiError
+from server.identity.accounts import Account
+from server.identity.api_keys import ManagedKey
+from server.identity.sessions import COOKIE
+from server.identity.stores import Identity
+from server.identity.tokens import token_hash
 
 PUBLISHED_KEYS = frozenset({LOCAL_API_KEY, LOCAL_ADMIN_KEY})
 PLACEHOLDER = "REPLACE-ME"
+CACHE_ENTRIES = 100_000
+T = TypeVar("T")
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+@dataclass(frozen=True)
+class Limits:
+    chat_per_minute: int
+    max_concurrent: int
+    pairs_per_hour: int | None = None
+    """Pairs per hour across all the principal's ``user``s; None: only the per-user quota applies."""
 
 
 @dataclass(frozen=True)
 class Caller:
     key_id: str
     is_admin: bool
+    limits: Limits
+    account: str | None = None
+    """The person this principal is: their name is the ``user`` of every request, whatever the body says."""
+    by_session: bool = False
+
+    def end_user(self, requested: str | None) -> str | None:
+        return requested if self.account is None else self.account
 
 
 def key_id(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def _bearer_token(request: Request) -> str:
-    header = request.headers.get("authorization", "")
+def account_key_id(account: str) -> str:
+    return f"account:{account}"
+
+
+def _bearer_token(header: str) -> str:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(
@@ -49,17 +85,107 @@ def _matches(token: str, secret: str) -> bool:
     return hmac.compare_digest(token.encode(), secret.encode())
 
 
-def authenticate(settings: Settings, request: Request) -> Caller:
-    token = _bearer_token(request)
-    if _matches(token, settings.admin_key.get_secret_value()):
-        return Caller(key_id=key_id(token), is_admin=True)
-    if any(_matches(token, key.get_secret_value()) for key in settings.api_keys):
-        return Caller(key_id=key_id(token), is_admin=False)
-    raise ApiError(401, "Incorrect API key provided.", code="invalid_api_key")
+def same_origin(request: Request) -> None:
+    """Refuse a state-changing request that a page of another origin made the browser send."""
+    if request.method in SAFE_METHODS:
+        return
+    origin = request.headers.get("origin")
+    if origin is None:
+        ok = request.headers.get("sec-fetch-site") in (None, "same-origin", "none")
+    else:
+        ok = urlsplit(origin).netloc == request.headers.get("host")
+    if not ok:
+        raise ApiError(403, "Requests signed in by cookie must come from this site's own pages.", code="cross_origin")
+
+
+INVALID_KEY = ApiError(401, "Incorrect API key provided.", code="invalid_api_key")
+SIGNED_OUT = ApiError(401, "Your session has ended; sign in again.", code="session_expired")
+
+
+class Authenticator:
+    """Turns a request's credentials into a ``Caller``; ``server/dependencies.py`` calls it for each route."""
+
+    def __init__(self, settings: Settings, identity: Identity):
+        self.settings = settings
+        self.accounts = identity.accounts
+        self.sessions = identity.sessions
+        self.api_keys = identity.api_keys
+        self._cache: TTLCache = TTLCache(maxsize=CACHE_ENTRIES, ttl=settings.rollout.reconcile_seconds)
+        limits = settings.limits
+        self.key_limits = Limits(limits.key_chat_per_minute, limits.key_max_concurrent)
+        self.account_limits = Limits(limits.account_chat_per_minute, limits.account_max_concurrent)
+
+    async def caller(self, request: Request) -> Caller:
+        header = request.headers.get("authorization")
+        if header is not None:
+            return await self.by_key(_bearer_token(header))
+        token = request.cookies.get(COOKIE)
+        if token:
+            same_origin(request)
+            return await self.by_session(token)
+        raise ApiError(
+            401,
+            "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY', or sign in on the chat page.",
+            code="missing_api_key",
+        )
+
+    async def by_key(self, token: str) -> Caller:
+        if _matches(token, self.settings.admin_key.get_secret_value()):
+            return Caller(key_id=key_id(token), is_admin=True, limits=self.key_limits)
+        if any(_matches(token, key.get_secret_value()) for key in self.settings.api_keys):
+            return Caller(key_id=key_id(token), is_admin=False, limits=self.key_limits)
+        managed = await self._cached(("key", token_hash(token)), lambda: self.api_keys.lookup(token))
+        if managed is None or managed.expired(time.time()):
+            raise INVALID_KEY
+        if managed.owner is not None:
+            return self._account_caller(await self._account(managed.owner), by_session=False, raise_as=INVALID_KEY)
+        return Caller(key_id=key_id(token), is_admin=managed.role == "admin", limits=self._limits_of(managed))
+
+    async def by_session(self, token: str) -> Caller:
+        name = await self._cached(("session", token_hash(token)), lambda: self.sessions.account(token))
+        if name is None:
+            raise SIGNED_OUT
+        return self._account_caller(await self._account(name), by_session=True, raise_as=SIGNED_OUT)
+
+    def forget(self, *entries: tuple[str, str]) -> None:
+        """Drop what this replica cached of a session, key or account it just changed."""
+        for entry in entries:
+            self._cache.pop(entry, None)
+
+    async def _account(self, name: str) -> Account | None:
+        return await self._cached(("account", name), lambda: self.accounts.get(name))
+
+    def _account_caller(self, account: Account | None, *, by_session: bool, raise_as: ApiError) -> Caller:
+        if account is None or account.status != "active":
+            raise raise_as
+        return Caller(
+            key_id=account_key_id(account.name),
+            is_admin=account.is_admin,
+            limits=self.account_limits,
+            account=account.name,
+            by_session=by_session,
+        )
+
+    def _limits_of(self, managed: ManagedKey) -> Limits:
+        return Limits(
+            chat_per_minute=managed.chat_per_minute or self.key_limits.chat_per_minute,
+            max_concurrent=managed.max_concurrent or self.key_limits.max_concurrent,
+            pairs_per_hour=managed.pairs_per_hour,
+        )
+
+    async def _cached(self, entry: tuple[str, str], read: Callable[[], Awaitable[T | None]]) -> T | None:
+        """What ``read`` returns, cached for the reconcile period; a miss (None) is not cached, so that a key or
+        session just made elsewhere works at once."""
+        if entry in self._cache:
+            return self._cache[entry]
+        value = await read()
+        if value is not None:
+            self._cache[entry] = value
+        return value
 
 
 def require_admin(caller: Caller) -> Caller:
-    """Operator endpoints take the admin key only."""
+    """Operator endpoints take the admin key, an admin's managed key, or an admin's session."""
     if not caller.is_admin:
         raise ApiError(403, "This endpoint needs the admin key.", code="admin_key_required")
     return caller

@@ -20,7 +20,7 @@ from fastapi import Depends, Request
 from core.config import Settings
 from feedback.gestures import Gestures
 from server.admin_api.serving import AdminService
-from server.auth import Caller, authenticate, require_admin
+from server.auth import Authenticator, Caller, require_admin
 from server.chat_api.serving import ChatService
 from server.errors import ApiError
 from server.versions.manager import VersionManager
@@ -33,9 +33,16 @@ async def get_app_settings(request: Request) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 
 
-async def get_caller(request: Request, settings: SettingsDep) -> Caller:
-    """Any valid key, user or admin."""
-    return authenticate(settings, request)
+async def get_authenticator(request: Request) -> Authenticator:
+    return request.app.state.auth
+
+
+AuthenticatorDep = Annotated[Authenticator, Depends(get_authenticator)]
+
+
+async def get_caller(request: Request, auth: AuthenticatorDep) -> Caller:
+    """Any valid key, user or admin, or a signed-in person."""
+    return await auth.caller(request)
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]

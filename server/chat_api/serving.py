@@ -79,6 +79,7 @@ class ChatService:
 
     def prepare(self, request: ChatCompletionRequest, caller: Caller) -> PreparedChat:
         pinned = self._pinned_version(request.model)
+        request.user = caller.end_user(request.user)
         owner = user_id(caller.key_id, request.user)
         version = self.versions.route(pinned, owner)
         self._check_limits(request)

@@ -17,12 +17,17 @@ router = APIRouter(route_class=UnicodeBodyRoute)
 async def post_feedback(gesture: FeedbackRequest, caller: CallerDep, gestures: GesturesDep) -> FeedbackResponse:
     if isinstance(gesture, RatingRequest):
         outcome = await gestures.rate(
-            caller.key_id, gesture.user, gesture.completion_id, gesture.choice_index, gesture.rating, gesture.reason
+            caller.key_id,
+            caller.end_user(gesture.user),
+            gesture.completion_id,
+            gesture.choice_index,
+            gesture.rating,
+            gesture.reason,
         )
     else:
         outcome = await gestures.compare(
             caller.key_id,
-            gesture.user,
+            caller.end_user(gesture.user),
             (gesture.chosen.completion_id, gesture.chosen.choice_index),
             (gesture.rejected.completion_id, gesture.rejected.choice_index),
         )
