@@ -75,20 +75,40 @@ def _key_to_enter(keys: Sequence[SecretStr], local_key: str, variable: str) -> s
     return local_key if any(key.get_secret_value() == local_key for key in keys) else f"see {variable}"
 
 
-def start_banner(settings: Settings, base: str, model: Path, trainer_pid: int) -> str:
-    """What ``chatloop up`` prints for a person to start: where to go, and which key lets them in."""
+def start_banner(settings: Settings, base: str, model: Path, trainer_pid: int, signin_token: str | None) -> str:
+    """What ``chatloop up`` prints for a person to start: where to go and how to get in: on a fresh data folder,
+    a one-time link that signs its holder in as the first admin."""
     user_key = _key_to_enter(settings.api_keys, LOCAL_API_KEY, "CHATLOOP_API_KEYS")
     admin_key = _key_to_enter([settings.admin_key], LOCAL_ADMIN_KEY, "CHATLOOP_ADMIN_KEY")
+    if signin_token is None:
+        chat = f"{base}/   (sign in with your account; an admin adds people: chatloop users add NAME)"
+    else:
+        chat = f"{base}/#signin={signin_token}   (opens signed in as the first admin; the link works once)"
     return (
         f"chatloop is starting (the engine takes about a minute to load)\n"
-        f"  chat page    {base}/   (under Settings, enter the user key: {user_key})\n"
-        f"  ops page     {base}/admin   (the admin key: {admin_key})\n"
-        f"  OpenAI API   {base}/v1   (model '{settings.model_alias}', the user key)\n"
+        f"  chat page    {chat}\n"
+        f"  ops page     {base}/admin   (signed in as an admin, or with the admin key: {admin_key})\n"
+        f"  OpenAI API   {base}/v1   (model '{settings.model_alias}', the user key: {user_key})\n"
         f"  readiness    {base}/ready\n"
         f"  metrics      {base}/metrics\n"
         f"  model        {model}\n"
         f"  trainer      pid {trainer_pid}, a round once {settings.trainer.min_new_pairs} new pairs wait"
     )
+
+
+def _first_admin_link(redis_url: str, settings: Settings) -> str | None:
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from server.identity.first_admin import first_admin_link
+    from server.identity.stores import Identity
+
+    async def issue() -> str | None:
+        async with aioredis.from_url(redis_url) as client:
+            return await first_admin_link(Identity.of(client, settings))
+
+    return asyncio.run(issue())
 
 
 def _exit_on_signal(signum: int, _: object) -> None:
@@ -111,7 +131,8 @@ def _up(args: argparse.Namespace, settings: Settings) -> None:
         preexec_fn=lambda: os.nice(settings.trainer.niceness),
     )
     base = f"http://{settings.host}:{settings.port}"
-    print(start_banner(settings, base, model, trainer.pid), flush=True)
+    signin = _first_admin_link(redis_url, settings)
+    print(start_banner(settings, base, model, trainer.pid, signin), flush=True)
     # uvicorn shuts down gracefully on SIGTERM and then raises the signal again; with its default action the process
     # would die there, leaving the trainer and the local Redis behind, so SIGTERM ends it as Ctrl-C does.
     signal.signal(signal.SIGTERM, _exit_on_signal)

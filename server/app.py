@@ -31,6 +31,8 @@ from feedback.access import AnswerAccess
 from feedback.gestures import Gestures
 from feedback.records import CompletionRecords
 from feedback.stats import snapshot_counters
+from server.accounts_api import api_router as accounts_api
+from server.accounts_api.serving import AccountService
 from server.admin_api import api_router as admin_api
 from server.admin_api.serving import AdminService
 from server.auth import Authenticator
@@ -38,11 +40,13 @@ from server.body_limit import BodyLimitMiddleware
 from server.chat_api import api_router as chat_api
 from server.chat_api.recording import ChatRecorder
 from server.chat_api.serving import ChatService
+from server.conversations_api import api_router as conversations_api
 from server.cpu.pinning import keep_off_engine_cores
 from server.engine import build_engine
 from server.errors import install_error_handlers
 from server.feedback_api import api_router as feedback_api
 from server.health_api import api_router as health_api
+from server.identity.signin import SigninAttempts
 from server.identity.stores import Identity
 from server.metrics import MetricsMiddleware
 from server.models_api import api_router as models_api
@@ -106,6 +110,8 @@ def attach_redis(app: FastAPI, client: aioredis.Redis, registry_client: redis.Re
     app.state.admin = AdminService(registry_client, client, lambda: app.state.versions)
     app.state.identity = Identity.of(client, settings)
     app.state.auth = Authenticator(settings, app.state.identity)
+    attempts = SigninAttempts(client, settings.accounts)
+    app.state.accounts = AccountService(app.state.identity, attempts, app.state.auth, settings)
 
 
 @asynccontextmanager
@@ -156,6 +162,10 @@ def create_app(settings: Settings) -> FastAPI:
         feedback_api.router,
         admin_api.router,
         admin_api.page,
+        accounts_api.auth,
+        accounts_api.account,
+        accounts_api.admin,
+        conversations_api.router,
         models_api.router,
         health_api.router,
     ):

@@ -19,10 +19,12 @@ from fastapi import Depends, Request
 
 from core.config import Settings
 from feedback.gestures import Gestures
+from server.accounts_api.serving import AccountService
 from server.admin_api.serving import AdminService
 from server.auth import Authenticator, Caller, require_admin
 from server.chat_api.serving import ChatService
 from server.errors import ApiError
+from server.identity.conversations import Conversations
 from server.versions.manager import VersionManager
 
 
@@ -117,3 +119,17 @@ async def get_web_root(request: Request) -> Path:
 
 
 WebRootDep = Annotated[Path, Depends(get_web_root)]
+
+
+async def get_account_service(request: Request) -> AccountService:
+    return request.app.state.accounts
+
+
+AccountServiceDep = Annotated[AccountService, Depends(get_account_service)]
+
+
+async def get_conversations(request: Request) -> Conversations:
+    return request.app.state.identity.conversations
+
+
+ConversationsDep = Annotated[Conversations, Depends(get_conversations)]

@@ -14,15 +14,19 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 import redis
+import redis.asyncio as aioredis
+from fastapi import FastAPI
 
 from core import keys
-from core.config import LOCAL_ADMIN_KEY, LOCAL_API_KEY
+from core.config import LOCAL_ADMIN_KEY, LOCAL_API_KEY, Settings
 from core.local_redis import LocalRedis, start_local_redis
 
 REPO = Path(__file__).resolve().parent.parent
@@ -152,3 +156,31 @@ def stop_server(process: subprocess.Popen[bytes]) -> None:
         process.wait(timeout=30)
     except subprocess.TimeoutExpired:
         process.kill()
+
+
+@dataclass
+class InProcess:
+    """The app as its lifespan builds it, minus the engine, over HTTP in the test's event loop; and its Redis."""
+
+    app: FastAPI
+    http: httpx.AsyncClient
+    client: aioredis.Redis
+    store: redis.Redis
+    """A plain client, to arrange data and read what the routes wrote."""
+
+
+@asynccontextmanager
+async def in_process(settings: Settings, origin: str = "http://test") -> AsyncIterator[InProcess]:
+    """``settings`` must name a Redis (``redis_url``); the app never starts the engine, so chat answers 503."""
+    from server.app import attach_redis, create_app  # imports vLLM: only the tests that build an app pay for it
+
+    app = create_app(settings)
+    client = aioredis.from_url(settings.redis_url)
+    store = redis.Redis.from_url(settings.redis_url)
+    attach_redis(app, client, store)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=origin) as http:
+            yield InProcess(app, http, client, store)
+    finally:
+        await client.aclose()
+        store.close()

@@ -77,15 +77,14 @@ class ApiKeys:
         mine = [k for k in found if everyone or k.owner == owner]
         return sorted(mine, key=lambda k: k.created)
 
-    async def revoke(self, name: str, owner: str | None) -> None:
-        digest = await self.client.hget(keys.API_KEY_NAMES, _index(owner, name))
-        if digest is None:
+    async def revoke(self, name: str, owner: str | None) -> str:
+        """Delete the key; returns its hash, under which servers cache it."""
+        raw = await self.client.hget(keys.API_KEY_NAMES, _index(owner, name))
+        if raw is None:
             raise not_found(name)
+        digest = raw.decode()
         pipe = self.client.pipeline(transaction=True)
         pipe.hdel(keys.API_KEY_NAMES, _index(owner, name))
         pipe.hdel(keys.API_KEYS, digest)
         await pipe.execute()
-
-    async def revoke_all(self, owner: str) -> None:
-        for key in await self.list(owner):
-            await self.revoke(key.name, owner)
+        return digest

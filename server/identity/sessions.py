@@ -34,6 +34,10 @@ class Sessions:
         name = await self.client.get(keys.session_key(token_hash(token)))
         return None if name is None else name.decode()
 
+    async def any(self, account: str) -> bool:
+        """Whether the account has signed in within a session's lifetime."""
+        return bool(await self.client.exists(keys.account_sessions_key(account)))
+
     async def end(self, token: str) -> None:
         digest = token_hash(token)
         name = await self.client.getdel(keys.session_key(digest))

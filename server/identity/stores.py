@@ -9,6 +9,7 @@ import redis.asyncio as aioredis
 from core.config import Settings
 from server.identity.accounts import Accounts
 from server.identity.api_keys import ApiKeys
+from server.identity.conversations import Conversations
 from server.identity.sessions import Sessions, SigninLinks
 
 HOUR_S = 3600
@@ -21,6 +22,7 @@ class Identity:
     sessions: Sessions
     links: SigninLinks
     api_keys: ApiKeys
+    conversations: Conversations
 
     @classmethod
     def of(cls, client: aioredis.Redis, settings: Settings) -> Identity:
@@ -29,4 +31,5 @@ class Identity:
             sessions=Sessions(client, settings.accounts.session_days * DAY_S),
             links=SigninLinks(client, settings.accounts.link_hours * HOUR_S),
             api_keys=ApiKeys(client),
+            conversations=Conversations(client, settings.accounts),
         )

@@ -107,16 +107,21 @@ def test_an_unknown_preference_is_one_line_listing_the_shipped_ones(capsys: pyte
     assert all(name in error for name in SHIPPED)
 
 
-def test_the_banner_shows_the_published_local_keys() -> None:
+def test_the_banner_shows_the_published_local_keys_and_the_first_admin_link() -> None:
     settings = Settings(api_keys=LOCAL_API_KEY, admin_key=LOCAL_ADMIN_KEY)
-    banner = start_banner(settings, "http://127.0.0.1:8000", Path("data/models/m"), trainer_pid=42)
-    assert "http://127.0.0.1:8000/ " in banner and "Settings" in banner and LOCAL_API_KEY in banner
+    banner = start_banner(settings, "http://127.0.0.1:8000", Path("data/models/m"), 42, signin_token="tok-1")
+    assert "http://127.0.0.1:8000/#signin=tok-1 " in banner and LOCAL_API_KEY in banner
     assert "http://127.0.0.1:8000/admin" in banner and LOCAL_ADMIN_KEY in banner
+
+
+def test_the_banner_without_a_link_says_how_people_get_in() -> None:
+    banner = start_banner(Settings(), "http://127.0.0.1:8000", Path("data/models/m"), 42, signin_token=None)
+    assert "http://127.0.0.1:8000/ " in banner and "#signin" not in banner and "chatloop users add" in banner
 
 
 def test_the_banner_names_configured_keys_without_printing_them() -> None:
     settings = Settings(api_keys="sk-user-secret-1,sk-user-secret-2", admin_key="sk-admin-secret")
-    banner = start_banner(settings, "http://127.0.0.1:8000", Path("data/models/m"), trainer_pid=42)
+    banner = start_banner(settings, "http://127.0.0.1:8000", Path("data/models/m"), 42, signin_token=None)
     assert "secret" not in banner
     assert "CHATLOOP_API_KEYS" in banner and "CHATLOOP_ADMIN_KEY" in banner
 
