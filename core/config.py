@@ -144,6 +144,11 @@ class LimitSettings(BaseModel):
     """What one principal may ask of the engine: an API key (for all its ``user``s together) or an account (its
     sessions and personal keys together). A managed key may carry its own values (``/v1/admin/keys``)."""
 
+    enabled: bool = Field(
+        True,
+        description="Enforce the per-principal chat limits below (off: only `MAX_QUEUED` applies, e.g. behind a "
+        "gateway that limits).",
+    )
     key_chat_per_minute: int = Field(600, ge=1, description="Chat requests per minute of an API key.")
     key_max_concurrent: int = Field(32, ge=1, description="Chat requests of an API key in flight at once.")
     account_chat_per_minute: int = Field(30, ge=1, description="Chat requests per minute of an account.")

@@ -65,6 +65,16 @@ def pair_quota_key(user_id: str, window: int) -> str:
     return f"{PREFIX}:pair-quota:{user_id}:{window}"
 
 
+def chat_rate_key(principal: str) -> str:
+    """When a principal's bucket of chat requests per minute will next be full (``server/limits.py``)."""
+    return f"{PREFIX}:chat-rate:{principal}"
+
+
+def chat_in_flight_key(principal: str) -> str:
+    """Sorted set: a principal's chat requests in flight, scored by when their lease expires."""
+    return f"{PREFIX}:chat-in-flight:{principal}"
+
+
 VERSIONS = f"{PREFIX}:versions"
 """Hash: policy version id -> its JSON registry entry."""
 

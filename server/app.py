@@ -48,6 +48,7 @@ from server.feedback_api import api_router as feedback_api
 from server.health_api import api_router as health_api
 from server.identity.signin import SigninAttempts
 from server.identity.stores import Identity
+from server.limits import ChatLimiter
 from server.metrics import MetricsMiddleware
 from server.models_api import api_router as models_api
 from server.security_headers import SecurityHeadersMiddleware
@@ -110,6 +111,7 @@ def attach_redis(app: FastAPI, client: aioredis.Redis, registry_client: redis.Re
     app.state.admin = AdminService(registry_client, client, lambda: app.state.versions)
     app.state.identity = Identity.of(client, settings)
     app.state.auth = Authenticator(settings, app.state.identity)
+    app.state.chat_limiter = ChatLimiter(client, settings)
     attempts = SigninAttempts(client, settings.accounts)
     app.state.accounts = AccountService(app.state.identity, attempts, app.state.auth, settings)
 

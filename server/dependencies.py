@@ -25,6 +25,7 @@ from server.auth import Authenticator, Caller, require_admin
 from server.chat_api.serving import ChatService
 from server.errors import ApiError
 from server.identity.conversations import Conversations
+from server.limits import ChatLimiter
 from server.versions.manager import VersionManager
 
 
@@ -74,6 +75,13 @@ async def get_chat_service(service: ChatServiceIfLoadedDep) -> ChatService:
 
 
 ChatServiceDep = Annotated[ChatService, Depends(get_chat_service)]
+
+
+async def get_chat_limiter(request: Request) -> ChatLimiter:
+    return request.app.state.chat_limiter
+
+
+ChatLimiterDep = Annotated[ChatLimiter, Depends(get_chat_limiter)]
 
 
 async def get_versions(request: Request) -> VersionManager | None:

@@ -51,10 +51,19 @@ DOMAIN_STATUSES: dict[type[ChatloopError], int] = {
 class ApiError(StarletteHTTPException):
     """A refusal that is HTTP's own business, raised by the server's routes and their dependencies, and while a
     body is read (``server/body_limit.py``, ``server/unicode_body.py``): there it must be an HTTPException, the
-    one kind of error that FastAPI's body reading lets through rather than turning it into a 400 of its own."""
+    one kind of error that FastAPI's body reading lets through rather than turning it into a 400 of its own.
+    ``headers`` go out with the error (a 429's ``Retry-After`` and rate-limit state)."""
 
-    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None):
-        super().__init__(status, message)
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
+        super().__init__(status, message, headers=headers)
         self.status = status
         self.message = message
         self.param = param
@@ -120,7 +129,7 @@ def validation_error_response(exc: RequestValidationError) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.message, param=exc.param, code=exc.code)
+        return error_response(exc.status, exc.message, param=exc.param, code=exc.code, headers=exc.headers)
 
     @app.exception_handler(ChatloopError)
     async def _domain_error(_: Request, exc: ChatloopError) -> JSONResponse:
