@@ -65,6 +65,11 @@ def pair_quota_key(user_id: str, window: int) -> str:
     return f"{PREFIX}:pair-quota:{user_id}:{window}"
 
 
+def key_pair_quota_key(principal: str, window: int) -> str:
+    """Pairs all the users of one API key (or one account) contributed in one time window."""
+    return f"{PREFIX}:key-pair-quota:{principal}:{window}"
+
+
 def chat_rate_key(principal: str) -> str:
     """When a principal's bucket of chat requests per minute will next be full (``server/limits.py``)."""
     return f"{PREFIX}:chat-rate:{principal}"

@@ -1,10 +1,11 @@
-"""Who may give feedback on an answer, and how much: ownership, the per-minute gesture limit, the hourly pair quota.
+"""Who may give feedback on an answer, and how much: ownership, the per-minute gesture limit, the hourly pair quotas.
 
 An answer belongs to the API key and ``user`` that received it; anyone else is told it does not exist, exactly as
 for an unknown id, so that ids cannot be probed. The gesture limit is counted in the same round trip to Redis as
 the records are read (each round trip costs the server more than Redis does: ``docs/benchmarks.md``). The pair
-quota is read and spent inside a gesture's optimistic transaction (``feedback/gestures.py``), which these methods
-only name and size.
+quotas (one per user; and one per API key or account, across its users, where it has one: ``pairs_per_hour`` of a
+managed key) are read and spent inside a gesture's optimistic transaction (``feedback/gestures.py``), which these
+methods only name and size.
 """
 
 from __future__ import annotations
@@ -83,14 +84,19 @@ class AnswerAccess:
                 code="rate_limit_exceeded",
             )
 
-    @staticmethod
-    def quota_key(user_id: str) -> str:
-        """The counter of the pairs ``user_id`` contributed this hour."""
-        return keys.pair_quota_key(user_id, int(time.time() // QUOTA_WINDOW_S))
+    def quotas(self, record: CompletionRecord, key_pairs_per_hour: int | None) -> dict[str, int]:
+        """The quotas that pairs from ``record``'s answers count against: each counter of this hour -> the pairs
+        it allows. The user's always; the key's (or account's), across all its users, where it has a limit."""
+        window = int(time.time() // QUOTA_WINDOW_S)
+        quotas = {keys.pair_quota_key(record.user_id, window): self.settings.pairs_per_hour}
+        if key_pairs_per_hour is not None:
+            quotas[keys.key_pair_quota_key(record.key_id, window)] = key_pairs_per_hour
+        return quotas
 
-    def quota_room(self, used: bytes | None) -> int:
-        """How many more pairs the quota admits, given the counter's value as read (None: none used)."""
-        return max(self.settings.pairs_per_hour - int(used or 0), 0)
+    @staticmethod
+    def quota_room(used: bytes | None, allowed: int) -> int:
+        """How many more pairs a quota admits, given its counter's value as read (None: none used)."""
+        return max(allowed - int(used or 0), 0)
 
     @staticmethod
     def spend_quota(commands: Commands, quota: str, pairs: int) -> None:

@@ -1,9 +1,9 @@
 """Optimistic transactions in one round trip: writes that Redis applies only if what they were decided from is
 unchanged.
 
-A gesture reads its conversation's state and the user's pair quota, decides in Python (``feedback/rules.py``), then
+A gesture reads its conversation's state and its pair quotas, decides in Python (``feedback/rules.py``), then
 writes. ``WATCH``/``MULTI``/``EXEC`` does that in three round trips after the reads; this Lua script checks the
-conversation's revision and the quota and runs the queued writes in one, atomically (Redis runs a script alone).
+conversation's revision and the quotas and runs the queued writes in one, atomically (Redis runs a script alone).
 Each round trip costs our process more than Redis (``docs/benchmarks.md``, feedback: 1,184 to 1,988 gestures a
 second with this script alone). Every writer of a conversation's state bumps its ``rev`` field, so a concurrent
 gesture is seen as a changed revision and retried.
@@ -20,8 +20,10 @@ REVISION = "rev"
 
 _COMMIT_IF_UNCHANGED = """
 if (redis.call('HGET', KEYS[1], ARGV[1]) or '') ~= ARGV[2] then return 0 end
-if (redis.call('GET', KEYS[2]) or '') ~= ARGV[3] then return 0 end
-for _, command in ipairs(cjson.decode(ARGV[4])) do redis.call(unpack(command)) end
+for i = 2, #KEYS do
+  if (redis.call('GET', KEYS[i]) or '') ~= ARGV[i + 2] then return 0 end
+end
+for _, command in ipairs(cjson.decode(ARGV[3])) do redis.call(unpack(command)) end
 return 1
 """
 
@@ -63,12 +65,10 @@ class ConditionalCommit:
     def __init__(self, client: aioredis.Redis):
         self._script = client.register_script(_COMMIT_IF_UNCHANGED)
 
-    async def __call__(
-        self, conversation: str, revision: str, quota: str, quota_value: str, commands: Commands
-    ) -> bool:
-        """Run ``commands`` if ``conversation``'s revision and the ``quota`` counter still hold the values read
-        (``""`` for missing); False, with nothing written, if either changed."""
+    async def __call__(self, conversation: str, revision: str, quotas: dict[str, str], commands: Commands) -> bool:
+        """Run ``commands`` if ``conversation``'s revision and each counter of ``quotas`` (its key -> the value
+        read) still hold the values read (``""`` for missing); False, with nothing written, if any changed."""
         applied = await self._script(
-            keys=[conversation, quota], args=[REVISION, revision, quota_value, json.dumps(commands.queued)]
+            keys=[conversation, *quotas], args=[REVISION, revision, json.dumps(commands.queued), *quotas.values()]
         )
         return bool(applied)

@@ -2,7 +2,7 @@
 pairs it makes, and moves the counters of the policy versions concerned.
 
 Who may make a gesture, and how many, is ``feedback/access.py``'s; this module decides what the gesture does. Each
-rating or comparison is one optimistic transaction: read the conversation's state and the user's pair quota, decide
+rating or comparison is one optimistic transaction: read the conversation's state and the pair quotas, decide
 with the pure rules of ``feedback/rules.py``, then write through ``feedback/commit.py`` only if neither changed
 meanwhile (else decide again), so that two gestures on one conversation racing each other still see each other's
 ratings and never emit a pair twice. The write appends the event to the event stream, the new pairs to the pair
@@ -59,7 +59,7 @@ class Outcome:
     event_id: str
     pairs: list[Pair]
     capped: int
-    """Pairs the user's quota kept out of the training data."""
+    """Pairs the quotas (the user's, the key's) kept out of the training data."""
 
 
 def state_from_hash(raw: dict[bytes, bytes]) -> ConversationState:
@@ -115,6 +115,7 @@ class Gestures:
         choice_index: int,
         rating: Rating | None,
         reason: str | None,
+        key_pairs_per_hour: int | None = None,
     ) -> Outcome:
         (record,) = await self.access.owned_records(key_id, user, [completion_id], gesture=True)
         ref = _choice_ref(record, choice_index, "choice_index")
@@ -134,10 +135,15 @@ class Gestures:
             return change
 
         event = {"type": "rating", "answer": ref, "rating": rating, "reason": reason}
-        return await self._commit(record, event, plan)
+        return await self._commit(record, event, plan, key_pairs_per_hour)
 
     async def compare(
-        self, key_id: str, user: str | None, chosen: tuple[str, int], rejected: tuple[str, int]
+        self,
+        key_id: str,
+        user: str | None,
+        chosen: tuple[str, int],
+        rejected: tuple[str, int],
+        key_pairs_per_hour: int | None = None,
     ) -> Outcome:
         chosen_record, rejected_record = await self.access.owned_records(
             key_id, user, [chosen[0], rejected[0]], gesture=True
@@ -160,7 +166,7 @@ class Gestures:
             return Change(drafts=drafts, counters=counters)
 
         event = {"type": "comparison", "chosen": chosen_ref, "rejected": rejected_ref}
-        return await self._commit(chosen_record, event, plan, known=[rejected_record])
+        return await self._commit(chosen_record, event, plan, key_pairs_per_hour, known=[rejected_record])
 
     # ---- regenerations ----------------------------------------------------------------------------------
 
@@ -205,32 +211,37 @@ class Gestures:
         record: CompletionRecord,
         event: dict,
         plan: Callable[[ConversationState], Change],
+        key_pairs_per_hour: int | None,
         known: list[CompletionRecord] | None = None,
     ) -> Outcome:
         """Apply ``plan`` to ``record``'s conversation; ``known`` are other records already read, not read again.
-        Decided from one read of the state and quota, written if neither changed meanwhile, else decided again."""
+        Decided from one read of the state and quotas, written if none changed meanwhile, else decided again."""
         conversation = keys.conversation_key(record.conversation_id)
-        quota = self.access.quota_key(record.user_id)
+        quotas = self.access.quotas(record, key_pairs_per_hour)
         while True:
             pipe = self.client.pipeline(transaction=False)
             pipe.hgetall(conversation)
-            pipe.get(quota)
-            raw_state, raw_quota = await pipe.execute()
+            for quota in quotas:
+                pipe.get(quota)
+            raw_state, *used = await pipe.execute()
             change = plan(state_from_hash(raw_state))
-            room = self.access.quota_room(raw_quota)
+            room = min(self.access.quota_room(u, allowed) for u, allowed in zip(used, quotas.values(), strict=True))
             pairs = await self._pairs([record, *(known or [])], change.drafts[:room])
             commands = Commands()
-            self._write(commands, conversation, quota, change, pairs)
+            self._write(commands, conversation, list(quotas), change, pairs)
             event_id = self._append_event(commands, record, {**event, "pairs": [p.pair_id for p in pairs]})
             revision = raw_state.get(REVISION.encode(), b"").decode()
-            if await self._commit_if_unchanged(conversation, revision, quota, (raw_quota or b"").decode(), commands):
+            read = {quota: (u or b"").decode() for quota, u in zip(quotas, used, strict=True)}
+            if await self._commit_if_unchanged(conversation, revision, read, commands):
                 break
         capped = len(change.drafts) - len(pairs)
         if capped:
             log.info("pair quota reached", extra={"user_id": record.user_id, "capped": capped})
         return Outcome(event_id=event_id, pairs=pairs, capped=capped)
 
-    def _write(self, commands: Commands, conversation: str, quota: str, change: Change, pairs: list[Pair]) -> None:
+    def _write(
+        self, commands: Commands, conversation: str, quotas: list[str], change: Change, pairs: list[Pair]
+    ) -> None:
         fields = change.fields | {f"pair:{draft.key}": "1" for draft in change.drafts}
         if fields:
             commands.hset(conversation, mapping=fields)
@@ -241,7 +252,8 @@ class Gestures:
         for version, counter, delta in change.counters:
             count(commands, version, counter, delta)
         if pairs:
-            self.access.spend_quota(commands, quota, len(pairs))
+            for quota in quotas:
+                self.access.spend_quota(commands, quota, len(pairs))
         for pair in pairs:
             commands.xadd(keys.PAIRS_STREAM, {"pair": pair.model_dump_json()}, minid=self._oldest_kept_ms())
 

@@ -23,6 +23,7 @@ async def post_feedback(gesture: FeedbackRequest, caller: CallerDep, gestures: G
             gesture.choice_index,
             gesture.rating,
             gesture.reason,
+            caller.limits.pairs_per_hour,
         )
     else:
         outcome = await gestures.compare(
@@ -30,6 +31,7 @@ async def post_feedback(gesture: FeedbackRequest, caller: CallerDep, gestures: G
             caller.end_user(gesture.user),
             (gesture.chosen.completion_id, gesture.chosen.choice_index),
             (gesture.rejected.completion_id, gesture.rejected.choice_index),
+            caller.limits.pairs_per_hour,
         )
     return FeedbackResponse.of(gesture, outcome)
 

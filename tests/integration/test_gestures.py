@@ -54,8 +54,8 @@ def test_conditional_commit_writes_nothing_once_the_state_changed(redis_server: 
         writes = Commands()
         writes.incrby(target, 1)
         await client.hincrby(conversation, REVISION, 1)  # another gesture wrote since revision "" was read
-        stale = await commit(conversation, "", quota, "", writes)
-        current = await commit(conversation, "1", quota, "", writes)
+        stale = await commit(conversation, "", {quota: ""}, writes)
+        current = await commit(conversation, "1", {quota: ""}, writes)
         await client.aclose()
         return stale, current
 

@@ -21,6 +21,8 @@ import redis.asyncio as aioredis
 from core import keys
 from core.config import Settings
 from core.local_redis import start_local_redis
+from feedback.pairs import read_all
+from feedback.records import CompletionRecords
 from server.app import attach_redis, create_app
 from server.auth import Caller, Limits, key_id
 from server.chat_api.protocol import AssistantMessage, ChatCompletion, ChatCompletionRequest, Choice, Usage
@@ -28,6 +30,7 @@ from server.dependencies import get_chat_service
 from server.errors import ApiError
 from server.identity.api_keys import ApiKeys, ManagedKey
 from server.limits import ChatLimiter, reset_duration
+from tests.factories import completion_record
 
 pytestmark = pytest.mark.integration
 
@@ -394,5 +397,33 @@ def test_a_managed_key_has_its_own_limits(empty_redis: str):
         assert answered.status_code == 200 and answered.headers["x-ratelimit-limit-requests"] == "1"
         openai_error(await api.post(secret), 429, "rate_limit_exceeded")
         assert (await api.post()).headers["x-ratelimit-limit-requests"] == "600"
+
+    serve_chat(empty_redis, scenario)
+
+
+# ---- the pair quota of a key ----------------------------------------------------------------------------
+
+
+def test_a_keys_pair_quota_caps_pairs_across_its_users(empty_redis: str):
+    async def scenario(api: ChatApi) -> None:
+        secret = await ApiKeys(api.client).create(ManagedKey(name="panel", pairs_per_hour=2, created=time.time()))
+        records = CompletionRecords(api.client, retention_s=3600)
+
+        async def pairs_of(user: str) -> list[int]:
+            """Rate two answers of ``user`` up and down: [pairs made, pairs capped] by the second rating."""
+            record = completion_record(["Apple.", "Pear."], key_id=key_id(secret), user=user)
+            await records.save(record)
+            replies = []
+            for index, rating in enumerate(["up", "down"]):
+                body = {"completion_id": record.id, "choice_index": index, "rating": rating, "user": user}
+                headers = {"Authorization": f"Bearer {secret}"}
+                response = await api.http.post("/v1/feedback", headers=headers, json=body)
+                assert response.status_code == 200, response.text
+                replies.append(response.json())
+            return [len(replies[-1]["pairs"]), replies[-1]["pairs_capped"]]
+
+        assert [await pairs_of(user) for user in ("alice", "bob", "carol")] == [[1, 0], [1, 0], [0, 1]]
+        with redis.Redis.from_url(empty_redis) as store:
+            assert len(read_all(store)) == 2
 
     serve_chat(empty_redis, scenario)
