@@ -6,6 +6,7 @@ They need no key, as load balancers and Prometheus carry none; they reveal no se
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
+from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from server.dependencies import ChatServiceIfLoadedDep
@@ -28,6 +29,7 @@ async def ready(chat: ChatServiceIfLoadedDep) -> dict[str, str] | Response:
     return {"status": "ready"}
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)
 async def prometheus_metrics() -> Response:
+    """Prometheus' text format, which the schema names as plain text."""
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
