@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import time
@@ -9,11 +10,13 @@ import time
 import httpx
 import openai
 import pytest
+import redis.asyncio as aioredis
 from openai import OpenAI
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from core import keys
+from server.identity.api_keys import ApiKeys, ManagedKey
 from tests.helpers import ServerHandle
 
 pytestmark = pytest.mark.integration
@@ -353,3 +356,33 @@ def test_redis_outage_does_not_fail_chat_and_loses_nothing(server: ServerHandle,
     assert record(server, kept.id)["id"] == kept.id, "a record written before the outage was lost"
     after = client.chat.completions.create(model="chatloop", messages=QUESTION, max_tokens=3)
     assert record(server, after.id)["status"] == "complete"
+
+
+async def managed_key(server: ServerHandle, key: ManagedKey) -> str:
+    """The secret of a new managed key, made as the admin API makes it."""
+    client = aioredis.from_url(server.redis.url)
+    try:
+        return await ApiKeys(client).create(key)
+    finally:
+        await client.aclose()
+
+
+def test_answers_carry_rate_headers_and_a_key_over_its_concurrency_gets_429(server: ServerHandle, client: OpenAI):
+    plain = client.chat.completions.with_raw_response.create(model="chatloop", messages=QUESTION, max_tokens=3)
+    assert plain.headers["x-ratelimit-limit-requests"] == "600"
+    assert int(plain.headers["x-ratelimit-remaining-requests"]) < 600
+    key = asyncio.run(managed_key(server, ManagedKey(name="one-at-a-time", max_concurrent=1, created=time.time())))
+    body = {"model": "chatloop", "messages": LONG_TASK, "max_tokens": 500, "stream": True}
+    with server.http(key) as http:
+        with http.stream("POST", "/v1/chat/completions", json=body) as first:
+            assert first.headers["x-ratelimit-remaining-requests"] == "599"
+            next(line for line in first.iter_lines() if line.startswith("data: "))
+            second = http.post("/v1/chat/completions", json={**body, "stream": False})
+            assert second.status_code == 429 and second.json()["error"]["code"] == "concurrency_limit_exceeded"
+            assert second.headers["Retry-After"] == "1"
+        # The first client went away mid-answer: its slot is freed with the aborted request.
+        deadline = time.monotonic() + 10
+        while (third := http.post("/v1/chat/completions", json={**body, "max_tokens": 3})).status_code == 429:
+            assert time.monotonic() < deadline, "the slot of a client gone mid-answer was never freed"
+            time.sleep(0.2)
+        assert third.status_code == 200 and third.headers["x-ratelimit-limit-requests"] == "600"
