@@ -4,8 +4,10 @@ Each server is started on a free port and driven by vLLM's own benchmark client
 (``vllm.benchmarks.serve``, openai-chat backend, random prompts of --input-len tokens, --output-len answer tokens
 with ignore_eos) at each concurrency. vLLM's server runs as shipped (``vllm``) and, on request (``--order``), with
 our engine's settings as well (``vllm-our-engine``: the LoRA mode that serves canaries as adapters, with its worker
-extension, and our vLLM plugin, ``server/cpu/plugin.py``), so that only the HTTP layers differ.
-The script prints a table of all and the ratios ours / each of vLLM's, and writes every figure as JSON into the
+extension, and our vLLM plugin, ``server/cpu/plugin.py``), so that only the HTTP layers differ. ``chatloop-unlimited``
+is our server with the per-principal chat limits off (``CHATLOOP_LIMITS__ENABLED=false``): beside ``chatloop`` it
+prices the limits' round trip to Redis on every request.
+The script prints a table of all and the ratios ours / each other server's, and writes every figure as JSON into the
 output folder.
 
 The machines this runs on drift: one stream's step time moved from 35 to 58 ms within a few minutes here, with
@@ -18,6 +20,7 @@ nothing measurable (its engine processes sleep). Run it with nothing else loadin
     .venv/bin/python bench/serve.py                       # concurrency 1, 4, 16; 4 blocks of 16, 16, 64 prompts
     .venv/bin/python bench/serve.py --concurrency 16 --num-prompts 32 --blocks 2   # a quicker look
     .venv/bin/python bench/serve.py --order vllm vllm-our-engine chatloop          # the HTTP layers alone too
+    .venv/bin/python bench/serve.py --concurrency 16 --order chatloop-unlimited chatloop   # what the limits cost
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from report import default_out, write_results
 from core.config import LOCAL_API_KEY, Settings
 from server.engine import engine_dtype, max_lora_rank
 
-REFERENCES = ("vllm", "vllm-our-engine")
+REFERENCES = ("vllm", "vllm-our-engine", "chatloop-unlimited")
 
 
 def engine_flags(settings: Settings) -> list[str]:
@@ -120,7 +123,7 @@ def block_ratios(ours: dict, theirs: dict) -> str:
 
 
 def report(results: dict[str, dict[int, dict]], concurrencies: list[int]) -> str:
-    """Every server's figures, then ours against each of vLLM's servers that ran."""
+    """Every server's figures, then ours against each other server that ran."""
     columns = [
         "concurrency",
         "server",
@@ -142,7 +145,7 @@ def report(results: dict[str, dict[int, dict]], concurrencies: list[int]) -> str
             )
     lines += [
         "",
-        "| against | concurrency | throughput ratio (ours/vLLM) | TTFT median ratio | TTFT p99 ratio | "
+        "| against | concurrency | throughput ratio (chatloop/against) | TTFT median ratio | TTFT p99 ratio | "
         "throughput ratio of each block |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
@@ -167,8 +170,8 @@ def parse_args() -> argparse.Namespace:
         nargs="+",
         choices=[*REFERENCES, "chatloop"],
         default=["vllm", "chatloop"],
-        help="the servers to run, in this order (chatloop and at least one of vLLM's; vllm-our-engine isolates the "
-        "HTTP layers)",
+        help="the servers to run, in this order (chatloop and at least one other; vllm-our-engine isolates the "
+        "HTTP layers, chatloop-unlimited the chat limits)",
     )
     parser.add_argument("--blocks", type=int, default=4, help="turns of the servers at each concurrency")
     parser.add_argument("--warmup-prompts", type=int, default=8, help="sent at concurrency 4 before measuring")
@@ -184,6 +187,7 @@ def main() -> None:
         "vllm": (partial(vllm_command, settings, False), vllm_plugins_but_ours()),
         "vllm-our-engine": (partial(vllm_command, settings, True), {}),
         "chatloop": (chatloop_command, {}),
+        "chatloop-unlimited": (chatloop_command, {"CHATLOOP_LIMITS__ENABLED": "false"}),
     }
     with ExitStack() as stack:
         up = {
