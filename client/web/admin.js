@@ -1,5 +1,6 @@
-// The ops page: reads the admin API with the admin key the operator types (kept in this tab's sessionStorage only)
-// and draws the routing, the versions with their actions, feedback rates over time and training curves.
+// The ops page: reads the admin API as an admin signed in on the chat page (the session cookie goes with each
+// request), or with the admin key the operator types (kept in this tab's sessionStorage only), and draws the
+// routing, the versions with their actions, feedback rates over time and training curves.
 "use strict";
 
 const COLORS = ["#0969da", "#cf222e", "#1a7f37", "#8250df", "#bf8700", "#57606a", "#e16f24", "#1b7c83"];
@@ -13,10 +14,11 @@ function adminKey() {
 async function api(method, path, body) {
   const response = await fetch(`/v1/admin${path}`, {
     method,
-    headers: { Authorization: `Bearer ${adminKey()}`, "Content-Type": "application/json" },
+    headers: { ...(adminKey() ? { Authorization: `Bearer ${adminKey()}` } : {}), "Content-Type": "application/json" },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   const payload = await response.json();
+  if (response.status === 401 && !adminKey()) throw new Error("Sign in on the chat page as an admin, or enter the admin key.");
   if (!response.ok) throw new Error(payload.error ? payload.error.message : response.statusText);
   return payload;
 }
@@ -206,10 +208,6 @@ function renderRounds(rounds) {
 // ---- loading --------------------------------------------------------------------------------------------------
 
 async function refresh() {
-  if (!adminKey()) {
-    showError("Enter the admin key to load the page.");
-    return;
-  }
   try {
     const [listing, history, rounds] = await Promise.all([
       api("GET", "/versions"), api("GET", "/stats/history?hours=24"), api("GET", "/rounds?limit=100"),

@@ -1,5 +1,7 @@
-// The chat page: conversations kept in this browser, answers streamed from /v1/chat/completions, and the
-// gestures people give (thumbs, regenerate and pick the better answer) sent to /v1/feedback.
+// The chat page. A person signs in (a password, or a one-time link: /#signin=TOKEN) and the server keeps their
+// conversations (/v1/conversations), so that they follow the person from one browser to another; answers stream
+// from /v1/chat/completions and the gestures people give (thumbs, regenerate and pick the better answer) go to
+// /v1/feedback. The session is an HttpOnly cookie the page never sees: this browser keeps only the page's settings.
 // Model output is Markdown rendered by marked and sanitized by DOMPurify before it touches the page.
 "use strict";
 
@@ -12,38 +14,20 @@ const store = {
 
 const $ = (id) => document.getElementById(id);
 const state = {
-  conversations: store.get("conversations", []),
-  activeId: store.get("active", null),
+  account: null, // the signed-in account as /v1/auth/session describes it; null while signed out
+  joining: "closed",
+  conversations: [], // newest first: summaries ({id, title, updated}) until opened, then the whole conversation
+  activeId: null,
   controller: null, // the AbortController of the answer streaming now
+  writes: Promise.resolve(), // the server's copy is written in the order the page changed it
 };
 
-function endUser() {
-  // One anonymous id per browser: the `user` the server records, so that only this browser may rate its answers.
-  let id = store.get("user", null);
-  if (!id) { id = `web-${crypto.randomUUID()}`; store.set("user", id); }
-  return id;
-}
-
-function save() {
-  store.set("conversations", state.conversations);
-  store.set("active", state.activeId);
-}
-
 function active() { return state.conversations.find((c) => c.id === state.activeId); }
-
-function newConversation() {
-  const conversation = { id: crypto.randomUUID(), title: "New chat", messages: [] };
-  state.conversations.unshift(conversation);
-  state.activeId = conversation.id;
-  save();
-  render();
-  $("prompt").focus();
-}
 
 // ---- rendering -----------------------------------------------------------------------------------------------
 
 // Answers are written by whoever steers the model, so beyond scripts they lose what could restyle the page, phish
-// with a form (the key is on this page), or tell another server who reads them and when (remote images and
+// with a form (asking for the password), or tell another server who reads them and when (remote images and
 // media); the page's Content-Security-Policy blocks the same things again.
 const SANITIZE = {
   FORBID_TAGS: ["style", "form", "input", "button", "textarea", "select", "option", "iframe", "object", "embed",
@@ -111,7 +95,7 @@ function renderSidebar() {
 
 function answerActions(conversation, message, index) {
   const last = index === conversation.messages.length - 1;
-  const rate = (rating) => sendRating(message, message.rating === rating ? null : rating);
+  const rate = (rating) => sendRating(conversation, message, message.rating === rating ? null : rating);
   const actions = element("div", { class: "actions" },
     element("button", { type: "button", class: "up", "aria-label": "Good answer", "aria-pressed": String(message.rating === "up"), onclick: () => rate("up") }, icon("up")),
     element("button", { type: "button", class: "down", "aria-label": "Bad answer", "aria-pressed": String(message.rating === "down"), onclick: () => rate("down") }, icon("down")),
@@ -121,11 +105,11 @@ function answerActions(conversation, message, index) {
   );
   if (message.rating !== "down" || message.reasonSent) return [actions];
   const input = element("input", { type: "text", placeholder: "What was wrong? (optional)", maxlength: "2000" });
-  const send = () => { message.reasonSent = true; sendRating(message, "down", input.value.trim() || null); };
+  const send = () => { message.reasonSent = true; sendRating(conversation, message, "down", input.value.trim() || null); };
   input.addEventListener("keydown", (e) => { if (e.key === "Enter") send(); });
   return [actions, element("div", { class: "reason" }, input,
     element("button", { type: "button", onclick: send }, "Send"),
-    element("button", { type: "button", onclick: () => { message.reasonSent = true; save(); render(); } }, "Skip"))];
+    element("button", { type: "button", onclick: () => { message.reasonSent = true; save(conversation); render(); } }, "Skip"))];
 }
 
 function messageNode(conversation, message, index) {
@@ -162,23 +146,47 @@ function showError(text, retry) {
 
 function hideError() { $("banner").hidden = true; }
 
-// ---- talking to the server -----------------------------------------------------------------------------------
-
-function headers() {
-  const key = $("api-key").value.trim();
-  return { "Content-Type": "application/json", ...(key ? { Authorization: `Bearer ${key}` } : {}) };
+function say(id, text) {
+  $(id).textContent = text ?? "";
+  $(id).hidden = !text;
 }
 
-async function errorText(response) {
+// ---- talking to the server -----------------------------------------------------------------------------------
+
+// The session cookie goes with every same-origin fetch, and the browser adds the Origin the server checks on writes.
+const JSON_BODY = { "Content-Type": "application/json" };
+const UNREACHABLE = "The server is unreachable. Is chatloop running?";
+
+// What went wrong, in the page's words; a 401 while signed in means the session ended: back to the sign-in view.
+async function failure(response) {
   let error = {};
   try { error = (await response.json()).error ?? {}; } catch { /* not JSON */ }
-  if (response.status === 401) return "This server needs an API key: enter it under Settings.";
-  if (response.status === 429) {
-    const wait = response.headers.get("Retry-After");
-    return `Rate limited${wait ? `: try again in ${wait} s` : ""}.`;
+  const wait = response.headers.get("Retry-After");
+  if (response.status === 401 && state.account) {
+    signedOut("Your session has ended: sign in again.");
+    return new Error("Signed out.");
   }
-  if (error.code === "context_length_exceeded") return "This conversation is too long for the model: start a new chat.";
-  return error.message ?? `The server answered ${response.status}.`;
+  if (error.code === "signin_rate_limited") return new Error(`Too many sign-in attempts: try again in ${wait ?? 60} s.`);
+  if (response.status === 429) return new Error(`Rate limited${wait ? `: try again in ${wait} s` : ""}.`);
+  if (error.code === "context_length_exceeded") return new Error("This conversation is too long for the model: start a new chat.");
+  return new Error(error.message ?? `The server answered ${response.status}.`);
+}
+
+async function call(method, path, body, signal) {
+  let response;
+  try {
+    response = await fetch(path, { method, signal, headers: body === undefined ? {} : JSON_BODY,
+      body: body === undefined ? undefined : JSON.stringify(body) });
+  } catch (error) {
+    throw error.name === "AbortError" ? error : new Error(UNREACHABLE);
+  }
+  if (!response.ok) throw await failure(response);
+  return response;
+}
+
+async function json(method, path, body) {
+  const response = await call(method, path, body);
+  return response.status === 204 ? null : response.json();
 }
 
 // Streams one chat completion, calling onDelta(text so far, chunk) as pieces arrive; returns the final answer.
@@ -187,12 +195,9 @@ async function streamCompletion(messages, metadata, onDelta) {
   updateControls();
   const answer = { content: "", completionId: null, version: null, finish: null };
   try {
-    const response = await fetch("/v1/chat/completions", {
-      method: "POST", headers: headers(), signal: state.controller.signal,
-      body: JSON.stringify({ model: $("model").value || "chatloop", temperature: Number($("temperature").value),
-        max_tokens: Number($("max-tokens").value) || undefined, messages, stream: true, user: endUser(), metadata }),
-    });
-    if (!response.ok) throw new Error(await errorText(response));
+    const response = await call("POST", "/v1/chat/completions", { model: $("model").value || "chatloop",
+      temperature: Number($("temperature").value), max_tokens: Number($("max-tokens").value) || undefined, messages,
+      stream: true, metadata }, state.controller.signal);
     const reader = response.body.getReader();
     const decoder = new TextDecoder();
     let buffer = "";
@@ -217,14 +222,37 @@ async function streamCompletion(messages, metadata, onDelta) {
     return answer;
   } catch (error) {
     if (error.name === "AbortError") return { ...answer, stopped: true };
-    throw error instanceof TypeError ? new Error("The server is unreachable. Is chatloop running?") : error;
+    throw error instanceof TypeError ? new Error(UNREACHABLE) : error;
   } finally {
     state.controller = null;
     updateControls();
   }
 }
 
-function history(conversation, upTo = conversation.messages.length) {
+// Writes the server's copy after the ones before it, from a snapshot taken now; a failed write says so and leaves
+// the next ones to go.
+function persist(method, path, body) {
+  if (!state.account) return state.writes;
+  const snapshot = body === undefined ? undefined : structuredClone(body);
+  state.writes = state.writes.then(() => json(method, path, snapshot))
+    .catch((error) => { if (state.account) showError(`Not saved: ${error.message}`); });
+  return state.writes;
+}
+
+function conversationPath(conversation) { return `/v1/conversations/${encodeURIComponent(conversation.id)}`; }
+
+function toTop(conversation) {
+  // The server lists the last changed first; so does the sidebar.
+  state.conversations = [conversation, ...state.conversations.filter((c) => c !== conversation)];
+}
+
+function save(conversation) {
+  if (!state.account) return;
+  toTop(conversation);
+  persist("PUT", conversationPath(conversation), conversation);
+}
+
+function transcript(conversation, upTo = conversation.messages.length) {
   return conversation.messages.slice(0, upTo).map(({ role, content }) => ({ role, content }));
 }
 
@@ -252,15 +280,15 @@ async function ask(conversation) {
   hideError();
   const live = liveBubble();
   try {
-    const answer = await streamCompletion(history(conversation), undefined, (a) => live.update(a));
+    const answer = await streamCompletion(transcript(conversation), undefined, (a) => live.update(a));
     if (answer.completionId) {
       conversation.messages.push({ role: "assistant", content: answer.content, completionId: answer.completionId,
         choiceIndex: 0, version: answer.version, rating: null, stopped: answer.stopped ?? false });
+      save(conversation);
     }
   } catch (error) {
-    showError(error.message, () => ask(conversation));
+    if (state.account) showError(error.message, () => ask(conversation));
   }
-  save();
   render();
 }
 
@@ -270,21 +298,20 @@ async function send(event) {
   if (!text || state.controller) return;
   if (!active()) newConversation();
   const conversation = active();
+  if (!conversation.messages) return; // still opening
   if (conversation.messages.length === 0) conversation.title = text.slice(0, 40);
   conversation.messages.push({ role: "user", content: text });
   $("prompt").value = "";
-  save();
+  save(conversation);
   render();
   await ask(conversation);
 }
 
 async function postFeedback(body) {
-  const response = await fetch("/v1/feedback", { method: "POST", headers: headers(), body: JSON.stringify({ ...body, user: endUser() }) });
-  if (!response.ok) throw new Error(await errorText(response));
-  return response.json();
+  return json("POST", "/v1/feedback", body);
 }
 
-async function sendRating(message, rating, reason = null) {
+async function sendRating(conversation, message, rating, reason = null) {
   try {
     await postFeedback({ completion_id: message.completionId, choice_index: message.choiceIndex, rating, reason });
     message.rating = rating;
@@ -293,7 +320,7 @@ async function sendRating(message, rating, reason = null) {
   } catch (error) {
     showError(`Feedback not saved: ${error.message}`);
   }
-  save();
+  save(conversation);
   render();
 }
 
@@ -307,7 +334,7 @@ async function regenerate(conversation, index) {
   conversation.pending = { index, old, fresh: { role: "assistant", content: "" }, streaming: true };
   render();
   try {
-    const answer = await streamCompletion(history(conversation, index), metadata, (a) => {
+    const answer = await streamCompletion(transcript(conversation, index), metadata, (a) => {
       conversation.pending.fresh.content = a.content;
       updateComparison(conversation);
     });
@@ -317,9 +344,9 @@ async function regenerate(conversation, index) {
     if (!answer.completionId) delete conversation.pending;
   } catch (error) {
     delete conversation.pending;
-    showError(error.message, () => regenerate(conversation, index));
+    if (state.account) showError(error.message, () => regenerate(conversation, index));
   }
-  save();
+  save(conversation);
   render();
 }
 
@@ -358,44 +385,238 @@ async function choose(conversation, pick) {
   }
   conversation.messages[index] = pick === "first" ? old : fresh; // the chosen answer continues the conversation
   delete conversation.pending;
-  save();
+  save(conversation);
   render();
 }
 
-// ---- conversations and small things --------------------------------------------------------------------------
+// ---- conversations -------------------------------------------------------------------------------------------
 
-function open(id) {
+function newConversation() {
+  const conversation = { id: crypto.randomUUID(), title: "New chat", messages: [] };
+  state.activeId = conversation.id;
+  save(conversation);
+  render();
+  $("prompt").focus();
+}
+
+async function loadConversations() {
+  try {
+    state.conversations = (await json("GET", "/v1/conversations")).data;
+  } catch (error) {
+    if (state.account) showError(`Conversations not loaded: ${error.message}`, loadConversations);
+    return;
+  }
+  state.activeId = null;
+  if (state.conversations.length) await open(state.conversations[0].id);
+  else render();
+}
+
+async function open(id) {
   state.activeId = id;
   document.body.classList.remove("sidebar-open");
-  save();
   render();
+  const conversation = active();
+  if (!conversation || conversation.messages) return;
+  try {
+    Object.assign(conversation, await json("GET", conversationPath(conversation)));
+  } catch (error) {
+    if (state.account) showError(`Conversation not loaded: ${error.message}`, () => open(id));
+    return;
+  }
+  if (conversation.pending?.streaming) delete conversation.pending; // the page that streamed it is gone
+  if (state.activeId === id) render();
 }
 
 function rename(conversation) {
-  const title = prompt("Rename conversation", conversation.title);
-  if (title && title.trim()) { conversation.title = title.trim().slice(0, 80); save(); render(); }
+  const title = prompt("Rename conversation", conversation.title)?.trim().slice(0, 80);
+  if (!title) return;
+  conversation.title = title;
+  toTop(conversation);
+  persist("PATCH", conversationPath(conversation), { title });
+  render();
 }
 
 function remove(conversation) {
   if (!confirm(`Delete "${conversation.title}"?`)) return;
   state.conversations = state.conversations.filter((c) => c.id !== conversation.id);
-  if (state.activeId === conversation.id) state.activeId = state.conversations[0]?.id ?? null;
-  save();
+  persist("DELETE", conversationPath(conversation));
+  if (state.activeId === conversation.id) {
+    state.activeId = null;
+    if (state.conversations.length) { open(state.conversations[0].id); return; }
+  }
   render();
 }
 
 async function copy(text, button) {
+  const label = button.textContent;
   try { await navigator.clipboard.writeText(text); button.textContent = "Copied"; } catch { button.textContent = "Copy failed"; }
-  setTimeout(() => { button.textContent = "Copy"; }, 1500);
+  setTimeout(() => { button.textContent = label; }, 1500);
 }
 
-function init() {
-  $("api-key").value = store.get("key", "");
-  $("api-key").addEventListener("change", (e) => store.set("key", e.target.value.trim()));
+// ---- signing in and out --------------------------------------------------------------------------------------
+
+// tone: "error" for what went wrong, "info" for what merely happened (signed out, account requested).
+function showSignin(message, tone = "error") {
+  document.body.dataset.view = "signin";
+  $("signin-message").dataset.tone = tone;
+  $("signup").hidden = state.joining === "closed";
+  say("joining-note", state.joining === "approval" ? "A new account waits for an admin's approval." : null);
+  say("signin-message", message);
+  $("signin-name").focus();
+}
+
+function signedIn(account) {
+  state.account = account;
+  document.body.dataset.view = "chat";
+  $("signin-password").value = "";
+  say("signin-message", null);
+  renderAccount();
+  if ($("settings").open) loadKeys();
+  loadConversations();
+}
+
+function signedOut(message, tone) {
+  state.account = null;
+  state.controller?.abort();
+  Object.assign(state, { conversations: [], activeId: null });
+  hideError();
+  render();
+  $("keys").replaceChildren();
+  $("new-key").hidden = true;
+  showSignin(message, tone);
+}
+
+function enter(session) {
+  state.joining = session.joining;
+  if (session.account) signedIn(session.account);
+  else showSignin();
+}
+
+async function signin(event) {
+  event.preventDefault();
+  const body = { name: $("signin-name").value.trim().toLowerCase(), password: $("signin-password").value };
+  await signinWith("/v1/auth/signin", body);
+}
+
+async function signup() {
+  if (!$("signin-form").reportValidity()) return;
+  const body = { name: $("signin-name").value.trim().toLowerCase(), password: $("signin-password").value };
+  const response = await signinWith("/v1/auth/signup", body);
+  if (response?.status === 202) showSignin("Account requested: sign in once an admin has approved it.", "info");
+}
+
+async function signinWith(path, body) {
+  $("signin-message").dataset.tone = "error";
+  say("signin-message", null);
+  try {
+    const response = await call("POST", path, body);
+    const session = await response.json();
+    if (response.status === 200) enter(session);
+    return response;
+  } catch (error) {
+    say("signin-message", error.message);
+    return null;
+  }
+}
+
+async function signout() {
+  try { await call("POST", "/v1/auth/signout"); } catch { /* signed out here either way */ }
+  signedOut("Signed out.", "info");
+}
+
+// A one-time link (/#signin=TOKEN) signs its holder in; the token leaves the address at once, used or not.
+async function redeemLink() {
+  const token = new URLSearchParams(location.hash.slice(1)).get("signin");
+  if (!token) return null;
+  try {
+    return await json("POST", "/v1/auth/link", { token });
+  } catch (error) {
+    return { error: error.message };
+  } finally {
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+}
+
+// ---- account settings: password and personal API keys ------------------------------------------------------------
+
+function renderAccount() {
+  const { name, role, has_password: hasPassword } = state.account;
+  $("account-name").value = name; // for password managers
+  $("who").textContent = `Signed in as ${name}${role === "admin" ? " (admin)" : ""}`;
+  $("current-password-label").hidden = !hasPassword;
+  $("current-password").required = hasPassword;
+  $("password-title").textContent = hasPassword ? "Change password" : "Set a password";
+  $("password-submit").textContent = hasPassword ? "Change password" : "Set password";
+}
+
+async function changePassword(event) {
+  event.preventDefault();
+  const body = { new_password: $("new-password").value };
+  if (state.account.has_password) body.current_password = $("current-password").value;
+  try {
+    state.account = await json("POST", "/v1/account/password", body);
+    $("current-password").value = "";
+    $("new-password").value = "";
+    renderAccount();
+    say("password-message", "Password saved.");
+  } catch (error) {
+    say("password-message", error.message);
+  }
+}
+
+function keyNode(key) {
+  return element("li", {}, element("span", { class: "key-name", title: `made ${new Date(key.created * 1000).toLocaleString()}` }, key.name),
+    element("button", { type: "button", class: "revoke", "aria-label": `Revoke ${key.name}`, onclick: () => revokeKey(key) }, "Revoke"));
+}
+
+async function loadKeys() {
+  try {
+    const keys = (await json("GET", "/v1/account/keys")).data;
+    $("keys").replaceChildren(...keys.map(keyNode));
+    say("keys-message", keys.length ? null : "No API keys yet: make one to call the API from a program.");
+  } catch (error) {
+    say("keys-message", error.message);
+  }
+}
+
+async function createKey(event) {
+  event.preventDefault();
+  try {
+    const made = await json("POST", "/v1/account/keys", { name: $("key-name").value.trim() });
+    $("key-name").value = "";
+    $("new-key-secret").value = made.key;
+    $("new-key").hidden = false;
+    await loadKeys();
+  } catch (error) {
+    say("keys-message", error.message);
+  }
+}
+
+async function revokeKey(key) {
+  if (!confirm(`Revoke the API key "${key.name}"? Programs using it stop working.`)) return;
+  try {
+    await json("DELETE", `/v1/account/keys/${encodeURIComponent(key.name)}`);
+    $("new-key").hidden = true;
+    await loadKeys();
+  } catch (error) {
+    say("keys-message", error.message);
+  }
+}
+
+// ---- start -----------------------------------------------------------------------------------------------------
+
+function listen() {
   for (const [field, fallback] of [["model", "chatloop"], ["temperature", "0.7"], ["max-tokens", ""]]) {
     $(field).value = store.get(field, fallback);
     $(field).addEventListener("change", (e) => store.set(field, e.target.value.trim()));
   }
+  $("signin-form").addEventListener("submit", signin);
+  $("signup").addEventListener("click", signup);
+  $("signout").addEventListener("click", signout);
+  $("password-form").addEventListener("submit", changePassword);
+  $("key-form").addEventListener("submit", createKey);
+  $("copy-key").addEventListener("click", (e) => copy($("new-key-secret").value, e.target));
+  $("settings").addEventListener("toggle", () => { if ($("settings").open && state.account) loadKeys(); });
   $("composer").addEventListener("submit", send);
   $("prompt").addEventListener("keydown", (e) => {
     if (e.key === "Enter" && !e.shiftKey && !e.isComposing) send(e);
@@ -403,9 +624,20 @@ function init() {
   $("stop").addEventListener("click", () => state.controller?.abort());
   $("new-chat").addEventListener("click", newConversation);
   $("toggle-sidebar").addEventListener("click", () => document.body.classList.toggle("sidebar-open"));
-  for (const conversation of state.conversations) if (conversation.pending?.streaming) delete conversation.pending;
-  if (!active()) state.activeId = state.conversations[0]?.id ?? null;
-  render();
+}
+
+async function init() {
+  listen();
+  const linked = await redeemLink();
+  if (linked?.account) { enter(linked); return; }
+  try {
+    enter(await json("GET", "/v1/auth/session"));
+  } catch (error) {
+    showSignin(error.message);
+    return;
+  }
+  if (linked?.error && state.account) showError(linked.error);
+  else if (linked?.error) say("signin-message", linked.error);
 }
 
 init();
