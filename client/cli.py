@@ -240,6 +240,14 @@ def _policy(args: argparse.Namespace, settings: Settings) -> None:
     run(client, args.action, getattr(args, "version", None), getattr(args, "canary", None), getattr(args, "reason", ""))
 
 
+def _people(args: argparse.Namespace, settings: Settings) -> None:
+    from client.ops import AdminClient
+    from client.people import run_keys, run_users
+
+    client = AdminClient(_server_url(args, settings), args.key or settings.admin_key.get_secret_value())
+    (run_users if args.command == "users" else run_keys)(client, args)
+
+
 def _simulate(args: argparse.Namespace, settings: Settings) -> None:
     from client.simulation.experiment import behaviour_from, run_experiment
 
@@ -399,9 +407,7 @@ def _add_training_commands(commands: argparse._SubParsersAction) -> None:
     train.set_defaults(run=partial(_show_help, train))
 
 
-def _add_policy_commands(commands: argparse._SubParsersAction) -> None:
-    server = argparse.ArgumentParser(add_help=False)
-    _add_server_args(server, "the admin key (default: CHATLOOP_ADMIN_KEY)")
+def _add_policy_commands(commands: argparse._SubParsersAction, server: argparse.ArgumentParser) -> None:
     reason = argparse.ArgumentParser(add_help=False)
     reason.add_argument("--reason", default="", help="why, kept in the audit trail")
     policy = _command(
@@ -461,6 +467,93 @@ def _add_policy_commands(commands: argparse._SubParsersAction) -> None:
         action.set_defaults(run=_policy)
 
 
+def _add_user_commands(commands: argparse._SubParsersAction, server: argparse.ArgumentParser) -> None:
+    users = _command(
+        commands,
+        "users",
+        "add people to the chat page, approve, remove, list",
+        "The chat page's accounts, through the server's admin API. An added person gets a one-time sign-in link; "
+        "once in, they may set a password under Settings.",
+        ["chatloop users add alice", "chatloop users add bob --admin", "chatloop users list"],
+    )
+    actions = _group(users, "action")
+    add = _command(
+        actions,
+        "add",
+        "make an account and print its sign-in link",
+        "Make an account and print a one-time link that signs its person in.",
+        ["chatloop users add alice"],
+        parents=[server],
+    )
+    add.add_argument("name")
+    add.add_argument("--admin", action="store_true", help="may use the ops page and the admin API")
+    for name, summary in [
+        ("link", "print a fresh one-time sign-in link (a forgotten password)"),
+        ("approve", "let in someone who asked to join (ACCOUNTS__JOINING=approval)"),
+        ("remove", "delete an account, its sessions, keys and conversations"),
+    ]:
+        action = _command(
+            actions,
+            name,
+            summary,
+            summary[0].upper() + summary[1:] + ".",
+            [f"chatloop users {name} alice"],
+            parents=[server],
+        )
+        action.add_argument("name")
+    _command(
+        actions,
+        "list",
+        "every account",
+        "Every account: role, status, whether it has a password.",
+        ["chatloop users list"],
+        parents=[server],
+    )
+    for action in actions.choices.values():
+        action.set_defaults(run=_people)
+
+
+def _add_key_commands(commands: argparse._SubParsersAction, server: argparse.ArgumentParser) -> None:
+    keys = _command(
+        commands,
+        "keys",
+        "make, list and revoke API keys for apps",
+        "Managed API keys, through the server's admin API: the secret is printed once and only its hash is kept; "
+        "a revoked key is refused by every server within ROLLOUT__RECONCILE_SECONDS.",
+        ["chatloop keys create my-app --chat-per-minute 120", "chatloop keys revoke my-app"],
+    )
+    actions = _group(keys, "action")
+    create = _command(
+        actions,
+        "create",
+        "make a key and print its secret once",
+        "Make a key; limits left out take the LIMITS__KEY_* settings.",
+        ["chatloop keys create my-app", "chatloop keys create ops-bot --admin --expires 2027-01-31"],
+        parents=[server],
+    )
+    create.add_argument("name")
+    create.add_argument("--admin", action="store_true", help="an admin key (policy, users, keys)")
+    create.add_argument("--chat-per-minute", type=int, help="chat requests per minute")
+    create.add_argument("--max-concurrent", type=int, help="chat requests in flight at once")
+    create.add_argument("--pairs-per-hour", type=int, help="preference pairs per hour, all its users together")
+    create.add_argument("--expires", type=datetime.fromisoformat, help="ISO date/time after which it is refused")
+    revoke = _command(
+        actions, "revoke", "revoke a key", "Revoke a key.", ["chatloop keys revoke my-app"], parents=[server]
+    )
+    revoke.add_argument("name")
+    revoke.add_argument("--owner", help="for a person's own key: their account")
+    _command(
+        actions,
+        "list",
+        "every key, without secrets",
+        "Every managed key, without secrets.",
+        ["chatloop keys list"],
+        parents=[server],
+    )
+    for action in actions.choices.values():
+        action.set_defaults(run=_people)
+
+
 def _add_simulate_command(commands: argparse._SubParsersAction) -> None:
     from client.simulation.experiment import add_simulation_args
 
@@ -495,7 +588,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serving_commands(commands)
     _add_client_commands(commands)
     _add_training_commands(commands)
-    _add_policy_commands(commands)
+    admin_server = argparse.ArgumentParser(add_help=False)
+    _add_server_args(admin_server, "the admin key (default: CHATLOOP_ADMIN_KEY)")
+    _add_policy_commands(commands, admin_server)
+    _add_user_commands(commands, admin_server)
+    _add_key_commands(commands, admin_server)
     _add_simulate_command(commands)
     return parser
 

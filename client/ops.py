@@ -17,7 +17,8 @@ class AdminClient:
         self.http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=TIMEOUT_S)
 
     def call(self, method: str, path: str, body: dict | None = None) -> dict:
-        return self.http.request(method, f"/v1/admin{path}", json=body).raise_for_status().json()
+        response = self.http.request(method, f"/v1/admin{path}", json=body).raise_for_status()
+        return {} if response.status_code == 204 else response.json()
 
 
 def routing_line(routing: dict) -> str:

@@ -27,7 +27,7 @@ from server.accounts_api.protocol import (
 )
 from server.auth import same_origin
 from server.dependencies import AccountServiceDep, AdminDep, CallerDep, SettingsDep, get_admin
-from server.identity.accounts import Account
+from server.identity.accounts import NAME_PATTERN, Account
 from server.identity.api_keys import ManagedKey
 from server.identity.sessions import COOKIE
 from server.unicode_body import UnicodeBodyRoute
@@ -37,7 +37,7 @@ account = APIRouter(prefix="/v1/account", route_class=UnicodeBodyRoute)
 admin = APIRouter(prefix="/v1/admin", route_class=UnicodeBodyRoute, dependencies=[Depends(get_admin)])
 
 KeyName = Annotated[str, Path(max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
-AccountName = Annotated[str, Path(max_length=64)]
+AccountName = Annotated[str, Path(pattern=NAME_PATTERN.pattern)]
 
 
 def _address(request: Request) -> str:

@@ -7,11 +7,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from server.identity.accounts import Account
+from server.identity.accounts import NAME_PATTERN, NAME_RULE, Account
 from server.identity.api_keys import ManagedKey
 from server.identity.passwords import MAX_LENGTH, MIN_LENGTH
 
 Name = Field(min_length=1, max_length=64)
+NewName = Field(pattern=NAME_PATTERN.pattern, description=f"An account name: {NAME_RULE}.")
 Password = Field(min_length=MIN_LENGTH, max_length=MAX_LENGTH)
 
 
@@ -31,7 +32,7 @@ class LinkRequest(Strict):
 
 
 class SignupRequest(Strict):
-    name: str = Name
+    name: str = NewName
     password: str = Password
 
 
@@ -71,7 +72,7 @@ class AccountList(BaseModel):
 
 
 class NewAccountRequest(Strict):
-    name: str = Name
+    name: str = NewName
     role: Literal["user", "admin"] = "user"
 
 

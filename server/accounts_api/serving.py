@@ -165,9 +165,9 @@ class AccountService:
 
     async def make_api_key(self, admin: Caller, key: ManagedKey) -> str:
         secret = await self.identity.api_keys.create(key)
-        log.info("api key made", extra={"name": key.name, "role": key.role, "by": admin.key_id})
+        log.info("api key made", extra={"key": key.name, "role": key.role, "by": admin.key_id})
         return secret
 
     async def revoke_api_key(self, admin: Caller, name: str, owner: str | None) -> None:
         await self._revoke_key(name, owner)
-        log.info("api key revoked", extra={"name": name, "owner": owner, "by": admin.key_id})
+        log.info("api key revoked", extra={"key": name, "owner": owner, "by": admin.key_id})

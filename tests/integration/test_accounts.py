@@ -391,8 +391,19 @@ def test_no_secret_reaches_the_logs(run: Callable[..., None], caplog: pytest.Log
         await olga.post("/v1/account/password", json={"new_password": PASSWORD})
         secret = (await olga.post("/v1/account/keys", json={"name": "k"})).json()["key"]
         await app.http.post("/v1/auth/signin", json={"name": "olga", "password": "a wrong one"}, headers=SAME_SITE)
+        made = await admin(app.http, "POST", "/v1/admin/keys", json={"name": "logged-app"})
+        assert made.status_code == 200, made.text
+        assert (await admin(app.http, "DELETE", "/v1/admin/keys/logged-app")).status_code == 204
+        assert "logged-app" in caplog.text  # the actions are logged (at INFO, every field a record may carry) ...
         logged = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
-        for value in (token, PASSWORD, "a wrong one", secret, olga.cookies[COOKIE]):
+        for value in (
+            token,
+            PASSWORD,
+            "a wrong one",
+            secret,
+            made.json()["key"],
+            olga.cookies[COOKIE],
+        ):  # ... no secret
             assert value not in logged
 
     caplog.set_level(logging.DEBUG)

@@ -79,8 +79,12 @@ def test_options_are_offered_only_where_they_mean_something() -> None:
     with_reason = {path for path, command in ALL.items() if "--reason" in options(command)}
     assert with_reason == {("policy", "promote"), ("policy", "rollback"), ("policy", "retire")}
     contacting = {path for path, command in ALL.items() if "--url" in options(command)}
-    policy_actions = {("policy", action) for action in ("list", "show", "promote", "rollback", "retire")}
-    assert contacting == {("chat",), ("simulate",)} | policy_actions
+    admin_actions = {
+        *(("policy", action) for action in ("list", "show", "promote", "rollback", "retire")),
+        *(("users", action) for action in ("add", "link", "approve", "remove", "list")),
+        *(("keys", action) for action in ("create", "revoke", "list")),
+    }
+    assert contacting == {("chat",), ("simulate",)} | admin_actions
 
 
 def test_train_without_once_prints_its_help() -> None:
