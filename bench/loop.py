@@ -33,11 +33,15 @@ EXPERIMENT = {
     "CHATLOOP_ROLLOUT__AUTO_CANARY_PERCENT": "50",
     "CHATLOOP_ROLLOUT__AUTO_PROMOTE": "true",
     "CHATLOOP_ROLLOUT__PROMOTE_MIN_ANSWERS": "20",
+    # Six simulated users split in two leave a canary one or two of them often enough that the default (five
+    # distinct users a side) would stall the loop for good; these users are honest, which the rule does not assume.
+    "CHATLOOP_ROLLOUT__MIN_CANARY_USERS": "1",
     "CHATLOOP_TRAINER__MIN_NEW_PAIRS": "24",
     "CHATLOOP_TRAINER__MAX_WAIT_MINUTES": "3",
     "CHATLOOP_TRAINER__POLL_SECONDS": "5",
 }
-"""The experiment's switches: automatic canary and promotion, and rounds as soon as a few pairs are in."""
+"""The experiment's switches: automatic canary and promotion, and rounds as soon as a few pairs are in. The training
+signal's rules (eligibility, per-principal quotas and share) stay at their defaults."""
 
 
 def up_command(port: int) -> list[str]:

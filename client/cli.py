@@ -463,8 +463,34 @@ def _add_policy_commands(commands: argparse._SubParsersAction, server: argparse.
         parents=[server, reason],
     )
     retire.add_argument("version")
+    pinning = {
+        "pinnable": "let every caller pin a version as chatloop@vN (others: the active version and the canary only)",
+        "unpinnable": "let only admins pin a version again",
+    }
+    _one_argument_actions(actions, "policy", pinning, "version", "v3", parents=[server, reason])
     for action in actions.choices.values():
         action.set_defaults(run=_policy)
+
+
+def _one_argument_actions(
+    actions: argparse._SubParsersAction,
+    command: str,
+    summaries: dict[str, str],
+    argument: str,
+    example: str,
+    parents: list[argparse.ArgumentParser],
+) -> None:
+    """Actions that each take one positional ``argument`` and whose description is their summary."""
+    for name, summary in summaries.items():
+        action = _command(
+            actions,
+            name,
+            summary,
+            summary[0].upper() + summary[1:] + ".",
+            [f"chatloop {command} {name} {example}"],
+            parents=parents,
+        )
+        action.add_argument(argument)
 
 
 def _add_user_commands(commands: argparse._SubParsersAction, server: argparse.ArgumentParser) -> None:
@@ -487,20 +513,15 @@ def _add_user_commands(commands: argparse._SubParsersAction, server: argparse.Ar
     )
     add.add_argument("name")
     add.add_argument("--admin", action="store_true", help="may use the ops page and the admin API")
-    for name, summary in [
-        ("link", "print a fresh one-time sign-in link (a forgotten password)"),
-        ("approve", "let in someone who asked to join (ACCOUNTS__JOINING=approval)"),
-        ("remove", "delete an account, its sessions, keys and conversations"),
-    ]:
-        action = _command(
-            actions,
-            name,
-            summary,
-            summary[0].upper() + summary[1:] + ".",
-            [f"chatloop users {name} alice"],
-            parents=[server],
-        )
-        action.add_argument("name")
+    on_one = {
+        "link": "print a fresh one-time sign-in link (a forgotten password)",
+        "approve": "let in someone who asked to join (ACCOUNTS__JOINING=approval)",
+        "remove": "delete an account, its sessions, keys and conversations",
+        "forget": "erase a person's answers, feedback, pairs and conversations (the account stays)",
+        "teach": "let a person's feedback become training data again (the default)",
+        "mute": "keep a person's feedback out of the training data (it is still stored and counted)",
+    }
+    _one_argument_actions(actions, "users", on_one, "name", "alice", parents=[server])
     _command(
         actions,
         "list",
@@ -536,6 +557,9 @@ def _add_key_commands(commands: argparse._SubParsersAction, server: argparse.Arg
     create.add_argument("--chat-per-minute", type=int, help="chat requests per minute")
     create.add_argument("--max-concurrent", type=int, help="chat requests in flight at once")
     create.add_argument("--pairs-per-hour", type=int, help="preference pairs per hour, all its users together")
+    create.add_argument(
+        "--train", action="store_true", help="its users' feedback may become training data (trust the app's `user`s)"
+    )
     create.add_argument("--expires", type=datetime.fromisoformat, help="ISO date/time after which it is refused")
     revoke = _command(
         actions, "revoke", "revoke a key", "Revoke a key.", ["chatloop keys revoke my-app"], parents=[server]

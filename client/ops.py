@@ -34,11 +34,20 @@ def print_versions(listing: dict) -> None:
     for version in listing["data"]:
         created = datetime.fromtimestamp(version["created"]).strftime("%Y-%m-%d %H:%M:%S")
         gate = "passed" if version["gate"].get("passed") else "; ".join(version["gate"].get("reasons", [])) or "-"
-        error = "  LOAD ERROR: " + version["load_errors"]["error"] if version.get("load_errors") else ""
         lineage = " <- ".join(version["lineage"])
         print(
-            f"{version['id']:<9}{version['state']:<11}{version['parent']:<9}{created:<21}{gate[:25]:<26}{lineage}{error}"
+            f"{version['id']:<9}{version['state']:<11}{version['parent']:<9}{created:<21}{gate[:25]:<26}{lineage}"
+            f"{_notes(version)}"
         )
+
+
+def _notes(version: dict) -> str:
+    notes = ["pinnable by everyone"] if version.get("pinnable") else []
+    if version.get("erased_pairs"):
+        notes.append(f"TRAINED ON {version['erased_pairs']} ERASED PAIRS")
+    if version.get("load_errors"):
+        notes.append("LOAD ERROR: " + version["load_errors"]["error"])
+    return "".join(f"  {note}" for note in notes)
 
 
 def run(client: AdminClient, action: str, version: str | None, canary: float | None, reason: str) -> None:
@@ -46,6 +55,11 @@ def run(client: AdminClient, action: str, version: str | None, canary: float | N
         print_versions(client.call("GET", "/versions"))
     elif action == "show":
         print(json.dumps(client.call("GET", f"/versions/{version}"), indent=2))
+    elif action in ("pinnable", "unpinnable"):
+        body = {"pinnable": action == "pinnable", "reason": reason}
+        shown = client.call("POST", f"/versions/{version}/pinnable", body)
+        who = "every caller" if shown["pinnable"] else "admins only"
+        print(f"{version} may be pinned as chatloop@{version} by {who}")
     else:
         body = {"reason": reason}
         path = {

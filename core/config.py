@@ -124,6 +124,13 @@ class TrainerLoopSettings(BaseModel):
     round_pairs: int = Field(
         128, ge=1, description="Pairs one round trains on: the new ones first, then a sample of earlier ones."
     )
+    max_principal_share: float = Field(
+        0.1,
+        gt=0,
+        le=1,
+        description="Largest share of a round's pairs from one API key or account, once the pairs at hand come from "
+        "at least 1/share principals (ten at 0.1); with fewer, no cap (`trainer/data.py`).",
+    )
     niceness: int = Field(
         0, ge=0, le=19, description="CPU priority of the trainer `chatloop up` starts: higher yields more to serving."
     )
@@ -138,6 +145,9 @@ class RolloutSettings(BaseModel):
     promote_min_answers: int = Field(40, ge=1, description="Answers a canary serves before it can be promoted.")
     rollback_confidence: float = Field(0.95, gt=0.5, lt=1, description="Of the test that a canary is worse.")
     rollback_min_answers: int = Field(20, ge=1, description="Answers each side serves before that test runs.")
+    min_canary_users: int = Field(
+        5, ge=1, description="Distinct users each side must have answered before the autopilot decides anything."
+    )
 
 
 class LimitSettings(BaseModel):
@@ -153,6 +163,10 @@ class LimitSettings(BaseModel):
     key_max_concurrent: int = Field(32, ge=1, description="Chat requests of an API key in flight at once.")
     account_chat_per_minute: int = Field(30, ge=1, description="Chat requests per minute of an account.")
     account_max_concurrent: int = Field(4, ge=1, description="Chat requests of an account in flight at once.")
+    key_pairs_per_hour: int = Field(
+        2000, ge=1, description="Preference pairs an API key may contribute per hour, across all its `user`s."
+    )
+    account_pairs_per_hour: int = Field(200, ge=1, description="Preference pairs an account may contribute per hour.")
     max_queued: int = Field(
         256,
         ge=0,
@@ -201,6 +215,12 @@ class Settings(BaseSettings):
         description="Comma-separated user keys (`Authorization: Bearer`).",
     )
     admin_key: SecretStr = Field(SecretStr(LOCAL_ADMIN_KEY), description="The admin key.")
+    secret_key: SecretStr | None = Field(
+        None,
+        description="Keys the hashes that name users in records, events and pairs, and the canary split "
+        "(HMAC-SHA256); every process of a deployment needs the same. Empty: the first process makes one in the data "
+        "folder (`secret`).",
+    )
 
     redis_url: str | None = Field(
         None,
@@ -208,11 +228,12 @@ class Settings(BaseSettings):
         description="An external Redis; empty starts a local `redis-server` in the data folder.",
     )
     record_retention_days: float = Field(
-        30.0, gt=0, description="How long completion records and conversations' feedback state are kept."
+        30.0,
+        gt=0,
+        description="How long completion records, conversations' feedback state and preference pairs (which copy "
+        "the answers' text) are kept.",
     )
-    event_retention_days: float = Field(
-        90.0, gt=0, description="How long feedback events and preference pairs stay in their streams."
-    )
+    event_retention_days: float = Field(90.0, gt=0, description="How long feedback events stay in their stream.")
     feedback_per_minute: int = Field(120, ge=1, description="Feedback gestures one user may send per minute.")
     pairs_per_hour: int = Field(200, ge=1, description="Preference pairs one user may contribute per hour.")
 

@@ -37,9 +37,30 @@ def conversation_key(conversation_id: str) -> str:
     return f"{PREFIX}:conversation:{conversation_id}"
 
 
+def user_completions_key(user_id: str) -> str:
+    """Set: the completion ids of one user's records, for an erasure to find them."""
+    return f"{PREFIX}:user-completions:{user_id}"
+
+
+def user_name_key(name_id: str) -> str:
+    """Set: the user ids under which one ``user`` value (keyed, ``core/keyed_ids.py``) was served, under any key."""
+    return f"{PREFIX}:user-names:{name_id}"
+
+
 def version_stats_key(version: str) -> str:
     """Counters of one policy version: answers served, thumbs, regenerations, comparisons won and lost."""
     return f"{PREFIX}:stats:{version}"
+
+
+def canary_counts_key(period: str) -> str:
+    """Hash: ``<version>:served`` and ``<version>:down`` of the routed, eligible answers of one canary period
+    (``feedback/canary.py``)."""
+    return f"{PREFIX}:canary:{period}"
+
+
+def canary_users_key(period: str, version: str) -> str:
+    """HyperLogLog of the users that one version's counted answers of a canary period went to."""
+    return f"{PREFIX}:canary-users:{period}:{version}"
 
 
 STATS_HISTORY = f"{PREFIX}:stats-history"
@@ -49,6 +70,11 @@ STATS_HISTORY = f"{PREFIX}:stats-history"
 def stats_snapshot_lock(slot: int) -> str:
     """Taken by the one server that writes the snapshot of a period."""
     return f"{PREFIX}:stats-history-lock:{slot}"
+
+
+def retention_lock(slot: int) -> str:
+    """Taken by the one server that trims the streams in a period (``feedback/retention.py``)."""
+    return f"{PREFIX}:retention-lock:{slot}"
 
 
 VERSIONS_SEEN = f"{PREFIX}:stats-versions"
@@ -65,9 +91,9 @@ def pair_quota_key(user_id: str, window: int) -> str:
     return f"{PREFIX}:pair-quota:{user_id}:{window}"
 
 
-def key_pair_quota_key(principal: str, window: int) -> str:
+def key_pair_quota_key(principal_id: str, window: int) -> str:
     """Pairs all the users of one API key (or one account) contributed in one time window."""
-    return f"{PREFIX}:key-pair-quota:{principal}:{window}"
+    return f"{PREFIX}:key-pair-quota:{principal_id}:{window}"
 
 
 def chat_rate_key(principal: str) -> str:
@@ -82,6 +108,16 @@ def chat_in_flight_key(principal: str) -> str:
 
 VERSIONS = f"{PREFIX}:versions"
 """Hash: policy version id -> its JSON registry entry."""
+
+
+def version_pairs_key(version: str) -> str:
+    """Set: the ids of the pairs a version was trained on, so that an erasure can tell which versions learnt from
+    erased pairs."""
+    return f"{PREFIX}:version-pairs:{version}"
+
+
+ERASURES = f"{PREFIX}:erasures"
+"""Stream: each erasure, when, by whom, of what kind and how much, without the erased content."""
 
 VERSION_SEQUENCE = f"{PREFIX}:version-seq"
 """Counter behind version ids v1, v2, ..."""

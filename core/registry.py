@@ -17,6 +17,7 @@ import redis
 from pydantic import BaseModel, Field
 
 from core import keys
+from core.errors import NotFound
 from core.policy import version_order
 from core.routing import Routing, Transition
 
@@ -40,6 +41,11 @@ class Version(BaseModel):
     metrics: dict[str, object] = Field(default_factory=dict)
     gate: dict[str, object] = Field(default_factory=dict)
     audit: list[AuditEntry] = Field(default_factory=list)
+    pinnable: bool = False
+    """An admin let every caller pin it (``chatloop@vN``); others may pin only the active version and the canary."""
+    erased_pairs: int = 0
+    """How many of the pairs it was trained on were erased since (``feedback/erasure.py``): an operator may want to
+    retire it."""
 
 
 class Registry:
@@ -93,6 +99,23 @@ class Registry:
                     pipe.publish(keys.REGISTRY_CHANNEL, json.dumps({"routing": transition.routing.revision}))
                     pipe.execute()
                     return transition.routing
+                except redis.WatchError:
+                    continue
+
+    def amend(self, version_id: str, update: Callable[[Version], dict[str, object]], who: str, why: str) -> Version:
+        """Change fields of one version (not its state: ``change`` does that), as ``update`` computes them from the
+        stored version, with an audit entry, atomically with any other writer of the registry."""
+        with self.client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(keys.VERSIONS)
+                    version = self.get(version_id)
+                    if version is None:
+                        raise NotFound(f"No policy version '{version_id}'.", param="version", code="version_not_found")
+                    pipe.multi()
+                    stored = self.register(version.model_copy(update=update(version)), who=who, why=why, pipe=pipe)
+                    pipe.execute()
+                    return stored
                 except redis.WatchError:
                     continue
 

@@ -5,14 +5,14 @@ share of users it reaches, and the former active versions that a rollback return
 ``Transition`` computed here from the current routing and versions, then applied by the registry in one Redis
 transaction, so that these rules can be read and tested without Redis.
 
-A user's share is sticky: a hash of the user's id puts each user at a fixed point in [0, 100), and the canary
-serves the users below its percentage, so a user sees one version for as long as the split stands, and raising
-the percentage only adds users.
+A user's share is sticky: a keyed hash of the canary and the user's id (``core/keyed_ids.py``) puts each user at a
+fixed point in [0, 100), and the canary serves the users below its percentage, so a user sees one version for as
+long as the canary runs, and raising the percentage only adds users. Each canary runs in its own period, named by
+the canary and the revision that made it the canary: its votes are counted there (``feedback/canary.py``).
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, Field
@@ -34,16 +34,18 @@ class Routing(BaseModel):
     canary_percent: float = Field(0.0, ge=0, le=100)
     history: list[str] = Field(default_factory=list)
     """Former active versions, most recent last."""
+    canary_since: int = 0
+    """The revision that made the current canary the canary."""
+
+    @property
+    def canary_period(self) -> str | None:
+        """Names the current canary's period; a canary's share may change within it, a new canary starts another."""
+        return None if self.canary is None else f"{self.canary}.{self.canary_since}"
 
 
-def user_point(user_id: str) -> float:
-    """The user's fixed place in [0, 100) for traffic splits."""
-    digest = hashlib.sha256(f"split:{user_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 * 100
-
-
-def routed_version(routing: Routing, user_id: str) -> str:
-    if routing.canary is not None and user_point(user_id) < routing.canary_percent:
+def routed_version(routing: Routing, split_point: float) -> str:
+    """The version for a user at ``split_point`` in [0, 100) of the current canary's split."""
+    if routing.canary is not None and split_point < routing.canary_percent:
         return routing.canary
     return routing.active
 
@@ -86,7 +88,8 @@ def promote(routing: Routing, states: dict[str, str], version: str, canary_perce
         changed = {version: "canary"}
         if routing.canary not in (None, version):
             changed[routing.canary] = "retired"
-        return Transition(_next(routing, canary=version, canary_percent=canary_percent), changed)
+        since = routing.canary_since if routing.canary == version else routing.revision + 1
+        return Transition(_next(routing, canary=version, canary_percent=canary_percent, canary_since=since), changed)
     changed = {version: "active"} if version != BASE_VERSION else {}
     if routing.active != BASE_VERSION:
         changed[routing.active] = "retired"

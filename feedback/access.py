@@ -11,17 +11,30 @@ methods only name and size.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
 from core import keys
 from core.config import Settings
 from core.errors import InProgress, NotFound, RateLimited
+from core.keyed_ids import KeyedIds
 from feedback.commit import Commands
-from feedback.records import CompletionRecord, user_id
+from feedback.records import CompletionRecord
 
 RATE_WINDOW_S = 60
 QUOTA_WINDOW_S = 3600
+
+
+@dataclass(frozen=True)
+class Giver:
+    """Who sends a gesture: the API key or account (``key_id``) and the ``user`` it names, the pairs that principal
+    may add per hour across its users, and whether it may teach at all (``feedback/eligibility.py``)."""
+
+    key_id: str
+    user: str | None
+    pairs_per_hour: int
+    may_teach: bool
 
 
 def _not_found(completion_id: str) -> NotFound:
@@ -31,9 +44,10 @@ def _not_found(completion_id: str) -> NotFound:
 
 
 class AnswerAccess:
-    def __init__(self, client: aioredis.Redis, settings: Settings):
+    def __init__(self, client: aioredis.Redis, settings: Settings, ids: KeyedIds):
         self.client = client
         self.settings = settings
+        self.ids = ids
 
     async def owned_records(
         self, key_id: str, user: str | None, completion_ids: list[str], *, gesture: bool
@@ -41,7 +55,7 @@ class AnswerAccess:
         """The records, if this key and user received them; NotFound otherwise, which says nothing of whether one
         exists for someone else. An answer still streaming is InProgress (for its owner only). A ``gesture`` also
         counts against the user's rate limit, in the same round trip to Redis as the records, whatever the ids."""
-        uid = user_id(key_id, user)
+        uid = self.ids.user_id(key_id, user)
         rate_key = keys.rate_limit_key(uid, int(time.time() // RATE_WINDOW_S))
         pipe = self.client.pipeline(transaction=False)
         for completion_id in completion_ids:
@@ -84,14 +98,14 @@ class AnswerAccess:
                 code="rate_limit_exceeded",
             )
 
-    def quotas(self, record: CompletionRecord, key_pairs_per_hour: int | None) -> dict[str, int]:
+    def quotas(self, record: CompletionRecord, principal_pairs_per_hour: int) -> dict[str, int]:
         """The quotas that pairs from ``record``'s answers count against: each counter of this hour -> the pairs
-        it allows. The user's always; the key's (or account's), across all its users, where it has a limit."""
+        it allows. The user's, and the principal's (the API key's or account's) across all its users."""
         window = int(time.time() // QUOTA_WINDOW_S)
-        quotas = {keys.pair_quota_key(record.user_id, window): self.settings.pairs_per_hour}
-        if key_pairs_per_hour is not None:
-            quotas[keys.key_pair_quota_key(record.key_id, window)] = key_pairs_per_hour
-        return quotas
+        return {
+            keys.pair_quota_key(record.user_id, window): self.settings.pairs_per_hour,
+            keys.key_pair_quota_key(record.principal_id, window): principal_pairs_per_hour,
+        }
 
     @staticmethod
     def quota_room(used: bytes | None, allowed: int) -> int:

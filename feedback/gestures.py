@@ -25,8 +25,10 @@ from redis.asyncio.client import Pipeline
 from core import keys
 from core.config import Settings
 from core.errors import InvalidInput
-from feedback.access import AnswerAccess
+from feedback.access import AnswerAccess, Giver
+from feedback.canary import count_down
 from feedback.commit import REVISION, Commands, ConditionalCommit
+from feedback.eligibility import NOT_A_TEACHER
 from feedback.pairs import Pair, PairAnswer
 from feedback.records import CompletionRecord, CompletionRecords
 from feedback.rules import (
@@ -52,6 +54,8 @@ class Change:
     counters: list[tuple[str, str, int]] = field(default_factory=list)
     """(version, counter, delta)"""
     drafts: list[PairDraft] = field(default_factory=list)
+    canary_downs: int = 0
+    """How the count of the record's completion as a canary vote against its version moves (``feedback/canary.py``)."""
 
 
 @dataclass
@@ -60,6 +64,8 @@ class Outcome:
     pairs: list[Pair]
     capped: int
     """Pairs the quotas (the user's, the key's) kept out of the training data."""
+    ineligible: list[str] = field(default_factory=list)
+    """Why pairs the gesture made are not training data (``feedback/eligibility.py``)."""
 
 
 def state_from_hash(raw: dict[bytes, bytes]) -> ConversationState:
@@ -86,6 +92,35 @@ def _choice_ref(record: CompletionRecord, choice_index: int, param: str) -> str:
     return answer_ref(record.id, choice_index)
 
 
+def _completion_down(ratings: dict[str, Rating], record: CompletionRecord, ref: str, rating: Rating | None) -> int:
+    """1 if, with ``ref`` rated ``rating``, any choice of ``record`` is rated down: a completion is one vote, whatever
+    its ``n``."""
+    others = [
+        ratings.get(answer_ref(record.id, c.index)) for c in record.choices if answer_ref(record.id, c.index) != ref
+    ]
+    return int(rating == "down" or "down" in others)
+
+
+def _eligible(
+    drafts: list[PairDraft], records: dict[str, CompletionRecord], giver: Giver
+) -> tuple[list[PairDraft], list[str]]:
+    """The drafts whose two answers may be training data, and why the others may not (each reason once)."""
+    eligible, reasons = [], []
+    for draft in drafts:
+        answers = [records.get(split_ref(ref)[0]) for ref in (draft.chosen, draft.rejected)]
+        why = [reason for r in answers if r is not None for reason in r.ineligible]
+        why += [] if giver.may_teach else [NOT_A_TEACHER]
+        if why:
+            reasons += [reason for reason in dict.fromkeys(why) if reason not in reasons]
+        else:
+            eligible.append(draft)
+    return eligible, reasons
+
+
+def _oldest_kept_ms(retention_s: float) -> int:
+    return int((time.time() - retention_s) * 1000)
+
+
 def _regenerated_choice(choice: str | None) -> int:
     """The index a regeneration's ``metadata.regenerate_choice`` names (0 without one), in ASCII digits:
     ``str.isdigit`` alone accepts superscripts, which ``int`` does not."""
@@ -108,16 +143,9 @@ class Gestures:
     # ---- gestures ---------------------------------------------------------------------------------------
 
     async def rate(
-        self,
-        key_id: str,
-        user: str | None,
-        completion_id: str,
-        choice_index: int,
-        rating: Rating | None,
-        reason: str | None,
-        key_pairs_per_hour: int | None = None,
+        self, giver: Giver, completion_id: str, choice_index: int, rating: Rating | None, reason: str | None
     ) -> Outcome:
-        (record,) = await self.access.owned_records(key_id, user, [completion_id], gesture=True)
+        (record,) = await self.access.owned_records(giver.key_id, giver.user, [completion_id], gesture=True)
         ref = _choice_ref(record, choice_index, "choice_index")
 
         def plan(state: ConversationState) -> Change:
@@ -132,21 +160,17 @@ class Gestures:
             else:
                 change.fields[f"rating:{ref}"] = rating
                 change.counters.append((record.version, rating, 1))
+            change.canary_downs = _completion_down(state.ratings, record, ref, rating) - _completion_down(
+                state.ratings, record, ref, old
+            )
             return change
 
         event = {"type": "rating", "answer": ref, "rating": rating, "reason": reason}
-        return await self._commit(record, event, plan, key_pairs_per_hour)
+        return await self._commit(giver, record, event, plan)
 
-    async def compare(
-        self,
-        key_id: str,
-        user: str | None,
-        chosen: tuple[str, int],
-        rejected: tuple[str, int],
-        key_pairs_per_hour: int | None = None,
-    ) -> Outcome:
+    async def compare(self, giver: Giver, chosen: tuple[str, int], rejected: tuple[str, int]) -> Outcome:
         chosen_record, rejected_record = await self.access.owned_records(
-            key_id, user, [chosen[0], rejected[0]], gesture=True
+            giver.key_id, giver.user, [chosen[0], rejected[0]], gesture=True
         )
         chosen_ref = _choice_ref(chosen_record, chosen[1], "chosen.choice_index")
         rejected_ref = _choice_ref(rejected_record, rejected[1], "rejected.choice_index")
@@ -166,7 +190,7 @@ class Gestures:
             return Change(drafts=drafts, counters=counters)
 
         event = {"type": "comparison", "chosen": chosen_ref, "rejected": rejected_ref}
-        return await self._commit(chosen_record, event, plan, key_pairs_per_hour, known=[rejected_record])
+        return await self._commit(giver, chosen_record, event, plan, known=[rejected_record])
 
     # ---- regenerations ----------------------------------------------------------------------------------
 
@@ -208,16 +232,16 @@ class Gestures:
 
     async def _commit(
         self,
+        giver: Giver,
         record: CompletionRecord,
         event: dict,
         plan: Callable[[ConversationState], Change],
-        key_pairs_per_hour: int | None,
         known: list[CompletionRecord] | None = None,
     ) -> Outcome:
         """Apply ``plan`` to ``record``'s conversation; ``known`` are other records already read, not read again.
         Decided from one read of the state and quotas, written if none changed meanwhile, else decided again."""
         conversation = keys.conversation_key(record.conversation_id)
-        quotas = self.access.quotas(record, key_pairs_per_hour)
+        quotas = self.access.quotas(record, giver.pairs_per_hour)
         while True:
             pipe = self.client.pipeline(transaction=False)
             pipe.hgetall(conversation)
@@ -225,23 +249,27 @@ class Gestures:
                 pipe.get(quota)
             raw_state, *used = await pipe.execute()
             change = plan(state_from_hash(raw_state))
+            records = await self._records([record, *(known or [])], change.drafts)
+            eligible, ineligible = _eligible(change.drafts, records, giver)
             room = min(self.access.quota_room(u, allowed) for u, allowed in zip(used, quotas.values(), strict=True))
-            pairs = await self._pairs([record, *(known or [])], change.drafts[:room])
+            pairs = self._pairs(record, records, eligible[:room])
             commands = Commands()
-            self._write(commands, conversation, list(quotas), change, pairs)
-            event_id = self._append_event(commands, record, {**event, "pairs": [p.pair_id for p in pairs]})
+            self._write(commands, record, list(quotas), change, pairs)
+            outcome = {"pairs": [p.pair_id for p in pairs]} | ({"ineligible": ineligible} if ineligible else {})
+            event_id = self._append_event(commands, record, event | outcome)
             revision = raw_state.get(REVISION.encode(), b"").decode()
             read = {quota: (u or b"").decode() for quota, u in zip(quotas, used, strict=True)}
             if await self._commit_if_unchanged(conversation, revision, read, commands):
                 break
-        capped = len(change.drafts) - len(pairs)
+        capped = len(eligible) - len(pairs)
         if capped:
             log.info("pair quota reached", extra={"user_id": record.user_id, "capped": capped})
-        return Outcome(event_id=event_id, pairs=pairs, capped=capped)
+        return Outcome(event_id=event_id, pairs=pairs, capped=capped, ineligible=ineligible)
 
     def _write(
-        self, commands: Commands, conversation: str, quotas: list[str], change: Change, pairs: list[Pair]
+        self, commands: Commands, record: CompletionRecord, quotas: list[str], change: Change, pairs: list[Pair]
     ) -> None:
+        conversation = keys.conversation_key(record.conversation_id)
         fields = change.fields | {f"pair:{draft.key}": "1" for draft in change.drafts}
         if fields:
             commands.hset(conversation, mapping=fields)
@@ -251,11 +279,13 @@ class Gestures:
         commands.expire(conversation, self.record_ttl_s)
         for version, counter, delta in change.counters:
             count(commands, version, counter, delta)
+        if change.canary_downs and record.canary_period is not None:
+            count_down(commands, record.canary_period, record.version, change.canary_downs)
         if pairs:
             for quota in quotas:
                 self.access.spend_quota(commands, quota, len(pairs))
         for pair in pairs:
-            commands.xadd(keys.PAIRS_STREAM, {"pair": pair.model_dump_json()}, minid=self._oldest_kept_ms())
+            commands.xadd(keys.PAIRS_STREAM, {"pair": pair.model_dump_json()}, minid=_oldest_kept_ms(self.record_ttl_s))
 
     def _append_event(self, commands: Commands | Pipeline, record: CompletionRecord, event: dict) -> str:
         """Queue the event and return its id: ours, so that the caller knows it before the writes run."""
@@ -267,31 +297,32 @@ class Gestures:
             "conversation_id": record.conversation_id,
             **event,
         }
-        commands.xadd(keys.EVENTS_STREAM, {"event": json.dumps(payload)}, minid=self._oldest_kept_ms())
+        commands.xadd(keys.EVENTS_STREAM, {"event": json.dumps(payload)}, minid=_oldest_kept_ms(self.event_retention_s))
         return event_id
 
-    def _oldest_kept_ms(self) -> int:
-        return int((time.time() - self.event_retention_s) * 1000)
-
-    async def _pairs(self, known: list[CompletionRecord], drafts: list[PairDraft]) -> list[Pair]:
-        """Pairs with their texts: the answers may belong to other completions of the same conversation, read
-        here unless ``known`` (the gesture's own record first) has them."""
-        record = known[0]
+    async def _records(self, known: list[CompletionRecord], drafts: list[PairDraft]) -> dict[str, CompletionRecord]:
+        """The records of every answer the drafts name: ``known`` (the gesture's own), and the other completions of
+        the same conversation they name, read here. An expired one is missing: no text to train on."""
         records = {r.id: r for r in known}
         missing = {split_ref(ref)[0] for draft in drafts for ref in (draft.chosen, draft.rejected)} - set(records)
         fetched = await asyncio.gather(*(self.records.get(completion_id) for completion_id in missing))
-        records |= {r.id: r for r in fetched if r is not None}
+        return records | {r.id: r for r in fetched if r is not None}
+
+    def _pairs(
+        self, record: CompletionRecord, records: dict[str, CompletionRecord], drafts: list[PairDraft]
+    ) -> list[Pair]:
         now = time.time()
         pairs = []
         for draft in drafts:
             chosen, rejected = self._answer(records, draft.chosen), self._answer(records, draft.rejected)
             if chosen is None or rejected is None:
-                continue  # one answer's record expired: no text to train on
+                continue
             pairs.append(
                 Pair(
                     pair_id=f"pair-{uuid.uuid4().hex}",
                     conversation_id=record.conversation_id,
                     user_id=record.user_id,
+                    principal_id=record.principal_id,
                     prompt=record.conversation,
                     chosen=chosen,
                     rejected=rejected,

@@ -30,6 +30,9 @@ class Pair(BaseModel):
     pair_id: str
     conversation_id: str
     user_id: str
+    principal_id: str = ""
+    """The API key or account that taught it (keyed, ``core/keyed_ids.py``); empty in pairs stored before this
+    field, which the trainer's share cap then counts by ``user_id``."""
     prompt: list[RecordedMessage]
     chosen: PairAnswer
     rejected: PairAnswer

@@ -16,8 +16,11 @@ from functools import cached_property
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel
+from redis.asyncio.client import Pipeline
 
 from core import keys
+from core.keyed_ids import KeyedIds
+from feedback.canary import count_served
 from feedback.stats import count
 
 log = logging.getLogger(__name__)
@@ -33,11 +36,6 @@ class RecordedChoice(BaseModel):
     text: str
     finish_reason: str | None
     completion_tokens: int
-
-
-def user_id(key_id: str, user: str | None) -> str:
-    """Who gave feedback, as pairs and stats name them: a hash of the API key's id and the `user` field."""
-    return hashlib.sha256(f"{key_id}\0{user or ''}".encode()).hexdigest()[:16]
 
 
 def conversation_id(user: str, messages: list[RecordedMessage]) -> str:
@@ -64,6 +62,10 @@ class CompletionRecord(BaseModel):
     version: str
     key_id: str
     user: str | None
+    user_id: str
+    """Who received it (``core/keyed_ids.py``): the only one who may rate it, as pairs and events name them."""
+    principal_id: str
+    """The API key or account it was given to, keyed like ``user_id``: what the per-principal caps count."""
     metadata: dict[str, str]
     stream: bool
     conversation: list[RecordedMessage]
@@ -72,21 +74,25 @@ class CompletionRecord(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     weight_changes: list[WeightChange] = []
+    ineligible: list[str] = []
+    """Why this answer may not be training data (``feedback/eligibility.py``); empty when it may."""
+    canary_period: str | None = None
+    """The canary period it was routed in, when a canary was running and it counts as a vote there
+    (``feedback/canary.py``)."""
 
-    # Cached: a gesture reads both several times, and the conversation's hash serializes every message.
-    @cached_property
-    def user_id(self) -> str:
-        return user_id(self.key_id, self.user)
-
+    # Cached: a gesture reads it several times, and the hash serializes every message.
     @cached_property
     def conversation_id(self) -> str:
         return conversation_id(self.user_id, self.conversation)
 
 
 class CompletionRecords:
-    def __init__(self, client: aioredis.Redis, retention_s: float):
+    def __init__(self, client: aioredis.Redis, retention_s: float, ids: KeyedIds, index_s: float | None = None):
         self.client = client
         self.retention_s = retention_s
+        self.ids = ids
+        self.index_s = int(index_s or retention_s)
+        """How long the index of a ``user``'s ids lasts: as long as anything naming them (events outlive records)."""
 
     async def mark_in_flight(self, completion_id: str, owner: str, ttl_s: int) -> None:
         await self.client.set(keys.in_flight_key(completion_id), owner, ex=ttl_s)
@@ -97,9 +103,22 @@ class CompletionRecords:
         pipe.set(keys.completion_key(record.id), record.model_dump_json(), ex=int(self.retention_s))
         pipe.delete(keys.in_flight_key(record.id))
         pipe.xadd(keys.COMPLETIONS_STREAM, {"id": record.id}, minid=oldest_kept_ms, approximate=True)
+        self._index(pipe, record)
         if record.status == "complete":
             count(pipe, record.version, "served", len(record.choices))
+            if record.canary_period is not None:
+                count_served(pipe, record.canary_period, record.version, record.user_id, int(self.retention_s))
         await pipe.execute()
+
+    def _index(self, pipe: Pipeline, record: CompletionRecord) -> None:
+        """Where an erasure finds a user's records (``feedback/erasure.py``): by user, and by ``user`` under any
+        key."""
+        pipe.sadd(keys.user_completions_key(record.user_id), record.id)
+        pipe.expire(keys.user_completions_key(record.user_id), int(self.retention_s))
+        if record.user is not None:
+            named = keys.user_name_key(self.ids.user_name_id(record.user))
+            pipe.sadd(named, record.user_id)
+            pipe.expire(named, self.index_s)
 
     async def get(self, completion_id: str) -> CompletionRecord | None:
         raw = await self.client.get(keys.completion_key(completion_id))

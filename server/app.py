@@ -26,10 +26,13 @@ from redis.exceptions import RedisError
 from vllm.utils.gc_utils import freeze_gc_heap
 
 from core.config import Settings
+from core.keyed_ids import KeyedIds, load_secret
 from core.local_redis import LocalRedis, start_local_redis
 from feedback.access import AnswerAccess
+from feedback.erasure import Erasure
 from feedback.gestures import Gestures
 from feedback.records import CompletionRecords
+from feedback.retention import trim_streams
 from feedback.stats import snapshot_counters
 from server.accounts_api import api_router as accounts_api
 from server.accounts_api.serving import AccountService
@@ -43,6 +46,7 @@ from server.chat_api.serving import ChatService
 from server.conversations_api import api_router as conversations_api
 from server.cpu.pinning import keep_off_engine_cores
 from server.engine import build_engine
+from server.erasures import Erasures
 from server.errors import install_error_handlers
 from server.feedback_api import api_router as feedback_api
 from server.health_api import api_router as health_api
@@ -60,6 +64,7 @@ log = logging.getLogger(__name__)
 
 REDIS_TIMEOUT_S = 2.0
 STATS_SNAPSHOT_S = 60.0
+RETENTION_TRIM_S = 3600.0
 WEB_UI = Path(__file__).resolve().parent.parent / "client" / "web"
 
 
@@ -67,7 +72,7 @@ async def _load_engine(app: FastAPI, settings: Settings, client: aioredis.Redis)
     try:
         app.state.engine = await asyncio.to_thread(build_engine, settings)
         keep_off_engine_cores()
-        versions = VersionManager(LoadedVersions(app.state.engine, settings), client, settings)
+        versions = VersionManager(LoadedVersions(app.state.engine, settings), client, settings, app.state.ids)
         await _first_reconcile(versions)
         app.state.versions = versions
         app.state.chat = ChatService(app.state.engine, settings, ChatRecorder(app.state.gestures), versions)
@@ -106,14 +111,17 @@ def attach_redis(app: FastAPI, client: aioredis.Redis, registry_client: redis.Re
     in threads)."""
     settings: Settings = app.state.settings
     app.state.redis = client
-    records = CompletionRecords(client, retention_s=settings.record_retention_days * 86400)
-    app.state.gestures = Gestures(client, records, AnswerAccess(client, settings), settings)
+    ids: KeyedIds = app.state.ids
+    retention_s = settings.record_retention_days * 86400
+    records = CompletionRecords(client, retention_s, ids, max(retention_s, settings.event_retention_days * 86400))
+    app.state.gestures = Gestures(client, records, AnswerAccess(client, settings, ids), settings)
     app.state.admin = AdminService(registry_client, client, lambda: app.state.versions)
     app.state.identity = Identity.of(client, settings)
     app.state.auth = Authenticator(settings, app.state.identity)
     app.state.chat_limiter = ChatLimiter(client, settings)
     attempts = SigninAttempts(client, settings.accounts)
     app.state.accounts = AccountService(app.state.identity, attempts, app.state.auth, settings)
+    app.state.erasures = Erasures(client, app.state.identity, ids, Erasure(registry_client))
 
 
 @asynccontextmanager
@@ -133,6 +141,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         asyncio.create_task(_load_engine(app, settings, client)),
         asyncio.create_task(_every(period, "autopilot", autopilot.check, registry_client, client, settings.rollout)),
         asyncio.create_task(_every(STATS_SNAPSHOT_S, "stats snapshot", snapshot_counters, client, STATS_SNAPSHOT_S)),
+        asyncio.create_task(_every(RETENTION_TRIM_S, "retention", trim_streams, client, settings, RETENTION_TRIM_S)),
     ]
     try:
         yield
@@ -150,6 +159,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="chatloop", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.settings = settings
+    app.state.ids = KeyedIds(load_secret(settings))
     app.state.started_at = int(time.time())
     app.state.engine = None
     app.state.chat = None

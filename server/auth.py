@@ -27,6 +27,7 @@ from fastapi import Request
 
 from core.config import LOCAL_ADMIN_KEY, LOCAL_API_KEY, Settings
 from core.errors import SetupError
+from feedback.access import Giver
 from server.errors import ApiError
 from server.identity.accounts import Account
 from server.identity.api_keys import ManagedKey
@@ -45,8 +46,8 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 class Limits:
     chat_per_minute: int
     max_concurrent: int
-    pairs_per_hour: int | None = None
-    """Pairs per hour across all the principal's ``user``s; None: only the per-user quota applies."""
+    pairs_per_hour: int
+    """Pairs per hour across all the principal's ``user``s (each ``user`` has its own quota besides)."""
 
 
 @dataclass(frozen=True)
@@ -54,12 +55,18 @@ class Caller:
     key_id: str
     is_admin: bool
     limits: Limits
+    may_teach: bool
+    """Whether its feedback may become training data (``feedback/eligibility.py``)."""
     account: str | None = None
     """The person this principal is: their name is the ``user`` of every request, whatever the body says."""
     by_session: bool = False
 
     def end_user(self, requested: str | None) -> str | None:
         return requested if self.account is None else self.account
+
+    def giver(self, requested_user: str | None) -> Giver:
+        """This principal as the sender of a feedback gesture for ``requested_user``."""
+        return Giver(self.key_id, self.end_user(requested_user), self.limits.pairs_per_hour, self.may_teach)
 
 
 def key_id(key: str) -> str:
@@ -112,8 +119,10 @@ class Authenticator:
         self.api_keys = identity.api_keys
         self._cache: TTLCache = TTLCache(maxsize=CACHE_ENTRIES, ttl=settings.rollout.reconcile_seconds)
         limits = settings.limits
-        self.key_limits = Limits(limits.key_chat_per_minute, limits.key_max_concurrent)
-        self.account_limits = Limits(limits.account_chat_per_minute, limits.account_max_concurrent)
+        self.key_limits = Limits(limits.key_chat_per_minute, limits.key_max_concurrent, limits.key_pairs_per_hour)
+        self.account_limits = Limits(
+            limits.account_chat_per_minute, limits.account_max_concurrent, limits.account_pairs_per_hour
+        )
 
     async def caller(self, request: Request) -> Caller:
         header = request.headers.get("authorization")
@@ -131,15 +140,20 @@ class Authenticator:
 
     async def by_key(self, token: str) -> Caller:
         if _matches(token, self.settings.admin_key.get_secret_value()):
-            return Caller(key_id=key_id(token), is_admin=True, limits=self.key_limits)
+            return Caller(key_id=key_id(token), is_admin=True, limits=self.key_limits, may_teach=True)
         if any(_matches(token, key.get_secret_value()) for key in self.settings.api_keys):
-            return Caller(key_id=key_id(token), is_admin=False, limits=self.key_limits)
+            return Caller(key_id=key_id(token), is_admin=False, limits=self.key_limits, may_teach=True)
         managed = await self._cached(("key", token_hash(token)), lambda: self.api_keys.lookup(token))
         if managed is None or managed.expired(time.time()):
             raise INVALID_KEY
         if managed.owner is not None:
             return self._account_caller(await self._account(managed.owner), by_session=False, raise_as=INVALID_KEY)
-        return Caller(key_id=key_id(token), is_admin=managed.role == "admin", limits=self._limits_of(managed))
+        return Caller(
+            key_id=key_id(token),
+            is_admin=managed.role == "admin",
+            limits=self._limits_of(managed),
+            may_teach=managed.train,
+        )
 
     async def by_session(self, token: str) -> Caller:
         name = await self._cached(("session", token_hash(token)), lambda: self.sessions.account(token))
@@ -162,6 +176,7 @@ class Authenticator:
             key_id=account_key_id(account.name),
             is_admin=account.is_admin,
             limits=self.account_limits,
+            may_teach=account.train,
             account=account.name,
             by_session=by_session,
         )
@@ -170,7 +185,7 @@ class Authenticator:
         return Limits(
             chat_per_minute=managed.chat_per_minute or self.key_limits.chat_per_minute,
             max_concurrent=managed.max_concurrent or self.key_limits.max_concurrent,
-            pairs_per_hour=managed.pairs_per_hour,
+            pairs_per_hour=self.key_limits.pairs_per_hour if managed.pairs_per_hour is None else managed.pairs_per_hour,
         )
 
     async def _cached(self, entry: tuple[str, str], read: Callable[[], Awaitable[T | None]]) -> T | None:
@@ -209,13 +224,18 @@ def is_loopback(host: str) -> bool:
 
 def refuse_published_keys(settings: Settings) -> None:
     """On loopback the published keys are a convenience; beyond it they would let anyone in, as a user or as the
-    operator. The ``SetupError`` names the variables to set; the chatloop command asks before it starts anything."""
+    operator. Beyond loopback the secret of the keyed ids must be set too: replicas there need the same one, and a
+    data folder's own is not shared. The ``SetupError`` names the variables to set; the chatloop command asks before
+    it starts anything."""
     if is_loopback(settings.host):
         return
     configured = {"CHATLOOP_API_KEYS": settings.api_keys, "CHATLOOP_ADMIN_KEY": [settings.admin_key]}
     published = [name for name, keys in configured.items() if any(is_published(k.get_secret_value()) for k in keys)]
+    secret = settings.secret_key
+    if secret is None or PLACEHOLDER in secret.get_secret_value():
+        published.append("CHATLOOP_SECRET_KEY")
     if published:
         raise SetupError(
-            f"will not listen on {settings.host} (beyond loopback) with a published key: "
+            f"will not listen on {settings.host} (beyond loopback) with a published or missing key: "
             f"set {' and '.join(published)} to your own, or listen on 127.0.0.1"
         )

@@ -23,6 +23,7 @@ from server.accounts_api.serving import AccountService
 from server.admin_api.serving import AdminService
 from server.auth import Authenticator, Caller, require_admin
 from server.chat_api.serving import ChatService
+from server.erasures import Erasures
 from server.errors import ApiError
 from server.identity.conversations import Conversations
 from server.limits import ChatLimiter
@@ -141,3 +142,10 @@ async def get_conversations(request: Request) -> Conversations:
 
 
 ConversationsDep = Annotated[Conversations, Depends(get_conversations)]
+
+
+async def get_erasures(request: Request) -> Erasures:
+    return request.app.state.erasures
+
+
+ErasuresDep = Annotated[Erasures, Depends(get_erasures)]

@@ -18,6 +18,7 @@ from core.policy import ADAPTER_DIRNAME
 from core.registry import Registry, Version
 from feedback.pairs import Pair, PairAnswer
 from feedback.records import CompletionRecord, RecordedChoice, RecordedMessage
+from tests.helpers import IDS
 from trainer.models import LORA_TARGETS, load_causal_lm
 
 TOPICS = [
@@ -102,7 +103,7 @@ def completion_record(
     version: str = "base",
 ) -> CompletionRecord:
     """A finished answer to ``question`` with one choice per text, as the chat route records it for ``key_id`` and
-    ``user``."""
+    ``user`` (their ids keyed with the tests' secret)."""
     now = time.time()
     return CompletionRecord(
         id=f"chatcmpl-{uuid.uuid4().hex}",
@@ -113,6 +114,8 @@ def completion_record(
         version=version,
         key_id=key_id,
         user=user,
+        user_id=IDS.user_id(key_id, user),
+        principal_id=IDS.principal_id(key_id),
         metadata={},
         stream=False,
         conversation=[RecordedMessage(role="user", content=question)],

@@ -27,12 +27,16 @@ from fastapi import FastAPI
 
 from core import keys
 from core.config import LOCAL_ADMIN_KEY, LOCAL_API_KEY, Settings
+from core.keyed_ids import KeyedIds
 from core.local_redis import LocalRedis, start_local_redis
 
 REPO = Path(__file__).resolve().parent.parent
 READY_TIMEOUT_S = 300
 OTHER_USER_KEY = "sk-chatloop-other"
 """A second user key: its callers must not reach answers given to the first."""
+SECRET_KEY = "test-secret-for-keyed-ids"
+IDS = KeyedIds(SECRET_KEY.encode())
+"""The keyed ids the servers the tests start compute, for tests that predict a user's id or side of a split."""
 FEEDBACK_PER_MINUTE = 20
 PAIRS_PER_HOUR = 3
 SMALL_ROUND = {
@@ -133,6 +137,7 @@ def start_server(
         "CHATLOOP_MODEL": str(model_path),
         "CHATLOOP_API_KEYS": f"{LOCAL_API_KEY},{OTHER_USER_KEY}",
         "CHATLOOP_ADMIN_KEY": LOCAL_ADMIN_KEY,
+        "CHATLOOP_SECRET_KEY": SECRET_KEY,
         "CHATLOOP_FEEDBACK_PER_MINUTE": str(FEEDBACK_PER_MINUTE),
         "CHATLOOP_PAIRS_PER_HOUR": str(PAIRS_PER_HOUR),
         **(extra_env or {}),

@@ -46,9 +46,10 @@ class RedisSide:
             lock=client.lock(keys.TRAINER_LOCK, timeout=lease_s, blocking=False, thread_local=False),
         )
 
-    def commit(self, version: Version, why: str, entry_ids: list[str]) -> bool:
+    def commit(self, version: Version, why: str, entry_ids: list[str], trained_on: list[str]) -> bool:
         """In one transaction, and only while this trainer still holds the lock: the version's registry entry, the
-        round's record and the acknowledgement of the round's pairs. False, with nothing written, when the lock
+        round's record, the ids of the pairs it was ``trained_on`` (for an erasure to say which versions learnt
+        from erased pairs) and the acknowledgement of the round's pairs. False, with nothing written, when the lock
         is no longer this trainer's (its lease lapsed, and another trainer may be training on the same pairs).
 
         The lock's key is watched before its token is checked, so a change between the check and the transaction
@@ -61,6 +62,8 @@ class RedisSide:
             self.registry.register(version, who="trainer", why=why, pipe=pipe)
             round_record = version.model_dump_json(include={"id", "parent", "state", "metrics", "gate"})
             pipe.xadd(keys.TRAINER_ROUNDS, {"round": round_record})
+            if trained_on:
+                pipe.sadd(keys.version_pairs_key(version.id), *trained_on)
             self.consumer.ack_in(pipe, entry_ids)
 
         try:

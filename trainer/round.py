@@ -79,7 +79,8 @@ def _read_inputs(settings: Settings, side: RedisSide) -> RoundInputs | None:
         return None
     remove_partials(settings.versions_dir)
     every = [pair for _, pair in read_all(side.client)]
-    pairs = round_pairs([pair for _, pair in claimed], every, settings.trainer.round_pairs, settings.trainer.seed)
+    loop = settings.trainer
+    pairs = round_pairs([pair for _, pair in claimed], every, loop.round_pairs, loop.seed, loop.max_principal_share)
     prompts = recent_prompts(side.client, PROMPT_POOL) or [[m.model_dump() for m in p.prompt] for p in pairs]
     return RoundInputs(
         entry_ids=[entry for entry, _ in claimed],
@@ -193,7 +194,7 @@ def _record(settings: Settings, side: RedisSide, inputs: RoundInputs, trained: T
         gate=gate.model_dump(),
     )
     why = "passed the gate" if gate.passed else "; ".join(gate.reasons)
-    if not side.commit(version, why, inputs.entry_ids):
+    if not side.commit(version, why, inputs.entry_ids, [pair.pair_id for pair in inputs.pairs]):
         shutil.rmtree(folder, ignore_errors=True)
         log.warning("trainer lock lost: the round registers nothing", extra={"version": version_id})
         return RoundResult(None, "the trainer lock was lost before the round could register its version")

@@ -91,7 +91,10 @@ function renderVersions(listing) {
     cell(row, version.lineage.join(" ← "));
     cell(row, when(version.created));
     const gate = version.gate.passed ? "passed" : (version.gate.reasons || []).join("; ") || "–";
-    cell(row, version.load_errors ? `load error: ${version.load_errors.error}` : gate, version.load_errors ? "error" : "");
+    const erased = version.erased_pairs ? `; trained on ${version.erased_pairs} erased pairs` : "";
+    const warned = version.load_errors || version.erased_pairs;
+    const note = version.load_errors ? `load error: ${version.load_errors.error}` : gate + erased;
+    cell(row, version.pinnable ? `${note}; pinnable by everyone` : note, warned ? "error" : "");
     const actions = row.insertCell();
     if (["candidate", "canary", "retired"].includes(version.state)) {
       actions.append(actionButton("Promote", () => change("POST", `/versions/${version.id}/promote`, {})));

@@ -524,6 +524,16 @@ async function signout() {
   signedOut("Signed out.", "info");
 }
 
+async function eraseAll() {
+  if (!confirm("Delete all your conversations, answers and feedback? This cannot be undone.")) return;
+  try {
+    await json("POST", "/v1/account/erase");
+    signedOut("Your data was deleted, and you were signed out everywhere.", "info");
+  } catch (error) {
+    showError(error.message);
+  }
+}
+
 // A one-time link (/#signin=TOKEN) signs its holder in; the token leaves the address at once, used or not.
 async function redeemLink() {
   const token = new URLSearchParams(location.hash.slice(1)).get("signin");
@@ -613,6 +623,7 @@ function listen() {
   $("signin-form").addEventListener("submit", signin);
   $("signup").addEventListener("click", signup);
   $("signout").addEventListener("click", signout);
+  $("erase").addEventListener("click", eraseAll);
   $("password-form").addEventListener("submit", changePassword);
   $("key-form").addEventListener("submit", createKey);
   $("copy-key").addEventListener("click", (e) => copy($("new-key-secret").value, e.target));

@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from core.config import Settings
+from feedback.erasure import ErasureReport
 from server.accounts_api.protocol import (
     AccountList,
     AccountView,
@@ -24,9 +25,10 @@ from server.accounts_api.protocol import (
     SigninLinkView,
     SigninRequest,
     SignupRequest,
+    TrainRequest,
 )
 from server.auth import same_origin
-from server.dependencies import AccountServiceDep, AdminDep, CallerDep, SettingsDep, get_admin
+from server.dependencies import AccountServiceDep, AdminDep, CallerDep, ErasuresDep, SettingsDep, get_admin
 from server.identity.accounts import NAME_PATTERN, Account
 from server.identity.api_keys import ManagedKey
 from server.identity.sessions import COOKIE
@@ -114,6 +116,18 @@ async def change_password(body: PasswordRequest, caller: CallerDep, service: Acc
     return AccountView.of(await service.change_password(caller, body.current_password, body.new_password))
 
 
+@account.post("/erase")
+async def erase_own_data(
+    response: Response, caller: CallerDep, service: AccountServiceDep, erasures: ErasuresDep
+) -> ErasureReport:
+    """Everything this person asked and taught, their stored conversations and their sessions: they are signed out
+    everywhere. Only from a signed-in page, so that a leaked key cannot wipe a person's history."""
+    account = await service.own_account(caller, session=True)
+    report = await erasures.of_account(account.name, caller)
+    response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
+    return report
+
+
 @account.get("/keys")
 async def list_personal_keys(caller: CallerDep, service: AccountServiceDep) -> ApiKeyList:
     return ApiKeyList(data=[ApiKeyView.of(k) for k in await service.personal_keys(caller)])
@@ -164,6 +178,15 @@ async def new_link(
 @admin.post("/users/{name}/approve")
 async def approve_account(name: AccountName, caller: AdminDep, service: AccountServiceDep) -> AccountView:
     return AccountView.of(await service.approve(caller, name))
+
+
+@admin.post("/users/{name}/train")
+async def set_account_train(
+    name: AccountName, body: TrainRequest, caller: AdminDep, service: AccountServiceDep
+) -> AccountView:
+    """Whether the person's feedback may become training data (from the next gesture, on every replica within the
+    reconcile period)."""
+    return AccountView.of(await service.set_train(caller, name, body.train))
 
 
 @admin.delete("/users/{name}", status_code=204)

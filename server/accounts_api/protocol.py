@@ -46,6 +46,8 @@ class AccountView(BaseModel):
     role: Literal["user", "admin"]
     status: Literal["active", "pending"]
     has_password: bool
+    train: bool
+    """Whether the person's feedback may become training data."""
     created: float
 
     @classmethod
@@ -55,6 +57,7 @@ class AccountView(BaseModel):
             role=account.role,
             status=account.status,
             has_password=account.password_hash is not None,
+            train=account.train,
             created=account.created,
         )
 
@@ -83,6 +86,10 @@ class SigninLinkView(BaseModel):
     expires_in: int
 
 
+class TrainRequest(Strict):
+    train: bool
+
+
 class PersonalKeyRequest(Strict):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
 
@@ -92,6 +99,8 @@ class ApiKeyRequest(PersonalKeyRequest):
     chat_per_minute: int | None = Field(None, ge=1, le=1_000_000)
     max_concurrent: int | None = Field(None, ge=1, le=10_000)
     pairs_per_hour: int | None = Field(None, ge=0, le=1_000_000)
+    train: bool = False
+    """Whether feedback through the key may become training data; its ``user``s are then trusted to be people."""
     expires_at: float | None = Field(None, gt=0, le=253_402_300_799, description="Unix seconds; none: never.")
 
 
@@ -102,6 +111,7 @@ class ApiKeyView(BaseModel):
     chat_per_minute: int | None
     max_concurrent: int | None
     pairs_per_hour: int | None
+    train: bool
     expires_at: float | None
     created: float
 

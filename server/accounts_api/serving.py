@@ -89,7 +89,7 @@ class AccountService:
     # ---- a person's own account ---------------------------------------------------------------------------
 
     async def change_password(self, caller: Caller, current: str | None, new: str) -> Account:
-        account = await self._own(caller)
+        account = await self.own_account(caller)
         if account.password_hash is not None and not await verify_password(account.password_hash, current or ""):
             raise ApiError(400, "The current password is wrong.", param="current_password", code="invalid_password")
         account.password_hash = await hash_password(new)
@@ -98,10 +98,10 @@ class AccountService:
         return account
 
     async def personal_keys(self, caller: Caller) -> list[ManagedKey]:
-        return await self.identity.api_keys.list((await self._own(caller, session=True)).name)
+        return await self.identity.api_keys.list((await self.own_account(caller, session=True)).name)
 
     async def make_personal_key(self, caller: Caller, name: str) -> tuple[ManagedKey, str]:
-        owner = (await self._own(caller, session=True)).name
+        owner = (await self.own_account(caller, session=True)).name
         if len(await self.identity.api_keys.list(owner)) >= self.settings.accounts.max_personal_keys:
             limit = self.settings.accounts.max_personal_keys
             raise Conflict(f"You have {limit} API keys already; revoke one first.", code="too_many_keys")
@@ -109,10 +109,10 @@ class AccountService:
         return key, await self.identity.api_keys.create(key)
 
     async def revoke_personal_key(self, caller: Caller, name: str) -> None:
-        owner = (await self._own(caller, session=True)).name
+        owner = (await self.own_account(caller, session=True)).name
         await self._revoke_key(name, owner)
 
-    async def _own(self, caller: Caller, *, session: bool = False) -> Account:
+    async def own_account(self, caller: Caller, *, session: bool = False) -> Account:
         """The caller's account. Keys are made and revoked from a session only, so that a leaked key cannot make
         others."""
         if caller.account is None or (session and not caller.by_session):
@@ -145,6 +145,14 @@ class AccountService:
         account.status = "active"
         await self.identity.accounts.save(account)
         log.info("account approved", extra={"account": name, "by": admin.key_id})
+        return account
+
+    async def set_train(self, admin: Caller, name: str, train: bool) -> Account:
+        account = await self.identity.accounts.require(name)
+        account.train = train
+        await self.identity.accounts.save(account)
+        self.auth.forget(("account", name))
+        log.info("account training changed", extra={"account": name, "train": train, "by": admin.key_id})
         return account
 
     async def remove_account(self, admin: Caller, name: str) -> None:

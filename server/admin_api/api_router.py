@@ -9,9 +9,18 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends, Query
 from fastapi.responses import FileResponse
 
+from feedback.erasure import ErasureReport
 from feedback.stats import read_history
-from server.admin_api.protocol import ChangeRequest, PromoteRequest, RoutingView, VersionList, VersionView
-from server.dependencies import AdminDep, AdminServiceDep, RedisDep, WebRootDep, get_admin
+from server.admin_api.protocol import (
+    ChangeRequest,
+    ErasureRequest,
+    PinnableRequest,
+    PromoteRequest,
+    RoutingView,
+    VersionList,
+    VersionView,
+)
+from server.dependencies import AdminDep, AdminServiceDep, ErasuresDep, RedisDep, WebRootDep, get_admin
 from server.unicode_body import UnicodeBodyRoute
 
 router = APIRouter(prefix="/v1/admin", dependencies=[Depends(get_admin)], route_class=UnicodeBodyRoute)
@@ -58,6 +67,22 @@ async def retire_version(
     version: str, admin: AdminServiceDep, caller: AdminDep, body: Annotated[ChangeRequest, Body()] = NO_REASON
 ) -> RoutingView:
     return await admin.retire(version, caller, body.reason)
+
+
+@router.post("/versions/{version}/pinnable")
+async def set_pinnable(version: str, body: PinnableRequest, admin: AdminServiceDep, caller: AdminDep) -> VersionView:
+    """Let every caller pin the version (or only admins again): users may otherwise pin only the active version and
+    the canary."""
+    return await admin.set_pinnable(version, body.pinnable, caller, body.reason)
+
+
+@router.post("/erasures")
+async def erase(body: ErasureRequest, erasures: ErasuresDep, caller: AdminDep) -> ErasureReport:
+    """Remove a person's records, conversations' state, events and pairs; the versions trained on their pairs are
+    counted in the registry (``erased_pairs``)."""
+    if body.account is not None:
+        return await erasures.of_account(body.account, caller)
+    return await erasures.of_user(body.user or "", body.api_key, caller)
 
 
 @router.post("/rollback")

@@ -65,6 +65,15 @@ class AdminService:
     async def retire(self, version: str, caller: Caller, reason: str) -> RoutingView:
         return await self._change(lambda r, s: retire(r, s, version), caller, reason)
 
+    async def set_pinnable(self, version: str, pinnable: bool, caller: Caller, reason: str) -> VersionView:
+        why = reason or ("pinnable by every caller" if pinnable else "pinnable by admins only")
+        who = f"admin:{caller.key_id}"
+        await asyncio.to_thread(self.registry.amend, version, lambda v: {"pinnable": pinnable}, who, why)
+        manager = self._versions()
+        if manager is not None:
+            await manager.reconcile()
+        return await self.show(version)
+
     async def _change(
         self, plan: Callable[[Routing, dict[str, str]], Transition], caller: Caller, reason: str
     ) -> RoutingView:

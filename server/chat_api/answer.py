@@ -32,8 +32,11 @@ class PreparedChat:
     created: int
     owner: str
     """The caller's user id (API key and ``user``): the traffic split and feedback ownership go by it."""
+    principal_id: str
     version: str
     pinned: bool
+    canary_period: str | None
+    """The canary period the routing chose the version in (``server/versions/manager.py: Route``)."""
     prompt_ids: list[int]
     params: SamplingParams
     acc: ChoiceAccumulator

@@ -14,6 +14,7 @@ import time
 
 from redis.exceptions import RedisError
 
+from feedback.eligibility import ineligible_reasons
 from feedback.gestures import Gestures
 from feedback.records import CompletionRecord, RecordedChoice, RecordedMessage, conversation_id
 from server import metrics
@@ -88,9 +89,10 @@ class ChatRecorder:
 
 
 def _build_record(chat: PreparedChat, status: str) -> CompletionRecord:
-    request, acc = chat.request, chat.acc
+    request, acc, caller = chat.request, chat.acc, chat.caller
     params = request.model_dump(include=RECORDED_PARAMS, exclude_none=True, mode="json")
     params["max_tokens"] = chat.params.max_tokens
+    ineligible = ineligible_reasons(params, pinned=chat.pinned, by_admin=caller.is_admin, may_teach=caller.may_teach)
     return CompletionRecord(
         id=chat.completion_id,
         created=chat.created,
@@ -98,8 +100,10 @@ def _build_record(chat: PreparedChat, status: str) -> CompletionRecord:
         status=status,
         model=request.model,
         version=chat.version,
-        key_id=chat.caller.key_id,
+        key_id=caller.key_id,
         user=request.user,
+        user_id=chat.owner,
+        principal_id=chat.principal_id,
         metadata=request.metadata or {},
         stream=request.stream,
         conversation=recorded_conversation(request),
@@ -111,4 +115,6 @@ def _build_record(chat: PreparedChat, status: str) -> CompletionRecord:
         prompt_tokens=len(chat.prompt_ids),
         completion_tokens=acc.completion_tokens,
         weight_changes=chat.weight_changes,
+        ineligible=ineligible,
+        canary_period=None if ineligible else chat.canary_period,
     )

@@ -21,7 +21,7 @@ from vllm.v1.engine.async_llm import AsyncLLM
 
 from core.config import Settings
 from core.policy import split_model_name
-from feedback.records import WeightChange, user_id
+from feedback.records import WeightChange
 from server import metrics
 from server.auth import Caller
 from server.chat_api.answer import ChoiceAccumulator, PreparedChat
@@ -80,8 +80,8 @@ class ChatService:
     def prepare(self, request: ChatCompletionRequest, caller: Caller) -> PreparedChat:
         pinned = self._pinned_version(request.model)
         request.user = caller.end_user(request.user)
-        owner = user_id(caller.key_id, request.user)
-        version = self.versions.route(pinned, owner)
+        owner = self.versions.ids.user_id(caller.key_id, request.user)
+        route = self.versions.route(pinned, owner, admin=caller.is_admin)
         self._check_limits(request)
         prompt_ids = self._render(request)
         max_tokens = self._answer_budget(len(prompt_ids), request.answer_token_limit)
@@ -92,8 +92,10 @@ class ChatService:
             completion_id=f"chatcmpl-{uuid.uuid4().hex}",
             created=int(time.time()),
             owner=owner,
-            version=version,
-            pinned=pinned is not None,
+            principal_id=self.versions.ids.principal_id(caller.key_id),
+            version=route.version,
+            pinned=route.pinned,
+            canary_period=route.canary_period,
             prompt_ids=prompt_ids,
             params=params,
             acc=ChoiceAccumulator(request.n, params.logprobs),

@@ -15,23 +15,16 @@ router = APIRouter(route_class=UnicodeBodyRoute)
 
 @router.post("/v1/feedback")
 async def post_feedback(gesture: FeedbackRequest, caller: CallerDep, gestures: GesturesDep) -> FeedbackResponse:
+    giver = caller.giver(gesture.user)
     if isinstance(gesture, RatingRequest):
         outcome = await gestures.rate(
-            caller.key_id,
-            caller.end_user(gesture.user),
-            gesture.completion_id,
-            gesture.choice_index,
-            gesture.rating,
-            gesture.reason,
-            caller.limits.pairs_per_hour,
+            giver, gesture.completion_id, gesture.choice_index, gesture.rating, gesture.reason
         )
     else:
         outcome = await gestures.compare(
-            caller.key_id,
-            caller.end_user(gesture.user),
+            giver,
             (gesture.chosen.completion_id, gesture.chosen.choice_index),
             (gesture.rejected.completion_id, gesture.rejected.choice_index),
-            caller.limits.pairs_per_hour,
         )
     return FeedbackResponse.of(gesture, outcome)
 

@@ -90,7 +90,10 @@ class FeedbackResponse(BaseModel):
     comparison: ComparisonRequest | None = None
     pairs: list[PairSummary]
     pairs_capped: int
-    """Pairs left out of the training data because this user reached the hourly quota."""
+    """Pairs left out of the training data because this user or principal reached the hourly quota."""
+    pairs_ineligible: list[str] = []
+    """Why pairs the gesture made are not training data (constrained decoding, a pinned version, a principal not
+    allowed to teach); the gesture itself is stored and counted."""
 
     @classmethod
     def of(cls, gesture: RatingRequest | ComparisonRequest, outcome: Outcome) -> FeedbackResponse:
@@ -102,4 +105,5 @@ class FeedbackResponse(BaseModel):
             comparison=None if is_rating else gesture,
             pairs=[PairSummary.of(pair) for pair in outcome.pairs],
             pairs_capped=outcome.capped,
+            pairs_ineligible=outcome.ineligible,
         )

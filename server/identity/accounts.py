@@ -26,6 +26,8 @@ class Account(BaseModel):
     status: Status = "active"
     password_hash: str | None = None
     created: float
+    train: bool = True
+    """Whether this person's feedback may become training data (``feedback/eligibility.py``)."""
 
     @property
     def is_admin(self) -> bool:

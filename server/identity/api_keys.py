@@ -30,6 +30,10 @@ class ManagedKey(BaseModel):
     max_concurrent: int | None = None
     pairs_per_hour: int | None = None
     """None: the settings' default for keys (``LIMITS``)."""
+    train: bool = False
+    """Whether feedback through this key may become training data (``feedback/eligibility.py``): an app's key
+    vouches for the ``user``s it names, so an admin turns it on for the apps they trust. A person's key follows
+    the person's account."""
     expires_at: float | None = None
     created: float
 

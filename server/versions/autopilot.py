@@ -2,9 +2,11 @@
 canary each new candidate and promote a canary that did well enough.
 
 A canary is rolled back when its thumbs-down rate (per answer served) is higher than the active version's with
-the configured confidence, by a one-sided two-proportion z-test, once both have served enough answers. Every
-replica runs this; the registry's transactions make each step happen once, and the audit trail records it with
-its statistics.
+the configured confidence, by a one-sided two-proportion z-test, once both have served enough answers to enough
+distinct users. The counts are those of the canary's own period, routed answers that may be training data only
+(``feedback/canary.py``): nobody can steer the decision by pinning the canary, choosing a side of the split, or
+answers from before the canary ran. Every replica runs this; the registry's transactions make each step happen
+once, and the audit trail records it with the counts it used.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from core.config import RolloutSettings
 from core.policy import version_order
 from core.registry import Registry
 from core.routing import Routing, Transition, promote, rollback
-from feedback.stats import COUNTERS, compare_rates, read_counters
+from feedback.canary import PeriodCounts, read_period
+from feedback.stats import compare_rates
 
 log = logging.getLogger(__name__)
 
@@ -39,31 +42,35 @@ class Step:
     why: str
 
 
-def _counts(counters: dict[str, dict[str, int]], version: str) -> dict[str, int]:
-    return counters.get(version, dict.fromkeys(COUNTERS, 0))
+def _enough(counts: PeriodCounts, answers: int, settings: RolloutSettings) -> bool:
+    return counts.served >= answers and counts.users >= settings.min_canary_users
+
+
+def _described(name: str, counts: PeriodCounts) -> str:
+    return f"{name} {counts.down} down of {counts.served} answers to {counts.users} users"
 
 
 def decide(
     routing: Routing,
     states: dict[str, str],
     parents: dict[str, str],
-    counters: dict[str, dict[str, int]],
+    period: dict[str, PeriodCounts],
     settings: RolloutSettings,
 ) -> Step | None:
-    """The one step to take now, if any. ``parents`` maps each version to the one it was trained from."""
+    """The one step to take now, if any. ``parents`` maps each version to the one it was trained from; ``period``
+    holds the counts of the current canary period."""
     if routing.canary is not None:
-        canary, active = _counts(counters, routing.canary), _counts(counters, routing.active)
+        canary, active = period.get(routing.canary, PeriodCounts()), period.get(routing.active, PeriodCounts())
         minimum = settings.rollback_min_answers
-        if canary["served"] >= minimum and active["served"] >= minimum:
-            test = compare_rates(canary["down"], canary["served"], active["down"], active["served"])
+        if _enough(canary, minimum, settings) and _enough(active, minimum, settings):
+            test = compare_rates(canary.down, canary.served, active.down, active.served)
+            counts = f"{_described('canary', canary)}, {_described('active', active)}"
             if test.p_value < 1 - settings.rollback_confidence:
-                why = (
-                    f"thumbs-down rate {test.a.rate:.3f} over {test.a.trials} answers against the active version's "
-                    f"{test.b.rate:.3f} over {test.b.trials}: z={test.z:.2f}, one-sided p={test.p_value:.4f}"
+                return Step(
+                    _rollback, f"thumbs-down rate higher: {counts}; z={test.z:.2f}, one-sided p={test.p_value:.4f}"
                 )
-                return Step(_rollback, why)
-            if settings.auto_promote and canary["served"] >= settings.promote_min_answers:
-                why = f"served {canary['served']} answers, thumbs-down not worse (one-sided p={test.p_value:.3f})"
+            if settings.auto_promote and _enough(canary, settings.promote_min_answers, settings):
+                why = f"thumbs-down rate not worse: {counts}; one-sided p={test.p_value:.3f}"
                 return Step(partial(_promote, version=routing.canary, percent=None), why)
         return None
     if settings.auto_canary:
@@ -90,20 +97,23 @@ def _newest_candidate(states: dict[str, str], parents: dict[str, str], routing: 
     return max(candidates, key=version_order, default=None)
 
 
-def step_once(client: redis.Redis, counters: dict[str, dict[str, int]], settings: RolloutSettings) -> str | None:
-    """Take the step due now, if any; what was done, for the log."""
+def step_once(
+    client: redis.Redis, routing: Routing, period: dict[str, PeriodCounts], settings: RolloutSettings
+) -> str | None:
+    """Take the step due now, if any, given the routing the period's counts were read for; what was done, for the
+    log."""
     registry = Registry(client)
     versions = registry.all()  # one read for both: this runs every few seconds on every replica
     states, parents = {v.id: v.state for v in versions}, {v.id: v.parent for v in versions}
-    step = decide(registry.routing(), states, parents, counters, settings)
+    step = decide(routing, states, parents, period, settings)
     if step is None:
         return None
 
-    def plan(routing: Routing, states: dict[str, str]) -> Transition:
-        again = decide(routing, states, parents, counters, settings)  # another replica may have acted meanwhile
-        if again is None or again.why != step.why:
+    def plan(current: Routing, states: dict[str, str]) -> Transition:
+        again = decide(current, states, parents, period, settings)  # another replica may have acted meanwhile
+        if current.canary_period != routing.canary_period or again is None or again.why != step.why:
             raise _NothingToDo
-        return step.plan(routing, states)
+        return step.plan(current, states)
 
     try:
         registry.change(plan, who=WHO, why=step.why)
@@ -118,6 +128,9 @@ class _NothingToDo(Exception):
 
 async def check(client: redis.Redis, stats_client: aioredis.Redis, settings: RolloutSettings) -> None:
     """Take the step due now, if any (run every ``reconcile_seconds`` by the server)."""
-    done = await asyncio.to_thread(step_once, client, await read_counters(stats_client), settings)
+    routing = await asyncio.to_thread(Registry(client).routing)
+    period = routing.canary_period
+    counts = {} if period is None else await read_period(stats_client, period, [routing.active, routing.canary])
+    done = await asyncio.to_thread(step_once, client, routing, counts, settings)
     if done is not None:
         log.info("autopilot step", extra={"why": done})

@@ -16,6 +16,7 @@ import os
 import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -23,7 +24,9 @@ from vllm.lora.request import LoRARequest
 
 from core import keys
 from core.config import Settings
+from core.keyed_ids import KeyedIds
 from core.policy import BASE_VERSION, version_order
+from core.registry import Version
 from core.routing import Routing, routed_version
 from server.errors import ApiError
 from server.versions.loaded import LoadedVersions
@@ -32,16 +35,30 @@ from server.versions.weights import BrokenVersion
 log = logging.getLogger(__name__)
 
 SERVER_NAME = f"{socket.gethostname()}:{os.getpid()}"
+UNPINNABLE = {"rejected", "retired"}
+
+
+@dataclass(frozen=True)
+class Route:
+    """Which version answers a request, and the canary period its answer counts in (None when pinned, or when no
+    canary runs)."""
+
+    version: str
+    pinned: bool
+    canary_period: str | None
 
 
 class VersionManager:
-    def __init__(self, loaded: LoadedVersions, client: aioredis.Redis, settings: Settings):
+    def __init__(self, loaded: LoadedVersions, client: aioredis.Redis, settings: Settings, ids: KeyedIds):
         self.loaded = loaded
         self.client = client
         self.settings = settings
+        self.ids = ids
         self.routing = Routing(revision=-1)
         """What this server applies: the stored routing, less what failed to load here."""
         self.known: set[str] = {BASE_VERSION}
+        self.pinnable: set[str] = set()
+        """Versions an admin let everyone pin, unless rejected or retired since."""
         self.errors: dict[str, str] = {}
         self._lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
@@ -66,8 +83,9 @@ class VersionManager:
         """Apply the stored routing if it changed since this server last applied it."""
         raw, versions = await self._read_registry()
         desired = Routing() if raw is None else Routing.model_validate_json(raw)
-        new_versions = set(versions) - self.known
-        self.known = {BASE_VERSION, *versions}
+        new_versions = {v.id for v in versions} - self.known
+        self.known = {BASE_VERSION, *(v.id for v in versions)}
+        self.pinnable = {v.id for v in versions if v.pinnable and v.state not in UNPINNABLE}
         async with self._lock:
             if desired.revision != self.routing.revision:
                 await self._apply(desired)
@@ -80,12 +98,12 @@ class VersionManager:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _read_registry(self) -> tuple[bytes | None, list[str]]:
+    async def _read_registry(self) -> tuple[bytes | None, list[Version]]:
         pipe = self.client.pipeline(transaction=False)
         pipe.get(keys.ROUTING)
-        pipe.hkeys(keys.VERSIONS)
+        pipe.hvals(keys.VERSIONS)
         raw, versions = await pipe.execute()
-        return raw, [version.decode() for version in versions]
+        return raw, [Version.model_validate_json(version) for version in versions]
 
     async def _apply(self, desired: Routing) -> None:
         started = time.perf_counter()
@@ -140,18 +158,26 @@ class VersionManager:
 
     # ---- routing requests -----------------------------------------------------------------------------------
 
-    def route(self, pinned: str | None, user_id: str) -> str:
-        """The version that answers: the pinned one, else the user's side of the traffic split."""
+    def route(self, pinned: str | None, user_id: str, *, admin: bool) -> Route:
+        """The version that answers: the pinned one, else the user's side of the current canary's split. Anyone may
+        pin the active version, the canary and the versions an admin made pinnable; an admin any version. To anyone
+        else, the others do not exist."""
         if pinned is None:
-            return routed_version(self.routing, user_id)
-        if pinned not in self.known:
+            routing = self.routing
+            point = 100.0 if routing.canary is None else self.ids.split_point(routing.canary, user_id)
+            return Route(routed_version(routing, point), pinned=False, canary_period=routing.canary_period)
+        if pinned not in (self.known if admin else self.pinnable_by_users()):
             raise ApiError(
                 404,
                 f"The model '{self.settings.model_alias}@{pinned}' does not exist or cannot be served.",
                 param="model",
                 code="model_not_found",
             )
-        return pinned
+        return Route(pinned, pinned=True, canary_period=None)
+
+    def pinnable_by_users(self) -> set[str]:
+        routing = self.routing
+        return {routing.active, *filter(None, [routing.canary]), *(self.pinnable & self.known)}
 
     async def adapter(self, version: str, pinned: bool) -> tuple[str, LoRARequest | None]:
         """The version that will really answer and the adapter its request carries. A routed canary whose adapter

@@ -29,7 +29,7 @@ DOCKERFILES = sorted((DEPLOY / "docker").glob("Dockerfile.*"))
 # the newest the validator bundles.
 K8S_VERSIONS = ("1.30.0", "1.37.0")
 VALIDATOR_MISSING = "kubernetes-validate is not installed; `make test` installs it (pyproject.toml's test extra)"
-KEYS = {"CHATLOOP_API_KEYS": "sk-test", "CHATLOOP_ADMIN_KEY": "sk-admin-test"}
+KEYS = {"CHATLOOP_API_KEYS": "sk-test", "CHATLOOP_ADMIN_KEY": "sk-admin-test", "CHATLOOP_SECRET_KEY": "secret-test"}
 # What the operator writes and these files must not: the deploy files, and every manifest of deploy/k8s.
 KEYLESS_FILES = [COMPOSE_FILE, DEPLOY / ".env.example", *sorted((DEPLOY / "k8s").rglob("*.yaml"))]
 

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, sync_playwright
 
+from core.local_redis import start_local_redis
 from tests.helpers import CHROMIUM, CHROMIUM_ARGS
 
 
@@ -17,3 +18,11 @@ def browser() -> Iterator[Browser]:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private redis-server for one module's in-process tests, which need no engine and may empty it."""
+    local = start_local_redis(tmp_path_factory.mktemp("module-redis"))
+    yield local.url
+    local.stop()

@@ -7,19 +7,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 
 import httpx
 import pytest
 import redis
 
 from core.config import Settings
-from core.local_redis import start_local_redis
 from feedback.records import CompletionRecords
 from server.identity.first_admin import FIRST_ADMIN, first_admin_link
 from server.identity.sessions import COOKIE
 from tests.factories import completion_record
-from tests.helpers import InProcess, in_process
+from tests.helpers import IDS, SECRET_KEY, InProcess, in_process
 
 pytestmark = pytest.mark.integration
 
@@ -34,19 +33,13 @@ ERROR_FIELDS = {"message", "type", "param", "code"}
 Scenario = Callable[[InProcess], Awaitable[None]]
 
 
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    local = start_local_redis(tmp_path_factory.mktemp("accounts-redis"))
-    yield local.url
-    local.stop()
-
-
 def settings_for(redis_url: str, **accounts: object) -> Settings:
     return Settings(
         _env_file=None,
         redis_url=redis_url,
         api_keys=[USER_KEY],
         admin_key=ADMIN_KEY,
+        secret_key=SECRET_KEY,
         accounts={"signin_per_minute_account": 5, "max_conversations": 3, "conversation_kb": 4, **accounts},
         rollout={"reconcile_seconds": RECONCILE_S},
     )
@@ -96,7 +89,7 @@ async def browser(app: InProcess, token: str) -> httpx.AsyncClient:
 async def answer_for(app: InProcess, account: str) -> str:
     """An answer recorded as the chat route records one for a signed-in person."""
     record = completion_record(["An answer."], key_id=f"account:{account}", user=account)
-    await CompletionRecords(app.client, retention_s=3600).save(record)
+    await CompletionRecords(app.client, 3600, IDS).save(record)
     return record.id
 
 

@@ -372,7 +372,8 @@ def test_answers_carry_rate_headers_and_a_key_over_its_concurrency_gets_429(serv
     assert plain.headers["x-ratelimit-limit-requests"] == "600"
     assert int(plain.headers["x-ratelimit-remaining-requests"]) < 600
     key = asyncio.run(managed_key(server, ManagedKey(name="one-at-a-time", max_concurrent=1, created=time.time())))
-    body = {"model": "chatloop", "messages": LONG_TASK, "max_tokens": 500, "stream": True}
+    # ignore_eos: the first answer must still be streaming when the second asks, however soon the model would stop.
+    body = {"model": "chatloop", "messages": LONG_TASK, "max_tokens": 500, "stream": True, "ignore_eos": True}
     with server.http(key) as http:
         with http.stream("POST", "/v1/chat/completions", json=body) as first:
             assert first.headers["x-ratelimit-remaining-requests"] == "599"

@@ -11,15 +11,17 @@ import redis.asyncio as aioredis
 from core import keys
 from core.config import Settings
 from core.errors import InvalidInput
-from feedback.access import AnswerAccess
+from feedback.access import AnswerAccess, Giver
 from feedback.commit import REVISION, Commands, ConditionalCommit
 from feedback.gestures import Gestures
 from feedback.pairs import read_all
 from feedback.records import CompletionRecords
 from tests.factories import completion_record
-from tests.helpers import RedisHandle
+from tests.helpers import IDS, RedisHandle
 
 pytestmark = pytest.mark.integration
+
+RACER = Giver("key", "racer", pairs_per_hour=1000, may_teach=True)
 
 
 def test_racing_ratings_count_once_and_pair_once(redis_server: RedisHandle) -> None:
@@ -31,11 +33,11 @@ def test_racing_ratings_count_once_and_pair_once(redis_server: RedisHandle) -> N
     async def race() -> None:
         client = aioredis.from_url(redis_server.url)
         settings = Settings(_env_file=None, feedback_per_minute=100)
-        records = CompletionRecords(client, retention_s=3600)
+        records = CompletionRecords(client, 3600, IDS)
         await records.save(record)
-        gestures = Gestures(client, records, AnswerAccess(client, settings), settings)
+        gestures = Gestures(client, records, AnswerAccess(client, settings, IDS), settings)
         ratings = [(i % 2, ("up", "down")[i % 2]) for i in range(8)]
-        await asyncio.gather(*(gestures.rate("key", "racer", record.id, i, r, None) for i, r in ratings))
+        await asyncio.gather(*(gestures.rate(RACER, record.id, i, r, None) for i, r in ratings))
         await client.aclose()
 
     asyncio.run(race())
@@ -72,9 +74,9 @@ def test_a_regeneration_names_its_choice_in_ascii_digits(redis_server: RedisHand
     async def check() -> None:
         client = aioredis.from_url(redis_server.url)
         settings = Settings(_env_file=None)
-        records = CompletionRecords(client, retention_s=3600)
+        records = CompletionRecords(client, 3600, IDS)
         await records.save(record)
-        gestures = Gestures(client, records, AnswerAccess(client, settings), settings)
+        gestures = Gestures(client, records, AnswerAccess(client, settings, IDS), settings)
         try:
             assert await gestures.check_regeneration("key", "regenerator", record.id, "1", record.conversation_id)
             with pytest.raises(InvalidInput) as caught:

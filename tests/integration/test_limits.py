@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -20,7 +20,6 @@ import redis.asyncio as aioredis
 
 from core import keys
 from core.config import Settings
-from core.local_redis import start_local_redis
 from feedback.pairs import read_all
 from feedback.records import CompletionRecords
 from server.app import attach_redis, create_app
@@ -31,6 +30,7 @@ from server.errors import ApiError
 from server.identity.api_keys import ApiKeys, ManagedKey
 from server.limits import ChatLimiter, reset_duration
 from tests.factories import completion_record
+from tests.helpers import IDS, SECRET_KEY
 
 pytestmark = pytest.mark.integration
 
@@ -39,13 +39,6 @@ OTHER_KEY = "sk-limits-other"
 ADMIN_KEY = "sk-limits-admin"
 CHAT = {"model": "chatloop", "messages": [{"role": "user", "content": "Hi"}]}
 RATE_HEADERS = ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests")
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    local = start_local_redis(tmp_path_factory.mktemp("limits-redis"))
-    yield local.url
-    local.stop()
 
 
 @pytest.fixture
@@ -62,13 +55,14 @@ def settings(redis_url: str, **limits: object) -> Settings:
         redis_url=redis_url,
         api_keys=[USER_KEY, OTHER_KEY],
         admin_key=ADMIN_KEY,
+        secret_key=SECRET_KEY,
         max_num_seqs=max_num_seqs,
         limits=limits,
     )
 
 
 def caller(principal: str = "key-a", per_minute: int = 100, concurrent: int = 100) -> Caller:
-    return Caller(key_id=principal, is_admin=False, limits=Limits(per_minute, concurrent))
+    return Caller(key_id=principal, is_admin=False, limits=Limits(per_minute, concurrent, 1000), may_teach=True)
 
 
 def seconds_of(duration: str) -> float:
@@ -406,8 +400,10 @@ def test_a_managed_key_has_its_own_limits(empty_redis: str):
 
 def test_a_keys_pair_quota_caps_pairs_across_its_users(empty_redis: str):
     async def scenario(api: ChatApi) -> None:
-        secret = await ApiKeys(api.client).create(ManagedKey(name="panel", pairs_per_hour=2, created=time.time()))
-        records = CompletionRecords(api.client, retention_s=3600)
+        secret = await ApiKeys(api.client).create(
+            ManagedKey(name="panel", pairs_per_hour=2, train=True, created=time.time())
+        )
+        records = CompletionRecords(api.client, 3600, IDS)
 
         async def pairs_of(user: str) -> list[int]:
             """Rate two answers of ``user`` up and down: [pairs made, pairs capped] by the second rating."""

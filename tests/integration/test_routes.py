@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,15 +27,15 @@ from fastapi.routing import APIRoute
 from prometheus_client.parser import text_string_to_metric_families
 
 from core.config import Settings
-from core.local_redis import start_local_redis
 from core.registry import Registry, Version
 from core.routing import Routing
 from feedback.pairs import Pair, read_all
-from feedback.records import CompletionRecords, user_id
+from feedback.records import CompletionRecords
 from server.app import attach_redis, create_app
 from server.auth import key_id
 from server.unicode_body import UnicodeBodyRoute
 from tests.factories import completion_record
+from tests.helpers import IDS, SECRET_KEY
 
 pytestmark = pytest.mark.integration
 
@@ -106,6 +106,7 @@ async def _serve(redis_url: str, scenario: Scenario, limits: dict[str, float]) -
         redis_url=redis_url,
         api_keys=[USER_KEY, OTHER_KEY],
         admin_key=ADMIN_KEY,
+        secret_key=SECRET_KEY,
         **{"feedback_per_minute": FEEDBACK_PER_MINUTE, "pairs_per_hour": PAIRS_PER_HOUR, **limits},
     )
     app = create_app(settings)
@@ -114,17 +115,10 @@ async def _serve(redis_url: str, scenario: Scenario, limits: dict[str, float]) -
     attach_redis(app, client, store)
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
-            await scenario(Api(http, CompletionRecords(client, retention_s=3600), store))
+            await scenario(Api(http, CompletionRecords(client, 3600, IDS), store))
     finally:
         await client.aclose()
         store.close()
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    local = start_local_redis(tmp_path_factory.mktemp("routes-redis"))
-    yield local.url
-    local.stop()
 
 
 @pytest.fixture
@@ -260,7 +254,7 @@ def test_an_answer_in_flight_is_409_for_its_owner_only(serve: Serve) -> None:
     async def scenario(api: Api) -> None:
         answer = await api.answer("alice")
         streaming = f"chatcmpl-{uuid.uuid4().hex}"
-        await api.records.mark_in_flight(streaming, user_id(key_id(USER_KEY), "alice"), ttl_s=60)
+        await api.records.mark_in_flight(streaming, IDS.user_id(key_id(USER_KEY), "alice"), ttl_s=60)
         early = error_of(await api.feedback({"completion_id": streaming, "rating": "up", "user": "alice"}), 409)
         assert (early["type"], early["code"]) == ("conflict_error", "completion_in_progress")
         assert early["param"] == "completion_id"
@@ -314,7 +308,7 @@ def test_up_and_down_make_one_pair_and_repeating_a_gesture_makes_none(serve: Ser
             ({"completion_id": answer, "choice_index": 0}, {"completion_id": answer, "choice_index": 1}, "up_vs_down")
         ]
         (pair,) = api.pairs()
-        assert (pair.pair_id, pair.user_id) == (down["pairs"][0]["pair_id"], user_id(key_id(USER_KEY), "alice"))
+        assert (pair.pair_id, pair.user_id) == (down["pairs"][0]["pair_id"], IDS.user_id(key_id(USER_KEY), "alice"))
         assert (pair.chosen.text, pair.rejected.text) == ("Answer 0.", "Answer 1.")
         assert (await api.rate("alice", answer, 1, "down"))["pairs"] == []
         assert (await api.rate("alice", answer, 0, "up"))["pairs"] == []

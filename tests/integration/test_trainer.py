@@ -159,14 +159,14 @@ def test_a_round_whose_lock_was_taken_over_cannot_commit(redis_server: RedisHand
     client = redis_server.client()
     side, entry_ids, version = round_ready_to_commit(client, tmp_path)
     client.set(keys.TRAINER_LOCK, "another-trainer", px=60_000)  # the lease lapsed and another trainer took the lock
-    assert not side.commit(version, "passed the gate", entry_ids)
+    assert not side.commit(version, "passed the gate", entry_ids, [])
     assert Registry(client).all() == [], "a trainer that lost its lock registered a version"
     assert client.xlen(keys.TRAINER_ROUNDS) == 0
     assert PairConsumer(client, "observer").pending() == 3, "a trainer that lost its lock acknowledged pairs"
 
     client.delete(keys.TRAINER_LOCK)
     assert side.lock.acquire()
-    assert side.commit(version, "passed the gate", entry_ids), "the lock is the trainer's again: the commit lands"
+    assert side.commit(version, "passed the gate", entry_ids, []), "the lock is the trainer's again: the commit lands"
     assert [v.id for v in Registry(client).all()] == [version.id]
     assert client.xlen(keys.TRAINER_ROUNDS) == 1 and PairConsumer(client, "observer").pending() == 0
     side.lock.release()
@@ -187,7 +187,7 @@ def test_a_commit_retried_after_a_renewal_records_the_version_once(
         return checks[-1]
 
     monkeypatch.setattr(side.lock, "owned", renewed_during_the_first_attempt)
-    assert side.commit(version, "passed the gate", entry_ids)
+    assert side.commit(version, "passed the gate", entry_ids, [])
     assert checks == [True, True], "the renewal did not abort the first attempt"
     (stored,) = Registry(client).all()
     assert [entry.why for entry in stored.audit] == ["passed the gate"]

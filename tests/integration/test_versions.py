@@ -24,10 +24,9 @@ from core import keys
 from core.config import LOCAL_ADMIN_KEY, LOCAL_API_KEY
 from core.registry import Registry
 from core.routing import Routing, routed_version
-from feedback.records import user_id
 from server.auth import key_id
 from tests.factories import random_version
-from tests.helpers import REPO, RedisHandle, start_server, stop_server
+from tests.helpers import IDS, REPO, RedisHandle, start_server, stop_server
 
 pytestmark = pytest.mark.integration
 
@@ -47,8 +46,9 @@ class Cluster:
         headers = {"Authorization": f"Bearer {LOCAL_ADMIN_KEY}"}
         return httpx.Client(base_url=self.urls[index], headers=headers, timeout=120)
 
-    def sdk(self, index: int = 0) -> openai.OpenAI:
-        return openai.OpenAI(base_url=self.urls[index] + "/v1", api_key=LOCAL_API_KEY, max_retries=0, timeout=120)
+    def sdk(self, index: int = 0, key: str = LOCAL_API_KEY) -> openai.OpenAI:
+        """A user's client by default; with the admin key, one that may pin any version."""
+        return openai.OpenAI(base_url=self.urls[index] + "/v1", api_key=key, max_retries=0, timeout=120)
 
     def make_version(self, seed: int, corrupt: bool = False) -> str:
         return random_version(self.redis.client(), self.versions_dir, self.model_path, seed, corrupt=corrupt)
@@ -101,16 +101,20 @@ def wait_applied(cluster: Cluster, index: int, timeout: float = 30) -> None:
     raise AssertionError(f"server {index} did not apply {stored} within {timeout} s (it serves {applied})")
 
 
-def answer(cluster: Cluster, user: str, model: str = "chatloop", index: int = 0) -> tuple[str, str]:
+def answer(
+    cluster: Cluster, user: str, model: str = "chatloop", index: int = 0, key: str = LOCAL_API_KEY
+) -> tuple[str, str]:
     """(completion id, version) of a short answer."""
-    completion = cluster.sdk(index).chat.completions.create(
+    completion = cluster.sdk(index, key).chat.completions.create(
         model=model, messages=[{"role": "user", "content": "Name a colour."}], max_tokens=8, user=user
     )
     return completion.id, completion.system_fingerprint
 
 
-def uid(user: str) -> str:
-    return user_id(key_id(LOCAL_API_KEY), user)
+def side(routing: Routing, user: str) -> str:
+    """The version the routing serves to ``user`` of the local key, by the servers' keyed split."""
+    uid = IDS.user_id(key_id(LOCAL_API_KEY), user)
+    return routed_version(routing, IDS.split_point(routing.canary, uid) if routing.canary else 100.0)
 
 
 @dataclass
@@ -188,7 +192,7 @@ def test_swaps_and_canaries_under_load_fail_nothing_and_route_as_told(cluster: C
     checked, seen = 0, set()
     for routing, start, end in windows:
         for sample in (s for s in samples if start < s.started < end - 0.05):
-            assert sample.version == routed_version(routing, uid(sample.user)), (sample, routing)
+            assert sample.version == side(routing, sample.user), (sample, routing)
             checked += 1
             seen.add(sample.version)
     assert checked > 20 and seen == {"base", v1, v2}
@@ -206,8 +210,10 @@ def test_a_second_replica_follows_every_change(cluster: Cluster, versions: list[
     assert (stored.active, stored.canary) == (v2, v1)
     for user in ("a", "b", "c", "d"):
         for index in (0, 1):
-            assert answer(cluster, user, index=index)[1] == routed_version(stored, uid(user))
-    assert answer(cluster, "a", model="chatloop@base", index=1)[1] == "base"
+            assert answer(cluster, user, index=index)[1] == side(stored, user)
+    assert answer(cluster, "a", model="chatloop@base", index=1, key=LOCAL_ADMIN_KEY)[1] == "base"
+    with pytest.raises(openai.NotFoundError):
+        answer(cluster, "a", model="chatloop@base", index=1)  # a user may pin the active version and the canary only
 
 
 def test_adapters_answer_with_their_own_weights(cluster: Cluster, versions: list[str]) -> None:
@@ -217,7 +223,7 @@ def test_adapters_answer_with_their_own_weights(cluster: Cluster, versions: list
     assert routing_of(cluster, 0)[1].active == v2
 
     def greedy(model: str) -> str:
-        completion = cluster.sdk().chat.completions.create(
+        completion = cluster.sdk(key=LOCAL_ADMIN_KEY).chat.completions.create(
             model=model, messages=[{"role": "user", "content": "Name three colours."}], max_tokens=12, temperature=0
         )
         return completion.choices[0].message.content
@@ -245,7 +251,7 @@ def test_a_broken_version_fails_its_load_and_the_servers_keep_serving(cluster: C
     with cluster.admin() as admin:
         listed = {v["id"]: v for v in admin.get("/v1/admin/versions").json()["data"]}
     assert "error" in listed[broken]["load_errors"]
-    with cluster.sdk() as sdk, pytest.raises(openai.APIStatusError) as refused:
+    with cluster.sdk(key=LOCAL_ADMIN_KEY) as sdk, pytest.raises(openai.APIStatusError) as refused:
         sdk.chat.completions.create(model=f"chatloop@{broken}", messages=[{"role": "user", "content": "hi"}])
     assert refused.value.status_code == 503, "a registered version that fails its load is unavailable, not unknown"
     change(cluster, "/rollback")
@@ -268,8 +274,8 @@ def test_a_canary_users_dislike_is_rolled_back_automatically(cluster: Cluster) -
     canary = cluster.make_version(seed=4)
     routing = change(cluster, f"/versions/{canary}/promote", {"canary_percent": 50})
     users = [f"judge-{i}" for i in range(40)]
-    on_canary = [u for u in users if routed_version(routing, uid(u)) == canary][:6]
-    on_active = [u for u in users if routed_version(routing, uid(u)) == routing.active][:6]
+    on_canary = [u for u in users if side(routing, u) == canary][:6]
+    on_active = [u for u in users if side(routing, u) == routing.active][:6]
     # Every canary answer is served before the first rating: the autopilot may act on the fifth thumbs-down.
     served = [(user, *answer(cluster, user)) for user in on_canary]
     assert {version for _, _, version in served} == {canary}
@@ -338,3 +344,36 @@ def test_ops_page_shows_versions_and_acts(cluster: Cluster, versions: list[str],
         assert routing_of(cluster, 0)[0].canary == retired
     finally:
         page.close()
+
+
+def test_users_pin_only_what_they_may_and_pinned_votes_steer_nothing(cluster: Cluster) -> None:
+    """A user may pin the active version, the canary and what an admin made pinnable; the rest does not exist for
+    them. Answers pinned to the canary, however rated, are no votes in its period (docs/threat-model.md)."""
+    registry = Registry(cluster.redis.client())
+    rejected, candidate, canary = (cluster.make_version(seed) for seed in (5, 6, 7))
+    registry.register(registry.get(rejected).model_copy(update={"state": "rejected"}), who="test", why="the gate")
+    change(cluster, f"/versions/{canary}/promote", {"canary_percent": 50})
+    wait_applied(cluster, 0)
+    with cluster.sdk() as sdk, cluster.sdk(key=LOCAL_ADMIN_KEY) as admin_sdk:
+        listed = {model.id for model in sdk.models.list()}
+        assert f"chatloop@{canary}" in listed and not listed & {f"chatloop@{rejected}", f"chatloop@{candidate}"}
+        assert {f"chatloop@{rejected}", f"chatloop@{candidate}"} <= {model.id for model in admin_sdk.models.list()}
+    for version in (rejected, candidate):
+        with pytest.raises(openai.NotFoundError):
+            answer(cluster, "pinner", model=f"chatloop@{version}")
+    with cluster.admin() as admin:
+        assert admin.post(f"/v1/admin/versions/{candidate}/pinnable", json={"pinnable": True}).status_code == 200
+    wait_applied(cluster, 0)
+    assert answer(cluster, "pinner", model=f"chatloop@{candidate}")[1] == candidate
+
+    period = registry.routing().canary_period
+    with httpx.Client(base_url=cluster.urls[0], headers={"Authorization": f"Bearer {LOCAL_API_KEY}"}) as http:
+        for user in [f"steerer-{i}" for i in range(6)]:
+            completion_id, version = answer(cluster, user, model=f"chatloop@{canary}")
+            assert version == canary
+            rated = http.post("/v1/feedback", json={"completion_id": completion_id, "rating": "down", "user": user})
+            assert rated.status_code == 200, rated.text
+    counts = cluster.redis.client().hgetall(keys.canary_counts_key(period))
+    assert not any(field.startswith(f"{canary}:") for field in counts), counts
+    time.sleep(3)  # three autopilot turns at FAST's reconcile period
+    assert registry.routing().canary == canary

@@ -1,5 +1,5 @@
 """Which keys a server may start with: the published ones (the README's local keys, the deploy files' placeholders)
-only where no other machine can reach it."""
+only where no other machine can reach it, and there only with its own secret for the keyed ids."""
 
 from __future__ import annotations
 
@@ -11,10 +11,13 @@ from server.auth import is_loopback, refuse_published_keys
 
 OWN_USER_KEYS = "sk-user-own-1,sk-user-own-2"
 OWN_ADMIN_KEY = "sk-admin-own"
+OWN_SECRET = "an own secret"
 
 
-def listening(host: str, api_keys: str = OWN_USER_KEYS, admin_key: str = OWN_ADMIN_KEY) -> Settings:
-    return Settings(_env_file=None, host=host, api_keys=api_keys, admin_key=admin_key)
+def listening(
+    host: str, api_keys: str = OWN_USER_KEYS, admin_key: str = OWN_ADMIN_KEY, secret: str | None = OWN_SECRET
+) -> Settings:
+    return Settings(_env_file=None, host=host, api_keys=api_keys, admin_key=admin_key, secret_key=secret)
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.3.2.1", "::1", "localhost", "LocalHost"])
@@ -56,13 +59,22 @@ def test_published_keys_are_refused_beyond_loopback(api_keys: str, admin_key: st
         refuse_published_keys(listening("0.0.0.0", api_keys, admin_key))
     message = str(refused.value)
     assert message == (
-        f"will not listen on 0.0.0.0 (beyond loopback) with a published key: set {named} to your own, "
+        f"will not listen on 0.0.0.0 (beyond loopback) with a published or missing key: set {named} to your own, "
         "or listen on 127.0.0.1"
     )
     assert "sk-" not in message
 
 
+@pytest.mark.parametrize("secret", [None, "REPLACE-ME"])
+def test_beyond_loopback_the_secret_of_the_keyed_ids_must_be_set(secret: str | None) -> None:
+    """Replicas beyond loopback need one secret between them; a data folder's own is not shared."""
+    refuse_published_keys(listening("127.0.0.1", secret=secret))
+    with pytest.raises(SetupError, match="set CHATLOOP_SECRET_KEY to your own"):
+        refuse_published_keys(listening("0.0.0.0", secret=secret))
+
+
 def test_keys_from_the_environment_replace_the_local_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHATLOOP_SECRET_KEY", "k0")
     monkeypatch.setenv("CHATLOOP_API_KEYS", "k1")
     monkeypatch.setenv("CHATLOOP_ADMIN_KEY", "k2")
     monkeypatch.setenv("CHATLOOP_HOST", "0.0.0.0")

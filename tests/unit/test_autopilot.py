@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from core.config import RolloutSettings
 from core.routing import Routing
+from feedback.canary import PeriodCounts
 from feedback.stats import compare_rates
 from server.versions.autopilot import decide
 
 
-def counts(served: int, down: int) -> dict[str, int]:
-    return {"served": served, "up": 0, "down": down, "regenerations": 0, "wins": 0, "losses": 0}
+def counts(served: int, down: int, users: int = 50) -> PeriodCounts:
+    return PeriodCounts(served=served, down=down, users=users)
 
 
 CANARY = Routing(active="v1", canary="v2", canary_percent=20.0, history=["base"])
@@ -28,6 +29,7 @@ def test_compare_rates_is_one_sided() -> None:
 def test_a_clearly_worse_canary_is_rolled_back_with_its_statistics() -> None:
     step = decide(CANARY, STATES, PARENTS, {"v1": counts(100, 10), "v2": counts(60, 30)}, RolloutSettings())
     assert step is not None and "p=" in step.why
+    assert "canary 30 down of 60 answers to 50 users" in step.why, "the audit trail shows the counts it used"
     transition = step.plan(CANARY, STATES)
     assert transition.routing.canary is None and transition.states == {"v2": "retired"}
 
@@ -35,6 +37,16 @@ def test_a_clearly_worse_canary_is_rolled_back_with_its_statistics() -> None:
 def test_no_verdict_on_a_small_sample() -> None:
     settings = RolloutSettings(rollback_min_answers=20)
     assert decide(CANARY, STATES, PARENTS, {"v1": counts(100, 10), "v2": counts(19, 19)}, settings) is None
+
+
+def test_no_verdict_until_enough_distinct_users_on_each_side() -> None:
+    """One caller's many answers are one caller's opinion, however many thumbs-down it gives."""
+    settings = RolloutSettings(rollback_min_answers=20, min_canary_users=5)
+    assert decide(CANARY, STATES, PARENTS, {"v1": counts(100, 10), "v2": counts(60, 60, users=4)}, settings) is None
+    assert decide(CANARY, STATES, PARENTS, {"v1": counts(100, 10, users=4), "v2": counts(60, 60)}, settings) is None
+    assert decide(CANARY, STATES, PARENTS, {"v1": counts(100, 10, users=5), "v2": counts(60, 60, users=5)}, settings)
+    promote = RolloutSettings(auto_promote=True, promote_min_answers=50, min_canary_users=5)
+    assert decide(CANARY, STATES, PARENTS, {"v1": counts(100, 20), "v2": counts(50, 9, users=4)}, promote) is None
 
 
 def test_a_canary_that_is_not_worse_is_promoted_only_when_configured() -> None:

@@ -77,11 +77,12 @@ def test_options_are_offered_only_where_they_mean_something() -> None:
     listening = {path for path, command in ALL.items() if {"--host", "--port"} & options(command)}
     assert listening == {("up",), ("serve",)}
     with_reason = {path for path, command in ALL.items() if "--reason" in options(command)}
-    assert with_reason == {("policy", "promote"), ("policy", "rollback"), ("policy", "retire")}
+    changes = ("promote", "rollback", "retire", "pinnable", "unpinnable")
+    assert with_reason == {("policy", action) for action in changes}
     contacting = {path for path, command in ALL.items() if "--url" in options(command)}
     admin_actions = {
-        *(("policy", action) for action in ("list", "show", "promote", "rollback", "retire")),
-        *(("users", action) for action in ("add", "link", "approve", "remove", "list")),
+        *(("policy", action) for action in ("list", "show", *changes)),
+        *(("users", action) for action in ("add", "link", "approve", "remove", "forget", "teach", "mute", "list")),
         *(("keys", action) for action in ("create", "revoke", "list")),
     }
     assert contacting == {("chat",), ("simulate",)} | admin_actions
@@ -197,6 +198,6 @@ def test_published_keys_beyond_loopback_stop_the_server_before_anything_starts(
     with pytest.raises(SystemExit) as exit_:
         main([command, "--host", "0.0.0.0"])
     assert exit_.value.code == (
-        f"chatloop {command}: will not listen on 0.0.0.0 (beyond loopback) with a published key: "
-        "set CHATLOOP_API_KEYS and CHATLOOP_ADMIN_KEY to your own, or listen on 127.0.0.1"
+        f"chatloop {command}: will not listen on 0.0.0.0 (beyond loopback) with a published or missing key: "
+        "set CHATLOOP_API_KEYS and CHATLOOP_ADMIN_KEY and CHATLOOP_SECRET_KEY to your own, or listen on 127.0.0.1"
     )

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from core.errors import ChatloopError, Conflict, NotFound
-from core.routing import Routing, promote, retire, rollback, routed_version, user_point
+from core.keyed_ids import KeyedIds
+from core.routing import Routing, promote, retire, rollback, routed_version
 
 STATES = {"v1": "candidate", "v2": "candidate", "v3": "rejected"}
 
@@ -70,12 +71,35 @@ def test_retiring_a_former_active_version_removes_it_from_the_rollback_history()
 
 
 def test_the_split_is_sticky_and_close_to_the_percentage() -> None:
-    routing = Routing(active="v1", canary="v2", canary_percent=20.0)
+    ids = KeyedIds(b"a secret")
+    routing = promote(Routing(active="v1"), {"v1": "active", "v2": "candidate"}, "v2", 20.0).routing
     users = [f"user-{i}" for i in range(5000)]
-    first = [routed_version(routing, user) for user in users]
-    assert first == [routed_version(routing, user) for user in users]
-    share = first.count("v2") / len(users)
-    assert 0.18 < share < 0.22
-    wider = Routing(active="v1", canary="v2", canary_percent=40.0)
-    assert all(routed_version(wider, u) == "v2" for u, v in zip(users, first, strict=True) if v == "v2")
-    assert all(0 <= user_point(user) < 100 for user in users[:100])
+
+    def sides(routing: Routing) -> list[str]:
+        return [routed_version(routing, ids.split_point(routing.canary, user)) for user in users]
+
+    first = sides(routing)
+    assert first == sides(routing)
+    assert 0.18 < first.count("v2") / len(users) < 0.22
+    wider = promote(routing, {"v1": "active", "v2": "canary"}, "v2", 40.0).routing
+    assert wider.canary_period == routing.canary_period, "a wider share is the same canary period"
+    assert all(v == "v2" for v, was in zip(sides(wider), first, strict=True) if was == "v2")
+    assert all(0 <= ids.split_point("v2", user) < 100 for user in users[:100])
+
+
+def test_each_canary_draws_its_users_afresh_and_only_the_secret_knows_whom() -> None:
+    """A caller who could compute the split could pick ids that land on the side he wants; and a canary that always
+    got the same few users would be judged by them alone."""
+    users = [f"user-{i}" for i in range(2000)]
+    on = lambda ids, canary: {u for u in users if ids.split_point(canary, u) < 50}  # noqa: E731
+    ids = KeyedIds(b"a secret")
+    assert len(on(ids, "v2") & on(ids, "v3")) < 0.6 * len(on(ids, "v2"))
+    assert len(on(ids, "v2") & on(KeyedIds(b"another"), "v2")) < 0.6 * len(on(ids, "v2"))
+
+
+def test_a_new_canary_starts_a_new_period() -> None:
+    states = {"v1": "active", "v2": "candidate", "v3": "candidate"}
+    first = promote(Routing(active="v1"), states, "v2", 10.0).routing
+    second = promote(first, {**states, "v2": "canary"}, "v3", 10.0).routing
+    assert first.canary_period == "v2.1" and second.canary_period == "v3.2"
+    assert rollback(second).routing.canary_period is None

@@ -1,9 +1,12 @@
-"""Which pairs a round learns from: the new ones always, earlier ones as a sample, never one twice."""
+"""Which pairs a round learns from: the new ones always, earlier ones as a sample, never one twice, and no principal
+over its share."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 from tests.factories import short_over_long_pair
-from trainer.data import round_pairs
+from trainer.data import capped, round_pairs
 
 
 def ids(pairs: list) -> list[str]:
@@ -13,7 +16,7 @@ def ids(pairs: list) -> list[str]:
 def test_a_short_stream_is_taken_whole_with_the_new_pairs_first() -> None:
     every = [short_over_long_pair(i) for i in range(10)]
     new = every[7:]
-    chosen = round_pairs(new, every, limit=128, seed=0)
+    chosen = round_pairs(new, every, limit=128, seed=0, max_share=0.1)
     assert ids(chosen[:3]) == ids(new)
     assert sorted(ids(chosen)) == sorted(ids(every))
 
@@ -21,7 +24,7 @@ def test_a_short_stream_is_taken_whole_with_the_new_pairs_first() -> None:
 def test_a_long_stream_is_sampled_to_the_limit_around_every_new_pair() -> None:
     every = [short_over_long_pair(i) for i in range(500)]
     new = every[-20:]
-    chosen = round_pairs(new, every, limit=64, seed=0)
+    chosen = round_pairs(new, every, limit=64, seed=0, max_share=0.1)
     assert len(chosen) == 64 and len(set(ids(chosen))) == 64
     assert ids(chosen[:20]) == ids(new)
     assert set(ids(chosen[20:])) <= set(ids(every[:-20]))
@@ -29,12 +32,38 @@ def test_a_long_stream_is_sampled_to_the_limit_around_every_new_pair() -> None:
 
 def test_more_new_pairs_than_the_limit_keeps_the_first_of_them() -> None:
     every = [short_over_long_pair(i) for i in range(50)]
-    assert ids(round_pairs(every, every, limit=16, seed=0)) == ids(every[:16])
+    assert ids(round_pairs(every, every, limit=16, seed=0, max_share=0.1)) == ids(every[:16])
 
 
 def test_the_sample_of_earlier_pairs_changes_as_the_stream_grows() -> None:
     every = [short_over_long_pair(i) for i in range(300)]
-    first = round_pairs(every[200:210], every[:210], limit=40, seed=0)
-    second = round_pairs(every[210:220], every[:220], limit=40, seed=0)
+    first = round_pairs(every[200:210], every[:210], limit=40, seed=0, max_share=0.1)
+    second = round_pairs(every[210:220], every[:220], limit=40, seed=0, max_share=0.1)
     assert set(ids(first[10:])) != set(ids(second[10:])), "every round would see the same earlier pairs"
-    assert round_pairs(every[200:210], every[:210], limit=40, seed=0) == first, "a round must be reproducible"
+    assert round_pairs(every[200:210], every[:210], limit=40, seed=0, max_share=0.1) == first, (
+        "a round must be reproducible"
+    )
+
+
+def taught_by(principals: list[str]) -> list:
+    return [short_over_long_pair(i).model_copy(update={"principal_id": p}) for i, p in enumerate(principals)]
+
+
+def test_no_principal_has_more_than_its_share_of_a_round() -> None:
+    """A busy key cannot decide what a round teaches: with ten principals or more, none has over a tenth."""
+    ordered = taught_by(["busy"] * 200 + [f"user-{i}" for i in range(9) for _ in range(3)])
+    chosen = capped(ordered, limit=128, max_share=0.1)
+    counts = Counter(pair.principal_id for pair in chosen)
+    assert counts["busy"] <= 0.1 * len(chosen) and len(chosen) == 30
+    assert set(counts) == {"busy", *(f"user-{i}" for i in range(9))}
+
+
+def test_the_cap_keeps_the_order_and_fills_the_round_when_it_can() -> None:
+    ordered = taught_by([f"user-{i % 20}" for i in range(100)])
+    assert capped(ordered, limit=40, max_share=0.1) == ordered[:40]
+
+
+def test_below_ten_principals_nothing_is_capped() -> None:
+    """A share of a tenth cannot hold among fewer than ten: a small deployment's few teachers all count."""
+    ordered = taught_by(["app"] * 90 + ["alice"] * 5)
+    assert capped(ordered, limit=128, max_share=0.1) == ordered
