@@ -121,7 +121,7 @@ def attach_redis(app: FastAPI, client: aioredis.Redis, registry_client: redis.Re
     app.state.chat_limiter = ChatLimiter(client, settings)
     attempts = SigninAttempts(client, settings.accounts)
     app.state.accounts = AccountService(app.state.identity, attempts, app.state.auth, settings)
-    app.state.erasures = Erasures(client, app.state.identity, ids, Erasure(registry_client))
+    app.state.erasures = Erasures(client, app.state.identity, app.state.auth, ids, Erasure(registry_client))
 
 
 @asynccontextmanager

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from core import keys
 from core.keyed_ids import KeyedIds
 from feedback.erasure import Erasure, ErasureReport
-from server.auth import Caller, account_key_id
+from server.auth import Authenticator, Caller, account_key_id
 from server.identity.api_keys import not_found
 from server.identity.stores import Identity
 
@@ -20,9 +20,12 @@ log = logging.getLogger(__name__)
 
 
 class Erasures:
-    def __init__(self, client: aioredis.Redis, identity: Identity, ids: KeyedIds, erasure: Erasure):
+    def __init__(
+        self, client: aioredis.Redis, identity: Identity, auth: Authenticator, ids: KeyedIds, erasure: Erasure
+    ):
         self.client = client
         self.identity = identity
+        self.auth = auth
         self.ids = ids
         self.erasure = erasure
 
@@ -32,7 +35,8 @@ class Erasures:
         key_id = account_key_id(name)
         user_id = self.ids.user_id(key_id, name)
         await self.client.srem(keys.user_name_key(self.ids.user_name_id(name)), user_id)
-        await self.identity.sessions.end_all(name)
+        ended = await self.identity.sessions.end_all(name)
+        self.auth.forget(*(("session", digest) for digest in ended))  # other replicas within the reconcile period
         await self.identity.conversations.delete_all(name)
         also = [
             keys.chat_rate_key(key_id),

@@ -44,13 +44,15 @@ class Sessions:
         if name is not None:
             await self.client.srem(keys.account_sessions_key(name.decode()), digest)
 
-    async def end_all(self, account: str) -> None:
-        digests = await self.client.smembers(keys.account_sessions_key(account))
+    async def end_all(self, account: str) -> list[str]:
+        """End every session of the account; returns their hashes, under which servers cache them."""
+        digests = [digest.decode() for digest in await self.client.smembers(keys.account_sessions_key(account))]
         pipe = self.client.pipeline(transaction=True)
         for digest in digests:
-            pipe.delete(keys.session_key(digest.decode()))
+            pipe.delete(keys.session_key(digest))
         pipe.delete(keys.account_sessions_key(account))
         await pipe.execute()
+        return digests
 
 
 class SigninLinks:

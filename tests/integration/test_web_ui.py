@@ -480,3 +480,19 @@ def test_personal_api_keys_are_shown_once_and_revoked(person: Person, server: Se
     page.click("#keys .revoke")
     expect(page.locator("#keys li")).to_have_count(0)
     assert httpx.get(server.base_url + "/v1/models", headers=bearer, timeout=30).status_code == 401
+
+
+def test_a_person_deletes_all_their_data_from_the_settings(person: Person, server: ServerHandle) -> None:
+    page = person.page
+    send(page, "Name a fruit.")
+    completion_id = finished_answer(person)["completionId"]
+    page.locator(".message.assistant .up").click()
+    expect(page.locator(".message.assistant .up")).to_have_attribute("aria-pressed", "true")
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.click("#settings summary")
+    page.click("#erase")
+    expect(page.locator("#signin-message")).to_have_text("Your data was deleted, and you were signed out everywhere.")
+    store = server.redis.client()
+    assert store.get(keys.completion_key(completion_id)) is None
+    assert not store.exists(keys.conversations_key(person.name))
+    assert person.http.get("/v1/conversations").status_code == 401
