@@ -8,6 +8,9 @@ from __future__ import annotations
 
 PREFIX = "chatloop"
 
+EVERY_WINDOW = "*"
+"""In place of a time window in a counter's key: the pattern that matches the counter of every window."""
+
 COMPLETIONS_STREAM = f"{PREFIX}:completions"
 """Append-only log of recorded completion ids, oldest first; the trainer reads real prompts from it."""
 
@@ -81,17 +84,17 @@ VERSIONS_SEEN = f"{PREFIX}:stats-versions"
 """The set of versions that have counters."""
 
 
-def rate_limit_key(user_id: str, window: int) -> str:
+def rate_limit_key(user_id: str, window: int | str) -> str:
     """Feedback gestures of one user in one time window."""
     return f"{PREFIX}:rate:{user_id}:{window}"
 
 
-def pair_quota_key(user_id: str, window: int) -> str:
+def pair_quota_key(user_id: str, window: int | str) -> str:
     """Pairs one user contributed in one time window."""
     return f"{PREFIX}:pair-quota:{user_id}:{window}"
 
 
-def key_pair_quota_key(principal_id: str, window: int) -> str:
+def key_pair_quota_key(principal_id: str, window: int | str) -> str:
     """Pairs all the users of one API key (or one account) contributed in one time window."""
     return f"{PREFIX}:key-pair-quota:{principal_id}:{window}"
 
@@ -156,7 +159,7 @@ def signin_link_key(token_hash: str) -> str:
     return f"{PREFIX}:signin-link:{token_hash}"
 
 
-def signin_attempts_key(subject: str, window: int) -> str:
+def signin_attempts_key(subject: str, window: int | str) -> str:
     """Sign-in attempts for one account or from one address in one time window."""
     return f"{PREFIX}:signin-attempts:{subject}:{window}"
 

@@ -26,8 +26,6 @@ from core.registry import Registry, Version
 from feedback.records import CompletionRecord
 
 SCAN_BATCH = 1000
-USER_COUNTERS = ("rate", "pair-quota")
-"""The per-user counters of ``core/keys.py`` (``rate_limit_key``, ``pair_quota_key``), one key per time window."""
 
 
 class ErasureReport(BaseModel):
@@ -63,7 +61,7 @@ class Erasure:
                 *(keys.in_flight_key(c) for c in completion_ids),
                 *(keys.conversation_key(c) for c in conversations),
                 *(keys.user_completions_key(u) for u in user_ids),
-                *self._matching([*(f"{keys.PREFIX}:{c}:{u}:*" for u in user_ids for c in USER_COUNTERS), *also]),
+                *self._matching([*_user_counters(user_ids), *also]),
             ]
         )
         self._xdel(
@@ -160,6 +158,15 @@ class Erasure:
                 version.id, _erased(len(hits)), who, f"{len(hits)} of the pairs it was trained on were erased"
             )
         return marked
+
+
+def _user_counters(user_ids: set[str]) -> list[str]:
+    """Patterns of the per-user counters, one key per time window."""
+    return [
+        counter(user_id, keys.EVERY_WINDOW)
+        for user_id in user_ids
+        for counter in (keys.rate_limit_key, keys.pair_quota_key)
+    ]
 
 
 def _erased(count: int) -> Callable[[Version], dict[str, object]]:

@@ -31,6 +31,7 @@ from feedback.commit import REVISION, Commands, ConditionalCommit
 from feedback.eligibility import NOT_A_TEACHER
 from feedback.pairs import Pair, PairAnswer
 from feedback.records import CompletionRecord, CompletionRecords
+from feedback.retention import oldest_kept_ms
 from feedback.rules import (
     ConversationState,
     PairDraft,
@@ -115,10 +116,6 @@ def _eligible(
         else:
             eligible.append(draft)
     return eligible, reasons
-
-
-def _oldest_kept_ms(retention_s: float) -> int:
-    return int((time.time() - retention_s) * 1000)
 
 
 def _regenerated_choice(choice: str | None) -> int:
@@ -285,7 +282,7 @@ class Gestures:
             for quota in quotas:
                 self.access.spend_quota(commands, quota, len(pairs))
         for pair in pairs:
-            commands.xadd(keys.PAIRS_STREAM, {"pair": pair.model_dump_json()}, minid=_oldest_kept_ms(self.record_ttl_s))
+            commands.xadd(keys.PAIRS_STREAM, {"pair": pair.model_dump_json()}, minid=oldest_kept_ms(self.record_ttl_s))
 
     def _append_event(self, commands: Commands | Pipeline, record: CompletionRecord, event: dict) -> str:
         """Queue the event and return its id: ours, so that the caller knows it before the writes run."""
@@ -297,7 +294,7 @@ class Gestures:
             "conversation_id": record.conversation_id,
             **event,
         }
-        commands.xadd(keys.EVENTS_STREAM, {"event": json.dumps(payload)}, minid=_oldest_kept_ms(self.event_retention_s))
+        commands.xadd(keys.EVENTS_STREAM, {"event": json.dumps(payload)}, minid=oldest_kept_ms(self.event_retention_s))
         return event_id
 
     async def _records(self, known: list[CompletionRecord], drafts: list[PairDraft]) -> dict[str, CompletionRecord]:

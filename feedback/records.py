@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
 from functools import cached_property
 
 import redis.asyncio as aioredis
@@ -21,6 +20,7 @@ from redis.asyncio.client import Pipeline
 from core import keys
 from core.keyed_ids import KeyedIds
 from feedback.canary import count_served
+from feedback.retention import oldest_kept_ms
 from feedback.stats import count
 
 log = logging.getLogger(__name__)
@@ -98,11 +98,10 @@ class CompletionRecords:
         await self.client.set(keys.in_flight_key(completion_id), owner, ex=ttl_s)
 
     async def save(self, record: CompletionRecord) -> None:
-        oldest_kept_ms = int((time.time() - self.retention_s) * 1000)
         pipe = self.client.pipeline(transaction=False)
         pipe.set(keys.completion_key(record.id), record.model_dump_json(), ex=int(self.retention_s))
         pipe.delete(keys.in_flight_key(record.id))
-        pipe.xadd(keys.COMPLETIONS_STREAM, {"id": record.id}, minid=oldest_kept_ms, approximate=True)
+        pipe.xadd(keys.COMPLETIONS_STREAM, {"id": record.id}, minid=oldest_kept_ms(self.retention_s), approximate=True)
         self._index(pipe, record)
         if record.status == "complete":
             count(pipe, record.version, "served", len(record.choices))

@@ -16,7 +16,8 @@ from core import keys
 from core.config import Settings
 
 
-def _oldest_kept_id(retention_s: float) -> int:
+def oldest_kept_ms(retention_s: float) -> int:
+    """The oldest stream id (in ms) a retention of ``retention_s`` keeps: writers' and the trim's ``MINID``."""
     return int((time.time() - retention_s) * 1000)
 
 
@@ -27,8 +28,8 @@ async def trim_streams(client: aioredis.Redis, settings: Settings, period_s: flo
         return False
     records_s, events_s = settings.record_retention_days * 86400, settings.event_retention_days * 86400
     pipe = client.pipeline(transaction=False)
-    pipe.xtrim(keys.COMPLETIONS_STREAM, minid=_oldest_kept_id(records_s))
-    pipe.xtrim(keys.PAIRS_STREAM, minid=_oldest_kept_id(records_s))
-    pipe.xtrim(keys.EVENTS_STREAM, minid=_oldest_kept_id(events_s))
+    pipe.xtrim(keys.COMPLETIONS_STREAM, minid=oldest_kept_ms(records_s))
+    pipe.xtrim(keys.PAIRS_STREAM, minid=oldest_kept_ms(records_s))
+    pipe.xtrim(keys.EVENTS_STREAM, minid=oldest_kept_ms(events_s))
     await pipe.execute()
     return True

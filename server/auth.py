@@ -13,7 +13,6 @@ before a server that other machines can reach starts (``refuse_published_keys``)
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import ipaddress
 import time
@@ -70,7 +69,12 @@ class Caller:
 
 
 def key_id(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
+    return key_id_of_hash(token_hash(key))
+
+
+def key_id_of_hash(digest: str) -> str:
+    """A key's id from the hash under which a managed key is stored (``server/identity/tokens.py``)."""
+    return digest[:16]
 
 
 def account_key_id(account: str) -> str:

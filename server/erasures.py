@@ -12,8 +12,9 @@ import redis.asyncio as aioredis
 from core import keys
 from core.keyed_ids import KeyedIds
 from feedback.erasure import Erasure, ErasureReport
-from server.auth import Authenticator, Caller, account_key_id
+from server.auth import Authenticator, Caller, account_key_id, key_id_of_hash
 from server.identity.api_keys import not_found
+from server.identity.signin import account_subject
 from server.identity.stores import Identity
 
 log = logging.getLogger(__name__)
@@ -41,8 +42,8 @@ class Erasures:
         also = [
             keys.chat_rate_key(key_id),
             keys.chat_in_flight_key(key_id),
-            f"{keys.PREFIX}:signin-attempts:account:{name}:*",
-            *self._principal_counters(key_id),
+            keys.signin_attempts_key(account_subject(name), keys.EVERY_WINDOW),
+            keys.key_pair_quota_key(self.ids.principal_id(key_id), keys.EVERY_WINDOW),
         ]
         return await self._erase({user_id}, also, by, "account", by_self=by.account == name)
 
@@ -55,12 +56,9 @@ class Erasures:
         digest = await self.client.hget(keys.API_KEY_NAMES, f"/{key_name}")
         if digest is None:
             raise not_found(key_name)
-        user_id = self.ids.user_id(digest.decode()[:16], user)  # a key's id is its hash's start (server/auth.py)
+        user_id = self.ids.user_id(key_id_of_hash(digest.decode()), user)
         await self.client.srem(named, user_id)
         return await self._erase({user_id}, [], by, "user under one key")
-
-    def _principal_counters(self, key_id: str) -> list[str]:
-        return [f"{keys.PREFIX}:key-pair-quota:{self.ids.principal_id(key_id)}:*"]
 
     async def _erase(
         self, user_ids: set[str], also: list[str], by: Caller, kind: str, *, by_self: bool = False

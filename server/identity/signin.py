@@ -14,6 +14,11 @@ from core.errors import RateLimited
 WINDOW_S = 60
 
 
+def account_subject(account: str) -> str:
+    """The subject under which one account's sign-in attempts are counted (``keys.signin_attempts_key``)."""
+    return f"account:{account}"
+
+
 class SigninAttempts:
     def __init__(self, client: aioredis.Redis, settings: AccountSettings):
         self.client = client
@@ -24,7 +29,7 @@ class SigninAttempts:
         window = int(time.time() // WINDOW_S)
         counted = [(f"address:{address}", self.settings.signin_per_minute_address)]
         if account is not None:
-            counted.append((f"account:{account}", self.settings.signin_per_minute_account))
+            counted.append((account_subject(account), self.settings.signin_per_minute_account))
         pipe = self.client.pipeline(transaction=False)
         for subject, _ in counted:
             key = keys.signin_attempts_key(subject, window)
