@@ -22,7 +22,11 @@ import redis
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.retry import Retry
 from vllm.utils.gc_utils import freeze_gc_heap
 
 from core.config import Settings
@@ -63,6 +67,8 @@ from server.versions.manager import VersionManager
 log = logging.getLogger(__name__)
 
 REDIS_TIMEOUT_S = 2.0
+RECONNECT = (ExponentialBackoff(cap=0.5, base=0.05), 2, (RedisConnectionError,))
+"""redis-py's retry: twice more, on a dropped connection only, after 100 and 200 ms."""
 STATS_SNAPSHOT_S = 60.0
 RETENTION_TRIM_S = 3600.0
 WEB_UI = Path(__file__).resolve().parent.parent / "client" / "web"
@@ -132,9 +138,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if redis_url is None:
         local = start_local_redis(settings.redis_dir)
         redis_url = local.url
+    # A client made from a URL retries nothing; a connection that Redis dropped (a restart, an idle timeout) then
+    # fails the one command that found it, and a chat would go unlimited for it. Retried on a fresh connection,
+    # that command succeeds. A timeout is not retried: Redis is then slow or gone, and the caller's fallback acts.
     timeouts = {"socket_timeout": REDIS_TIMEOUT_S, "socket_connect_timeout": REDIS_TIMEOUT_S}
-    client = aioredis.from_url(redis_url, **timeouts)
-    registry_client = redis.Redis.from_url(redis_url, **timeouts)
+    client = aioredis.from_url(redis_url, retry=AsyncRetry(*RECONNECT), **timeouts)
+    registry_client = redis.Redis.from_url(redis_url, retry=Retry(*RECONNECT), **timeouts)
     attach_redis(app, client, registry_client)
     period = settings.rollout.reconcile_seconds
     tasks = [
