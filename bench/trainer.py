@@ -18,9 +18,11 @@ from report import default_out, figure_table, write_results
 
 from core.config import Settings
 from tests.factories import short_over_long_pair
+from trainer.data import split_held_out
 from trainer.models import load_policy, load_tokenizer
 from trainer.ppo import PPOTrainer
 from trainer.reward import train_reward_model
+from trainer.sampling import Sampling
 
 
 def peak_memory_mib() -> dict[str, float]:
@@ -42,19 +44,21 @@ def main() -> None:
 
     pairs = [short_over_long_pair(i) for i in range(args.pairs)]
     started = time.perf_counter()
-    _, reward_metrics = train_reward_model(settings.model_path, pairs, settings.reward, seed=0)
+    train, held_out = split_held_out(pairs, settings.reward.held_out_share)
+    _, reward_metrics = train_reward_model(settings.model_path, train, held_out, settings.reward, seed=0)
     reward_seconds = time.perf_counter() - started
     trained_pairs = reward_metrics.train_pairs * settings.reward.epochs
 
     ppo_settings = settings.ppo
     policy = load_policy(settings.model_path, None, ppo_settings)
     reward = lambda prompts, answers: torch.tensor([-len(a.split()) / 20 for a in answers])  # noqa: E731
-    trainer = PPOTrainer(policy, load_tokenizer(settings.model_path), reward, ppo_settings, seed=0)
+    sampling = Sampling.of(ppo_settings)
+    trainer = PPOTrainer(policy, load_tokenizer(settings.model_path), reward, ppo_settings, seed=0, sampling=sampling)
     prompts = [[m.model_dump() for m in p.prompt] for p in pairs][: ppo_settings.batch_prompts]
     rollout_s, step_s = [], []
     for _ in range(args.batches):
         started = time.perf_counter()
-        rollout = trainer.rollout(prompts)
+        rollout = trainer.rollout(prompts, samples=ppo_settings.samples_per_prompt)
         rollout_s.append(time.perf_counter() - started)
         started = time.perf_counter()
         trainer.step(rollout)
@@ -71,7 +75,8 @@ def main() -> None:
             "rollout_s": rollout_s,
             "update_s": step_s,
             "batch_prompts": ppo_settings.batch_prompts,
-            "max_new_tokens": ppo_settings.max_new_tokens,
+            "samples_per_prompt": ppo_settings.samples_per_prompt,
+            "max_new_tokens": sampling.max_new_tokens,
             "epochs": ppo_settings.epochs,
         },
         "peak_memory": peak_memory_mib(),
@@ -87,8 +92,8 @@ def main() -> None:
             ),
             ("reward model: held-out accuracy on the synthetic preference", str(reward_metrics.held_out_accuracy)),
             (
-                f"PPO: rollout s per batch ({ppo.batch_prompts} prompts x {ppo.max_new_tokens} tokens, "
-                "with reference and reward)",
+                f"PPO: rollout s per batch ({ppo.batch_prompts} prompts x {ppo.samples_per_prompt} answers x "
+                f"{sampling.max_new_tokens} tokens, with reference and reward)",
                 f"{mean(rollout_s):.1f}",
             ),
             (f"PPO: update s per batch ({ppo.epochs} epochs, minibatch {ppo.minibatch_size})", f"{mean(step_s):.1f}"),

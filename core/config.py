@@ -24,12 +24,23 @@ LOCAL_ADMIN_KEY = "sk-chatloop-admin"
 class RewardSettings(BaseModel):
     lora_rank: int = Field(8, ge=1, description="Rank of the reward model's LoRA adapter.")
     top_layers: int = Field(6, ge=1, description="LoRA on this many top layers only: backprop stops below them.")
-    epochs: int = Field(2, ge=1, description="Passes over the round's training pairs.")
+    epochs: int = Field(2, ge=1, description="Passes over the round's training pairs by a reward model made afresh.")
+    warm_epochs: int = Field(
+        1, ge=1, description="Passes by one warm-started from the previous round's reward model (`warm_start`)."
+    )
+    warm_start: bool = Field(True, description="Continue the previous round's reward model rather than start anew.")
+    max_pairs: int = Field(
+        192, ge=1, description="Pairs it trains on a round: the new ones, then a sample of the earlier ones."
+    )
     learning_rate: float = Field(3e-4, gt=0, description="AdamW's learning rate.")
     batch_size: int = Field(8, ge=1, description="Pairs per step, all processes together.")
     max_length: int = Field(384, ge=16, description="Tokens of prompt + answer kept (the start is cut).")
     held_out_share: float = Field(
-        0.2, ge=0, lt=1, description="Share of conversations held out for evaluation (by conversation, never by pair)."
+        0.2,
+        ge=0,
+        lt=1,
+        description="Share of prompts held out of all training, for the reward model's and the gate's evaluation "
+        "(by a hash of the prompt: the same prompts every round).",
     )
 
 
@@ -74,16 +85,32 @@ class PPOSettings(BaseModel):
         "difference to the active one).",
     )
     lora_alpha: int = Field(32, ge=1, description="LoRA alpha of a fresh policy adapter.")
-    rollouts: int = Field(1, ge=1, description="Rollout batches per round.")
+    rollouts: int = Field(2, ge=0, description="Rollout batches per round (0: PPO is off).")
     batch_prompts: int = Field(8, ge=1, description="Prompts per rollout batch, all processes together.")
-    max_new_tokens: int = Field(64, ge=1, description="Longest answer sampled in a rollout, best-of-n or the gate.")
-    temperature: float = Field(1.0, gt=0, description="Sampling temperature of those answers.")
+    samples_per_prompt: int = Field(
+        4, ge=1, description="Answers sampled to each prompt of a batch: the group of the `group` advantage."
+    )
+    advantage: Literal["group", "critic"] = Field(
+        "group",
+        description="`group`: each answer against the others to its prompt (RLOO); `critic`: a value head and GAE "
+        "(`trainer/losses.py`).",
+    )
+    max_new_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="Longest answer sampled in a rollout, best-of-n or the gate (unset: as recent answers were "
+        "served, `trainer/sampling.py`).",
+    )
+    token_cap: int = Field(128, ge=1, description="The most tokens such an answer gets when taken from serving.")
+    temperature: float | None = Field(
+        None, gt=0, description="Sampling temperature of those answers (unset: as recent answers were served)."
+    )
     kl_coef: float = Field(0.05, ge=0, description="Per-token KL penalty to the base model.")
-    gamma: float = Field(1.0, gt=0, le=1, description="Discount of GAE.")
-    lam: float = Field(0.95, ge=0, le=1, description="Lambda of GAE.")
+    gamma: float = Field(1.0, gt=0, le=1, description="Discount of GAE (`critic`).")
+    lam: float = Field(0.95, ge=0, le=1, description="Lambda of GAE (`critic`).")
     clip_range: float = Field(0.2, gt=0, description="Clip range of the policy's probability ratio.")
-    clip_range_value: float = Field(0.2, gt=0, description="Clip range of the value head's change.")
-    value_coef: float = Field(0.5, ge=0, description="Weight of the value loss beside the policy loss.")
+    clip_range_value: float = Field(0.2, gt=0, description="Clip range of the value head's change (`critic`).")
+    value_coef: float = Field(0.5, ge=0, description="Weight of the value loss beside the policy loss (`critic`).")
     epochs: int = Field(2, ge=1, description="Passes over each rollout batch.")
     minibatch_size: int = Field(
         4, ge=1, description="Answers per update, all processes together; the fine-tuning stages' examples too."
@@ -106,9 +133,19 @@ class GateSettings(BaseModel):
     eval_prompts: int = Field(16, ge=1, description="Held-out prompts both policies answer.")
     min_reward_gain: float = Field(0.0, description="The mean per-prompt reward gain over the parent must beat this...")
     reward_tolerance_se: float = Field(
-        1.0, ge=0, description="...less this many of its standard errors (trainer/gate.py: within the noise)."
+        2.0,
+        ge=0,
+        description="...less this many of its standard errors (trainer/gate.py: within the noise); the held-out "
+        "pairs' test allows as many.",
     )
-    kl_budget: float = Field(16.0, gt=0, description="Largest mean KL to the base model per answer (nats).")
+    held_out_pairs: int = Field(64, ge=0, description="Held-out pairs, newest first, that parent and candidate rank.")
+    min_held_out_pairs: int = Field(
+        8, ge=1, description="Held-out pairs needed before their test, or the reward model's accuracy, counts."
+    )
+    kl_round_budget: float = Field(
+        8.0, gt=0, description="Largest mean KL of the candidate to its parent per answer (nats): one round's step."
+    )
+    kl_budget: float = Field(48.0, gt=0, description="Largest mean KL to the base model per answer (nats): the cap.")
     length_band: float = Field(0.5, gt=0, description="Mean answer length within this share of the parent's.")
     max_repetition: float = Field(0.5, gt=0, le=1, description="Largest share of repeated 3-grams in an answer.")
 

@@ -140,6 +140,9 @@ TRAINER_LOCK = f"{PREFIX}:trainer-lock"
 TRAINER_ROUNDS = f"{PREFIX}:trainer-rounds"
 """Stream of finished training rounds and their metrics, for the dashboard."""
 
+TRAINER_CARRIED = f"{PREFIX}:trainer-carried"
+"""Set: ids of the new pairs of a round the gate rejected, which the next round takes as new again."""
+
 ACCOUNTS = f"{PREFIX}:accounts"
 """Hash: account name -> its JSON record (``server/identity/accounts.py``)."""
 

@@ -63,9 +63,9 @@ def short_over_long_pair(index: int, weight: float = 1.0) -> Pair:
 
 
 def seed_pairs(client: redis.Redis, count: int) -> list[str]:
-    """A clean slate for a training round (no pairs, versions or trainer lock before), then ``count`` synthetic
-    pairs in the pairs stream; their ids in stream order."""
-    client.delete(keys.PAIRS_STREAM, keys.VERSIONS, keys.TRAINER_LOCK)
+    """A clean slate for a training round (no pairs, versions, trainer lock or carried pairs before), then ``count``
+    synthetic pairs in the pairs stream; their ids in stream order."""
+    client.delete(keys.PAIRS_STREAM, keys.VERSIONS, keys.TRAINER_LOCK, keys.TRAINER_CARRIED)
     for i in range(count):
         client.xadd(keys.PAIRS_STREAM, {"pair": short_over_long_pair(i).model_dump_json()})
     return [json.loads(fields["pair"])["pair_id"] for _, fields in client.xrange(keys.PAIRS_STREAM)]

@@ -44,11 +44,13 @@ SMALL_ROUND = {
     "CHATLOOP_REWARD__TOP_LAYERS": "2",
     "CHATLOOP_REWARD__MAX_LENGTH": "96",
     "CHATLOOP_PPO__ROLLOUTS": "1",
-    "CHATLOOP_PPO__BATCH_PROMPTS": "4",
+    "CHATLOOP_PPO__BATCH_PROMPTS": "2",
+    "CHATLOOP_PPO__SAMPLES_PER_PROMPT": "2",
     "CHATLOOP_PPO__MAX_NEW_TOKENS": "12",
     "CHATLOOP_PPO__EPOCHS": "1",
     "CHATLOOP_PPO__MINIBATCH_SIZE": "4",
     "CHATLOOP_GATE__EVAL_PROMPTS": "4",
+    "CHATLOOP_GATE__HELD_OUT_PAIRS": "8",
 }
 """The environment of a training round small enough for a CPU test run: it proves the mechanics, not quality."""
 CHROMIUM = "/usr/bin/chromium"

@@ -46,11 +46,17 @@ class RedisSide:
             lock=client.lock(keys.TRAINER_LOCK, timeout=lease_s, blocking=False, thread_local=False),
         )
 
-    def commit(self, version: Version, why: str, entry_ids: list[str], trained_on: list[str]) -> bool:
+    def carried(self) -> set[str]:
+        """The new pairs of the last round, if the gate rejected it: they keep their place in the next."""
+        members = self.client.smembers(keys.TRAINER_CARRIED)
+        return {member.decode() if isinstance(member, bytes) else member for member in members}
+
+    def commit(self, version: Version, why: str, entry_ids: list[str], trained_on: list[str], carry: list[str]) -> bool:
         """In one transaction, and only while this trainer still holds the lock: the version's registry entry, the
         round's record, the ids of the pairs it was ``trained_on`` (for an erasure to say which versions learnt
-        from erased pairs) and the acknowledgement of the round's pairs. False, with nothing written, when the lock
-        is no longer this trainer's (its lease lapsed, and another trainer may be training on the same pairs).
+        from erased pairs), the acknowledgement of the round's pairs, and the pairs to ``carry`` to the next round
+        as new (those of a rejected round). False, with nothing written, when the lock is no longer this
+        trainer's (its lease lapsed, and another trainer may be training on the same pairs).
 
         The lock's key is watched before its token is checked, so a change between the check and the transaction
         (a takeover, an expiry, or this trainer's own renewal) aborts the transaction, which is then retried."""
@@ -65,6 +71,9 @@ class RedisSide:
             if trained_on:
                 pipe.sadd(keys.version_pairs_key(version.id), *trained_on)
             self.consumer.ack_in(pipe, entry_ids)
+            pipe.delete(keys.TRAINER_CARRIED)
+            if carry:
+                pipe.sadd(keys.TRAINER_CARRIED, *carry)
 
         try:
             self.client.transaction(queue, self.lock.name)

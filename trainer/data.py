@@ -1,39 +1,77 @@
-"""What a training round learns from: which preference pairs, and the prompts users really asked."""
+"""What a training round learns from: which preference pairs, and the prompts users really asked; and which of
+them no round ever trains on, so that the reward model and the gate can be judged on prompts new to them."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import redis
 
 from core import keys
 from feedback.pairs import Pair
+from trainer.sampling import Served
 
 
-def recent_prompts(client: redis.Redis, limit: int) -> list[list[dict]]:
-    """The conversations of the most recent completions (newest first), each once, ending with a user turn; only
-    of answers that may be training data (``feedback/eligibility.py``), so that a caller who may not teach cannot
-    choose what PPO practises on either."""
+def prompt_key(messages: Sequence[dict]) -> str:
+    return json.dumps([[m["role"], m["content"]] for m in messages], ensure_ascii=False)
+
+
+def is_held_out(messages: Sequence[dict], share: float) -> bool:
+    """Whether a prompt is kept out of all training: by a hash of its text, so the same prompt lands on the same
+    side in every round and for every user (split by conversation, one prompt asked by two users would be on both
+    sides, and a warm-started reward model would have trained on last round's held-out pairs)."""
+    digest = hashlib.sha256(prompt_key(messages).encode()).digest()
+    return int.from_bytes(digest[:8], "big") < share * 2**64
+
+
+def pair_prompt(pair: Pair) -> list[dict]:
+    return [m.model_dump() for m in pair.prompt]
+
+
+def split_held_out(pairs: Sequence[Pair], share: float) -> tuple[list[Pair], list[Pair]]:
+    """Pairs to train on, and pairs held out, by their prompt (``is_held_out``), each in its given order."""
+    held = [is_held_out(pair_prompt(pair), share) for pair in pairs]
+    return [p for p, h in zip(pairs, held, strict=True) if not h], [p for p, h in zip(pairs, held, strict=True) if h]
+
+
+@dataclass
+class RecentPrompts:
+    prompts: list[list[dict]] = field(default_factory=list)
+    """Conversations ending with a user turn, newest first, each once."""
+    served: list[Served] = field(default_factory=list)
+    """How the answers to them were sampled."""
+
+
+def recent_prompts(client: redis.Redis, limit: int) -> RecentPrompts:
+    """The conversations of the most recent completions, and how they were sampled; only of answers that may be
+    training data (``feedback/eligibility.py``), so that a caller who may not teach cannot choose what PPO practises
+    on, nor how it samples, either."""
     entries = client.xrevrange(keys.COMPLETIONS_STREAM, count=limit * 4)
     ids = [fields.get(b"id", fields.get("id")) for _, fields in entries]
     raws = client.mget([keys.completion_key(i.decode() if isinstance(i, bytes) else i) for i in ids]) if ids else []
-    prompts: dict[str, list[dict]] = {}
+    recent = RecentPrompts()
+    seen = set()
     for raw in raws:
         if raw is None:
             continue  # expired
         record = json.loads(raw)
-        if record.get("ineligible"):
-            continue
         conversation = record["conversation"]
-        if conversation and conversation[-1]["role"] == "user":
-            prompts.setdefault(json.dumps(conversation, sort_keys=True), conversation)
-        if len(prompts) == limit:
+        if record.get("ineligible") or not conversation or conversation[-1]["role"] != "user":
+            continue
+        params = record.get("params", {})
+        recent.served.append(Served(params.get("temperature"), int(params.get("max_tokens", 0)) or 1))
+        if (key := prompt_key(conversation)) not in seen:
+            seen.add(key)
+            recent.prompts.append(conversation)
+        if len(recent.prompts) == limit:
             break
-    return list(prompts.values())
+    return recent
 
 
 def round_pairs(new: Sequence[Pair], every: Sequence[Pair], limit: int, seed: int, max_share: float) -> list[Pair]:

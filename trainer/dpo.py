@@ -68,11 +68,17 @@ def _padded(rows: Sequence[torch.Tensor], value: int) -> torch.Tensor:
     return torch.cat([torch.nn.functional.pad(row, (0, width - row.shape[1]), value=value) for row in rows])
 
 
-def pair_batch(policy: PeftModel, tokenizer: PreTrainedTokenizerBase, pair: Pair, references: References) -> PairBatch:
+def pair_tensors(tokenizer: PreTrainedTokenizerBase, pair: Pair) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Ids, attention and labels of a pair's chosen (row 0) and rejected (row 1) conversation, right-padded."""
     examples = [answer_example(tokenizer, pair.prompt, answer) for answer in (pair.chosen, pair.rejected)]
     ids = _padded([ids for ids, _ in examples], tokenizer.pad_token_id)
     attention = _padded([torch.ones_like(ids) for ids, _ in examples], 0)
     labels = _padded([labels for _, labels in examples], IGNORE)
+    return ids, attention, labels
+
+
+def pair_batch(policy: PeftModel, tokenizer: PreTrainedTokenizerBase, pair: Pair, references: References) -> PairBatch:
+    ids, attention, labels = pair_tensors(tokenizer, pair)
     reference = references.of(policy, pair.pair_id, ids, attention, labels)
     return PairBatch(ids, attention, labels, reference, pair.weight)
 

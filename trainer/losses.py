@@ -1,15 +1,26 @@
 """The losses of the trainer as pure tensor functions: PPO for language models (run by ``trainer/ppo.py``), the
 reward model's Bradley-Terry loss (run by ``trainer/reward.py``) and DPO's (run by ``trainer/dpo.py``).
 
-PPO, following Ziegler et al. (2019) and InstructGPT (Ouyang et al., 2022), for an answer y = (a_1..a_T) to prompt x:
+PPO, following Ziegler et al. (2019) and InstructGPT (Ouyang et al., 2022), for an answer y = (a_1..a_T) to prompt x,
+with the reward model's score normalized on the policy's own samples (``ScoreScale``) so that beta weighs the same
+against it every round:
 
     r_t   = -beta * (log pi(a_t | s_t) - log pi_ref(a_t | s_t))  +  [t = T] * RM(x, y)
-    delta_t = r_t + gamma * V(s_{t+1}) - V(s_t)        A_t = sum_k (gamma * lambda)^k delta_{t+k}   (GAE)
-    R_t   = A_t + V(s_t),   A whitened over the batch
     rho_t = pi_theta(a_t | s_t) / pi_old(a_t | s_t)
     L_clip = -E[ min(rho_t A_t, clip(rho_t, 1 - eps, 1 + eps) A_t) ]
-    L_V    = 1/2 E[ max((V_theta - R)^2, (clip(V_theta, V_old - eps_v, V_old + eps_v) - R)^2) ]
-    loss   = L_clip + c_v * L_V
+
+The advantage A_t comes one of two ways (``PPOSettings.advantage``):
+
+- ``group`` (the default; RLOO, Ahmadian et al., 2024, as GRPO does with several samples per prompt): each of the
+  k answers to a prompt has the return R = sum_t r_t, and every token of answer i gets A = R_i - mean_{j != i} R_j,
+  scaled by the batch's standard deviation. No critic to learn, and the first token gets the whole of the credit.
+- ``critic``: a value head V and GAE, delta_t = r_t + gamma V(s_{t+1}) - V(s_t), A_t = sum_k (gamma lambda)^k
+  delta_{t+k}, whitened, with the value loss 1/2 E[ max((V - R)^2, (clip(V, V_old +- eps_v) - R)^2) ], R_t = A_t +
+  V(s_t), weighted by c_v.
+
+Log-probabilities divide the logits by the sampling temperature: the answers were drawn from softmax(z / T), and the
+probability ratio and the KL penalty are about that distribution. The KL reported and gated on is the
+non-negative estimator k3 = (pi_ref / pi - 1) - log(pi_ref / pi) (Schulman, "Approximating KL divergence", 2020).
 
 Every tensor is [batch, answer tokens]; ``mask`` marks the answer's real tokens (1) against padding (0).
 """
@@ -21,9 +32,10 @@ from dataclasses import dataclass
 import torch
 
 
-def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """log p(token) at each position, from the logits that predict it ([B, T, V] and [B, T])."""
-    return torch.log_softmax(logits, dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log p(token) at each position under softmax(logits / temperature), from the logits that predict it ([B, T, V]
+    and [B, T])."""
+    return torch.log_softmax(logits / temperature, dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -47,6 +59,24 @@ def token_rewards(
     last = mask.sum(dim=1).long().clamp(min=1) - 1
     rewards[torch.arange(len(scores), device=scores.device), last] += scores
     return rewards * mask, kl
+
+
+def kl_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per answer, the summed per-token estimate k3 of KL(pi || pi_ref) from tokens sampled under pi: unbiased and,
+    unlike the plain log-ratio, never negative."""
+    log_ratio = (ref_logprobs - logprobs) * mask
+    return ((torch.exp(log_ratio) - 1 - log_ratio) * mask).sum(dim=1)
+
+
+def group_advantages(returns: torch.Tensor, groups: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Per answer, its return less the mean return of the other answers to the same prompt (``groups`` numbers the
+    prompts), divided by the standard deviation of those differences over the batch. An answer alone with its
+    prompt is measured against the batch's mean instead."""
+    count = torch.zeros_like(returns).index_add_(0, groups, torch.ones_like(returns))[groups]
+    total = torch.zeros_like(returns).index_add_(0, groups, returns)[groups]
+    others = torch.where(count > 1, (total - returns) / (count - 1).clamp(min=1), returns.mean())
+    advantages = returns - others
+    return advantages / (advantages.std(unbiased=False) + eps) if len(returns) > 1 else advantages
 
 
 def gae(

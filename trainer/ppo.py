@@ -1,9 +1,13 @@
 """PPO on the policy's LoRA adapter, against a reward model, with a KL penalty to the base model.
 
 Written here because no maintained library ships a PPO trainer for language models that runs on a CPU (TRL removed
-its ``PPOTrainer``: 1.16 has none). The losses are in ``trainer/losses.py``. The reference policy is the base model
-itself: the same weights with the adapter switched off, so no second copy is held. The value head is a linear
+its ``PPOTrainer``: 1.16 has none). The losses and the two ways to an advantage (a group baseline over several
+answers to each prompt, or a critic) are in ``trainer/losses.py``. The reference policy is the base model itself:
+the same weights with the adapter switched off, so no second copy is held. With a critic, the value head is a linear
 layer on the policy's last hidden state, trained with the adapter and dropped after the round.
+
+Answers are sampled at the temperature and token limit users are served with (``trainer/sampling.py``), and every
+log-probability is taken under that temperature.
 
 Under ``accelerate launch`` each process samples answers to its own share of the prompts and learns from them; the
 policy and the value head are one module (``PolicyWithValue``) so that one DDP wrapper averages the gradients of
@@ -15,34 +19,49 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
-from peft import PeftModel
+from peft import PeftModel, get_peft_model_state_dict, set_peft_model_state_dict
 from transformers import PreTrainedTokenizerBase
 
 from core.config import PPOSettings
 from trainer.distributed import get_accelerator, mean_across_processes
-from trainer.losses import entropy, gae, masked_whiten, policy_loss, token_logprobs, token_rewards, value_loss
+from trainer.losses import (
+    entropy,
+    gae,
+    group_advantages,
+    kl_k3,
+    masked_whiten,
+    policy_loss,
+    token_logprobs,
+    token_rewards,
+    value_loss,
+)
 from trainer.progress import TokenProgress, progress
+from trainer.sampling import Sampling
 
 log = logging.getLogger(__name__)
 
 RewardFn = Callable[[Sequence[Sequence[dict]], Sequence[str]], torch.Tensor]
 """Scores answers (texts) to prompts (lists of chat messages)."""
 
+AdapterWeights = dict[str, torch.Tensor]
+
 
 @dataclass
 class Rollout:
     prompts: list[list[dict]]
     answers: list[str]
+    groups: torch.Tensor  # [B]: which prompt each answer answers
     sequences: torch.Tensor  # [B, Q + T]: left-padded prompt, then the answer
     attention: torch.Tensor  # [B, Q + T]
     mask: torch.Tensor  # [B, T]: the answer's real tokens
     logprobs: torch.Tensor  # [B, T] under the policy that generated
     ref_logprobs: torch.Tensor  # [B, T] under the base model
-    values: torch.Tensor  # [B, T]
+    values: torch.Tensor  # [B, T]: zeros without a critic
     scores: torch.Tensor  # [B]
 
     @property
@@ -58,22 +77,30 @@ def answer_mask(answer_ids: torch.Tensor, eos_id: int) -> torch.Tensor:
 
 
 class PolicyWithValue(torch.nn.Module):
-    """The policy and its value head, whose forward pass gives what a PPO loss needs about an answer."""
+    """The policy and, with a critic, its value head, whose forward pass gives what a PPO loss needs about an answer."""
 
-    def __init__(self, policy: PeftModel, device: torch.device):
+    def __init__(self, policy: PeftModel, device: torch.device, critic: bool, temperature: float):
         super().__init__()
         self.policy = policy
-        self.value_head = torch.nn.Linear(policy.config.hidden_size, 1, device=device)
-        torch.nn.init.zeros_(self.value_head.weight)
+        self.temperature = temperature
+        self.value_head: torch.nn.Linear | None = None
+        if critic:
+            self.value_head = torch.nn.Linear(policy.config.hidden_size, 1, device=device)
+            torch.nn.init.zeros_(self.value_head.weight)
 
     def forward(
         self, sequences: torch.Tensor, attention: torch.Tensor, prompt_length: int
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Answer tokens' log-probabilities, values and logits."""
-        out = self.policy(input_ids=sequences, attention_mask=attention, output_hidden_states=True)
+        """Answer tokens' log-probabilities at the sampling temperature, values (zeros without a critic) and
+        logits."""
+        out = self.policy(
+            input_ids=sequences, attention_mask=attention, output_hidden_states=self.value_head is not None
+        )
         logits = out.logits[:, prompt_length - 1 : -1].float()
         answer = sequences[:, prompt_length:]
-        logprobs = token_logprobs(logits, answer)
+        logprobs = token_logprobs(logits, answer, self.temperature)
+        if self.value_head is None:
+            return logprobs, torch.zeros_like(logprobs), logits
         values = self.value_head(out.hidden_states[-1][:, prompt_length - 1 : -1].float()).squeeze(-1)
         return logprobs, values, logits
 
@@ -86,13 +113,16 @@ class PPOTrainer:
         reward_fn: RewardFn,
         settings: PPOSettings,
         seed: int,
+        sampling: Sampling | None = None,
     ):
         self.accelerator = get_accelerator()
         self.tokenizer = tokenizer
         self.reward_fn = reward_fn
         self.settings = settings
+        self.sampling = sampling or Sampling.of(settings)
         self.rng = random.Random(seed)
-        model = PolicyWithValue(policy, self.accelerator.device)
+        critic = settings.advantage == "critic"
+        model = PolicyWithValue(policy, self.accelerator.device, critic, self.sampling.temperature)
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(self.trainable, lr=settings.learning_rate)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
@@ -111,11 +141,27 @@ class PPOTrainer:
     def device(self) -> torch.device:
         return self.accelerator.device
 
+    # ---- the adapter's weights --------------------------------------------------------------------------
+
+    def adapter_weights(self) -> AdapterWeights:
+        """A copy of the adapter as it is now: the parent, kept to measure how far the round moved from it."""
+        return {name: value.detach().clone() for name, value in get_peft_model_state_dict(self.policy).items()}
+
+    @contextmanager
+    def adapter(self, weights: AdapterWeights) -> Iterator[None]:
+        """The policy with these adapter weights for the block's length, then its own again."""
+        own = self.adapter_weights()
+        set_peft_model_state_dict(self.policy, weights)
+        try:
+            yield
+        finally:
+            set_peft_model_state_dict(self.policy, own)
+
     # ---- rollouts ---------------------------------------------------------------------------------------
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[Sequence[dict]], desc: str) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """Sampled answers to the prompts; ``desc`` names the progress bar."""
+        """Answers to the prompts, sampled as users are served; ``desc`` names the progress bar."""
         texts = [
             self.tokenizer.apply_chat_template(list(p), tokenize=False, add_generation_prompt=True) for p in prompts
         ]
@@ -127,11 +173,11 @@ class PPOTrainer:
             do_sample=True,
             top_k=0,
             top_p=1.0,
-            temperature=self.settings.temperature,
-            max_new_tokens=self.settings.max_new_tokens,
+            temperature=self.sampling.temperature,
+            max_new_tokens=self.sampling.max_new_tokens,
             pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=self.tokenizer.eos_token_id,
-            streamer=TokenProgress.shown(desc, self.settings.max_new_tokens),
+            streamer=TokenProgress.shown(desc, self.sampling.max_new_tokens),
         )
         prompt_length = batch.input_ids.shape[1]
         mask = answer_mask(sequences[:, prompt_length:], self.tokenizer.eos_token_id)
@@ -141,31 +187,51 @@ class PPOTrainer:
         return self.tokenizer.batch_decode(sequences[:, prompt_length:], skip_special_tokens=True)
 
     @torch.no_grad()
-    def rollout(self, prompts: Sequence[Sequence[dict]], desc: str = "ppo rollout") -> Rollout:
-        """Answers to these prompts (this process's share under ``accelerate launch``), scored."""
-        sequences, attention, prompt_length = self.generate(prompts, desc)
+    def rollout(self, prompts: Sequence[Sequence[dict]], desc: str = "ppo rollout", samples: int = 1) -> Rollout:
+        """``samples`` answers to each of these prompts (this process's share under ``accelerate launch``),
+        scored."""
+        repeated = [list(prompt) for prompt in prompts for _ in range(samples)]
+        sequences, attention, prompt_length = self.generate(repeated, desc)
         mask = attention[:, prompt_length:].float()
         logprobs, values, _ = self.unwrapped(sequences, attention, prompt_length)
         with self.policy.disable_adapter():
             ref_logprobs, _, _ = self.unwrapped(sequences, attention, prompt_length)
         answers = self.decode(sequences, prompt_length)
         return Rollout(
-            prompts=[list(p) for p in prompts],
+            prompts=repeated,
             answers=answers,
+            groups=torch.arange(len(prompts), device=self.device).repeat_interleave(samples),
             sequences=sequences,
             attention=attention,
             mask=mask,
             logprobs=logprobs,
             ref_logprobs=ref_logprobs,
             values=values,
-            scores=self.reward_fn(prompts, answers).float().to(self.device),
+            scores=self.reward_fn(repeated, answers).float().to(self.device),
         )
+
+    @torch.no_grad()
+    def logprobs_under(self, weights: AdapterWeights, rollout: Rollout) -> torch.Tensor:
+        """The rollout's answer tokens' log-probabilities under another adapter (the parent's)."""
+        with self.adapter(weights):
+            logprobs, _, _ = self.unwrapped(rollout.sequences, rollout.attention, rollout.prompt_length)
+        return logprobs
 
     # ---- optimisation -----------------------------------------------------------------------------------
 
     def _minibatch_size(self) -> int:
         """This process's share of ``minibatch_size``, which counts the answers of a step on all processes."""
         return math.ceil(self.settings.minibatch_size / self.accelerator.num_processes)
+
+    def advantages(self, rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per token: advantages, returns (for the critic) and the KL penalty's log-ratio."""
+        s = self.settings
+        rewards, kl = token_rewards(rollout.scores, rollout.logprobs, rollout.ref_logprobs, rollout.mask, s.kl_coef)
+        if s.advantage == "group":
+            advantages = group_advantages(rewards.sum(dim=1), rollout.groups)[:, None] * rollout.mask
+            return advantages, torch.zeros_like(rewards), kl
+        advantages, returns = gae(rewards, rollout.values, rollout.mask, s.gamma, s.lam)
+        return masked_whiten(advantages, rollout.mask), returns, kl
 
     def step(self, rollout: Rollout) -> dict[str, float]:
         """Several epochs of clipped updates over one rollout batch; stops early once the policy moved too far.
@@ -175,12 +241,10 @@ class PPOTrainer:
         returned are averaged over the processes too.
         """
         s = self.settings
-        rewards, kl = token_rewards(rollout.scores, rollout.logprobs, rollout.ref_logprobs, rollout.mask, s.kl_coef)
-        advantages, returns = gae(rewards, rollout.values, rollout.mask, s.gamma, s.lam)
-        advantages = masked_whiten(advantages, rollout.mask)
+        advantages, returns, kl = self.advantages(rollout)
         stats: dict[str, float] = {
             "reward": rollout.scores.mean().item(),
-            "kl": (kl.sum(dim=1)).mean().item(),
+            "kl": kl_k3(rollout.logprobs, rollout.ref_logprobs, rollout.mask).mean().item(),
             "answer_tokens": rollout.mask.sum(dim=1).mean().item(),
         }
         indices = list(range(len(rollout.answers)))
@@ -196,8 +260,11 @@ class PPOTrainer:
                     rollout.sequences[rows], rollout.attention[rows], rollout.prompt_length
                 )
                 pg = policy_loss(logprobs, rollout.logprobs[rows], advantages[rows], mask, s.clip_range)
-                vf = value_loss(values, rollout.values[rows], returns[rows], mask, s.clip_range_value)
-                loss = pg.loss + s.value_coef * vf
+                loss = pg.loss
+                if self.unwrapped.value_head is not None:
+                    vf = value_loss(values, rollout.values[rows], returns[rows], mask, s.clip_range_value)
+                    loss = loss + s.value_coef * vf
+                    stats["value_loss"] = vf.item()
                 self.optimizer.zero_grad()
                 self.accelerator.backward(loss)
                 self.accelerator.clip_grad_norm_(self.trainable, s.max_grad_norm)
@@ -205,9 +272,8 @@ class PPOTrainer:
                 epoch_kl.append(pg.approx_kl.item())
                 stats.update(
                     policy_loss=pg.loss.item(),
-                    value_loss=vf.item(),
                     clip_fraction=pg.clip_fraction.item(),
-                    entropy=entropy(logits.detach(), mask).item(),
+                    entropy=entropy(logits.detach() / self.sampling.temperature, mask).item(),
                     approx_kl=pg.approx_kl.item(),
                 )
             stats["epochs"] = epoch + 1
@@ -219,5 +285,5 @@ class PPOTrainer:
 
     @torch.no_grad()
     def kl_to_base(self, rollout: Rollout) -> torch.Tensor:
-        """Per answer, the summed log-ratio to the base model: a sample estimate of KL(policy || base)."""
-        return ((rollout.logprobs - rollout.ref_logprobs) * rollout.mask).sum(dim=1)
+        """Per answer, the k3 estimate of KL(policy || base), summed over its tokens: never negative."""
+        return kl_k3(rollout.logprobs, rollout.ref_logprobs, rollout.mask)

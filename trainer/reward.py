@@ -6,6 +6,15 @@ loss is ``trainer.losses.bradley_terry_loss``. Only a LoRA adapter on the top la
 that backpropagation stops there: practical on a CPU. The score is read at the last token, with left padding so
 that the last position is always a real token.
 
+The model continues from the previous round's when there is one (``RewardSettings.warm_start``): a round's few
+hundred pairs are too few to learn a preference afresh each time, and what earlier rounds learnt would be lost.
+Pairs whose prompt is held out (``trainer/data.py: is_held_out``) are never trained on in any round, so its
+held-out accuracy and calibration are measured on prompts it has not seen.
+
+Its scores have an arbitrary offset and scale, which change from round to round. ``ScoreScale``, fitted on the
+parent policy's own answers each round and saved with the model, puts them on a fixed scale (mean 0, standard
+deviation 1 over those answers), so that PPO's KL coefficient and the gate's tolerance mean the same every round.
+
 Under ``accelerate launch`` every process holds all pairs and takes its share of each batch; each share's loss is
 scaled so that DDP's average of the processes' gradients is the gradient of the whole batch's loss, as one process
 would compute it. Held-out pairs are scored in shares too and the margins gathered.
@@ -13,8 +22,10 @@ would compute it. Held-out pairs are scored in shares too and the margins gather
 
 from __future__ import annotations
 
+import json
 import logging
 import random
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,24 +45,41 @@ from trainer.progress import progress
 log = logging.getLogger(__name__)
 
 HEAD_FILE = "head.pt"
+SCALE_FILE = "scale.json"
+MIN_SPREAD = 1e-3
+"""Scores closer together than this are not spread out to unit deviation: they carry no signal to amplify."""
+
+
+class ScoreScale(BaseModel):
+    """Raw score -> (raw - mean) / deviation."""
+
+    mean: float = 0.0
+    deviation: float = 1.0
+
+    @classmethod
+    def fit(cls, scores: Sequence[float]) -> ScoreScale:
+        """Fitted on the policy's own answers: a constant added to every score changes nothing after it."""
+        deviation = statistics.pstdev(scores) if len(scores) > 1 else 0.0
+        return cls(mean=statistics.fmean(scores), deviation=deviation if deviation > MIN_SPREAD else 1.0)
+
+    def apply(self, scores: torch.Tensor) -> torch.Tensor:
+        return (scores - self.mean) / self.deviation
 
 
 class RewardMetrics(BaseModel):
     train_pairs: int
     held_out_pairs: int
+    warm_started: bool = False
     held_out_accuracy: float | None
     """Share of held-out pairs whose chosen answer scores higher; None without held-out pairs."""
     held_out_margin: float | None
     """Mean score(chosen) - score(rejected) over held-out pairs."""
+    held_out_log_loss: float | None = None
+    """Calibration: mean -log sigmoid(margin), the loss of the probability the model gives the user's choice (log 2
+    = 0.69 for a model that knows nothing; lower is better)."""
+    held_out_brier: float | None = None
+    """Calibration: mean (1 - sigmoid(margin))^2 (0.25 for a model that knows nothing; lower is better)."""
     final_loss: float
-
-
-def split_by_conversation(pairs: Sequence[Pair], held_out_share: float, seed: int) -> tuple[list[Pair], list[Pair]]:
-    """Train and held-out pairs, never splitting one conversation's pairs: they share a prompt and would leak."""
-    conversations = sorted({pair.conversation_id for pair in pairs})
-    random.Random(seed).shuffle(conversations)
-    held = set(conversations[: round(len(conversations) * held_out_share)])
-    return [p for p in pairs if p.conversation_id not in held], [p for p in pairs if p.conversation_id in held]
 
 
 def conversation_text(tokenizer: PreTrainedTokenizerBase, prompt: Sequence[dict], answer: str) -> str:
@@ -67,6 +95,8 @@ class RewardModel(torch.nn.Module):
         self.max_length = max_length
         self.head = torch.nn.Linear(backbone.config.hidden_size, 1)
 
+        self.scale = ScoreScale()
+
     @classmethod
     def create(cls, base: Path, settings: RewardSettings) -> RewardModel:
         backbone = load_backbone(base)
@@ -81,15 +111,18 @@ class RewardModel(torch.nn.Module):
         return model.to(get_accelerator().device)
 
     @classmethod
-    def load(cls, base: Path, folder: Path, max_length: int) -> RewardModel:
-        backbone = PeftModel.from_pretrained(load_backbone(base), folder)
+    def load(cls, base: Path, folder: Path, max_length: int, trainable: bool = False) -> RewardModel:
+        backbone = PeftModel.from_pretrained(load_backbone(base), folder, is_trainable=trainable)
         model = cls(backbone, load_tokenizer(base), max_length)
         model.head.load_state_dict(torch.load(folder / HEAD_FILE, weights_only=True))
+        if (folder / SCALE_FILE).exists():
+            model.scale = ScoreScale.model_validate_json((folder / SCALE_FILE).read_text())
         return model.to(get_accelerator().device).eval()
 
     def save(self, folder: Path) -> None:
         self.backbone.save_pretrained(folder)
         torch.save(self.head.state_dict(), folder / HEAD_FILE)
+        (folder / SCALE_FILE).write_text(self.scale.model_dump_json())
 
     def forward(self, texts: Sequence[str]) -> torch.Tensor:
         batch = self.tokenizer(
@@ -101,10 +134,11 @@ class RewardModel(torch.nn.Module):
 
     @torch.no_grad()
     def score(self, prompts: Sequence[Sequence[dict]], answers: Sequence[str], batch_size: int = 8) -> torch.Tensor:
-        """Rewards of answers to prompts (lists of chat messages)."""
+        """Rewards of answers to prompts (lists of chat messages), on the model's ``scale``."""
         self.eval()
         texts = [conversation_text(self.tokenizer, p, a) for p, a in zip(prompts, answers, strict=True)]
-        return torch.cat([self.forward(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)])
+        raw = torch.cat([self.forward(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)])
+        return self.scale.apply(raw)
 
 
 @dataclass
@@ -135,38 +169,76 @@ def _share_loss(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, batc
     return loss * get_accelerator().num_processes
 
 
+class HeldOut(BaseModel):
+    accuracy: float | None = None
+    margin: float | None = None
+    log_loss: float | None = None
+    brier: float | None = None
+
+
+def held_out_figures(margins: torch.Tensor) -> HeldOut:
+    """Accuracy, mean margin and calibration of score(chosen) - score(rejected) over held-out pairs."""
+    if not len(margins):
+        return HeldOut()
+    margins = margins.double()
+    return HeldOut(
+        accuracy=(margins > 0).double().mean().item(),
+        margin=margins.mean().item(),
+        log_loss=-torch.nn.functional.logsigmoid(margins).mean().item(),
+        brier=((1 - torch.sigmoid(margins)) ** 2).mean().item(),
+    )
+
+
 @torch.no_grad()
-def evaluate(model: RewardModel, pairs: Sequence[Pair]) -> tuple[float | None, float | None]:
-    """Held-out accuracy and mean margin, the same on every process."""
+def evaluate(model: RewardModel, pairs: Sequence[Pair]) -> HeldOut:
+    """Held-out figures, the same on every process."""
     if not pairs:
-        return None, None
+        return HeldOut()
     model.eval()
     share = process_share(pairs)
     texts = _texts(model.tokenizer, share.items)
-    margins = gather_real(model.forward(texts.chosen) - model.forward(texts.rejected), share)
-    return (margins > 0).float().mean().item(), margins.mean().item()
+    return held_out_figures(gather_real(model.forward(texts.chosen) - model.forward(texts.rejected), share))
+
+
+def previous_model(base: Path, folder: Path | None, settings: RewardSettings) -> RewardModel | None:
+    """The previous round's reward model to continue, if it was trained on this base model and the same layers."""
+    if folder is None or not settings.warm_start or not (folder / HEAD_FILE).exists():
+        return None
+    config = json.loads((folder / "adapter_config.json").read_text())
+    if config.get("base_model_name_or_path") != str(base) or config.get("r") != settings.lora_rank:
+        log.info("reward model made afresh: the previous one was for another model", extra={"folder": str(folder)})
+        return None
+    return RewardModel.load(base, folder, settings.max_length, trainable=True)
 
 
 def train_reward_model(
-    base: Path, pairs: Sequence[Pair], settings: RewardSettings, seed: int
+    base: Path,
+    train: Sequence[Pair],
+    held_out: Sequence[Pair],
+    settings: RewardSettings,
+    seed: int,
+    previous: Path | None = None,
 ) -> tuple[RewardModel, RewardMetrics]:
     """The same pairs on every process give the same model on every process; ``batch_size`` counts the pairs of a
-    step on all processes together, so the settings mean the same on any number of them."""
+    step on all processes together, so the settings mean the same on any number of them. ``previous`` is the
+    previous round's reward model folder, continued when it fits."""
     accelerator = get_accelerator()
     torch.manual_seed(seed)
-    train, held_out = split_by_conversation(pairs, settings.held_out_share, seed)
-    model = RewardModel.create(base, settings)
+    model = previous_model(base, previous, settings)
+    warm = model is not None
+    model = model or RewardModel.create(base, settings)
+    epochs = settings.warm_epochs if warm else settings.epochs
     trainable = [p for p in model.parameters() if p.requires_grad]
     wrapped, optimizer = accelerator.prepare(model, torch.optim.AdamW(trainable, lr=settings.learning_rate))
     order = list(range(len(train)))
     rng = random.Random(seed)
     loss = torch.tensor(float("nan"))
     final_loss = float("nan")
-    for epoch in range(settings.epochs):
+    for epoch in range(epochs):
         wrapped.train()
         rng.shuffle(order)
         batches = range(0, len(order), settings.batch_size)
-        for start in progress(batches, f"reward model epoch {epoch + 1}/{settings.epochs}"):
+        for start in progress(batches, f"reward model epoch {epoch + 1}/{epochs}"):
             loss = _share_loss(wrapped, model.tokenizer, [train[i] for i in order[start : start + settings.batch_size]])
             optimizer.zero_grad()
             accelerator.backward(loss)
@@ -175,12 +247,15 @@ def train_reward_model(
         final_loss = mean_across_processes({"loss": loss.item()})["loss"]
         log.info("reward model epoch", extra={"epoch": epoch, "loss": round(final_loss, 4)})
     model = accelerator.unwrap_model(wrapped)
-    accuracy, margin = evaluate(model, held_out)
+    figures = evaluate(model, held_out)
     metrics = RewardMetrics(
         train_pairs=len(train),
         held_out_pairs=len(held_out),
-        held_out_accuracy=accuracy,
-        held_out_margin=margin,
+        warm_started=warm,
+        held_out_accuracy=figures.accuracy,
+        held_out_margin=figures.margin,
+        held_out_log_loss=figures.log_loss,
+        held_out_brier=figures.brier,
         final_loss=final_loss,
     )
     log.info("reward model trained", extra=metrics.model_dump())

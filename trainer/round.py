@@ -1,5 +1,10 @@
-"""One training round: reward model, (supervised stage, preference stage,) PPO, gate, artifact, registry entry;
-then the pairs are acknowledged.
+"""One training round: reward model, (supervised stage,) preference stage, PPO, gate, artifact, registry entry;
+then the pairs are acknowledged. Each stage but the reward model and the gate can be switched off by its settings
+(``PREFERENCE__EPOCHS=0``, ``PPO__ROLLOUTS=0``), which is how what each adds is measured.
+
+Prompts whose hash puts them on the held-out side (``trainer/data.py: is_held_out``) are never trained on: their
+pairs and their recent answers are what the reward model and the gate are judged on. A round the gate rejects
+leaves its new pairs new for the next (``RedisSide.carried``), so a rejection costs time, not data.
 
 The registry entry, the round's record and the acknowledgement of the pairs it read are one Redis transaction,
 which commits only while this trainer still holds the trainer lock (``trainer/context.py``): a round killed at any
@@ -16,27 +21,31 @@ import logging
 import random
 import shutil
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from peft import PeftModel
 
 from core.config import Settings
 from core.policy import adapter_path
-from core.registry import Version
+from core.registry import Registry, Version
 from feedback.pairs import Pair, read_all
-from trainer.artifacts import remove_partials, write_version
+from trainer.artifacts import REWARD_MODEL, remove_partials, write_version
 from trainer.best_of import best_of_n
 from trainer.context import RedisSide, TrainerContext
-from trainer.data import recent_prompts, round_pairs
+from trainer.data import capped, is_held_out, pair_prompt, recent_prompts, round_pairs, split_held_out
 from trainer.distributed import get_accelerator, main_then_share, process_share
 from trainer.dpo import preference_stage
 from trainer.finetune import Example
-from trainer.gate import GateResult, evaluate_policy, judge
+from trainer.gate import Evidence, GateResult, PolicyEval, evaluate_policy, judge, paired_gain, rank_pairs
 from trainer.models import load_policy, load_tokenizer
 from trainer.ppo import PPOTrainer
 from trainer.progress import progress
-from trainer.reward import RewardModel, train_reward_model
+from trainer.reward import RewardModel, ScoreScale, train_reward_model
+from trainer.sampling import Sampling
 from trainer.sft import chosen_example, supervised_stage
 
 log = logging.getLogger(__name__)
@@ -56,21 +65,42 @@ class RoundInputs:
 
     entry_ids: list[str]
     """Stream entries of the pairs claimed for this round: acknowledged once its outcome is recorded."""
-    pair_ids: list[str]
+    new_ids: list[str]
+    """The round's new pairs: those claimed, and those a rejected round carried over."""
     pairs: list[Pair]
-    """The claimed pairs and a sample of earlier ones (``trainer/data.py: round_pairs``): what the reward model and
-    the supervised stage learn from."""
+    """The new pairs and a sample of earlier ones, none with a held-out prompt (``trainer/data.py: round_pairs``):
+    what the supervised and preference stages learn from."""
+    reward_pairs: list[Pair]
+    """The same, to the reward model's larger limit."""
+    held_out_pairs: list[Pair]
+    """Pairs with a held-out prompt, newest first: the reward model's and the gate's evaluation."""
     prompts: list[list[dict]]
+    """PPO's prompts: recent ones no round holds out."""
+    eval_prompts: list[list[dict]]
+    """The gate's prompts: recent held-out ones."""
+    sampling: Sampling
     parent: str
+    previous_reward_model: Path | None
+    """The newest version's reward model, which this round's continues."""
 
 
-def _split_prompts(prompts: list[list[dict]], eval_count: int, seed: int) -> tuple[list[list[dict]], list[list[dict]]]:
-    """Training and held-out prompts; with few prompts, both use all of them rather than leave PPO with none."""
-    shuffled = prompts[:]
-    random.Random(seed).shuffle(shuffled)
-    if len(shuffled) <= eval_count:
-        return shuffled, shuffled
-    return shuffled[eval_count:], shuffled[:eval_count]
+def _split_prompts(
+    prompts: list[list[dict]], held_out_share: float, eval_count: int, seed: int
+) -> tuple[list[list[dict]], list[list[dict]]]:
+    """PPO's prompts and the gate's, apart by ``is_held_out``; with none on one side (a young deployment), the
+    other side's serve both rather than leave PPO or the gate with nothing."""
+    train = [p for p in prompts if not is_held_out(p, held_out_share)]
+    held = [p for p in prompts if is_held_out(p, held_out_share)]
+    evaluation = held or train
+    evaluation = random.Random(seed).sample(evaluation, min(eval_count, len(evaluation)))
+    if not held:
+        log.warning("no held-out prompt yet: the gate answers training prompts", extra={"prompts": len(prompts)})
+    return train or held, evaluation
+
+
+def _previous_reward_model(registry: Registry) -> Path | None:
+    versions = registry.all()
+    return Path(versions[-1].artifact) / REWARD_MODEL if versions else None
 
 
 def _read_inputs(settings: Settings, side: RedisSide) -> RoundInputs | None:
@@ -79,15 +109,29 @@ def _read_inputs(settings: Settings, side: RedisSide) -> RoundInputs | None:
         return None
     remove_partials(settings.versions_dir)
     every = [pair for _, pair in read_all(side.client)]
-    loop = settings.trainer
-    pairs = round_pairs([pair for _, pair in claimed], every, loop.round_pairs, loop.seed, loop.max_principal_share)
-    prompts = recent_prompts(side.client, PROMPT_POOL) or [[m.model_dump() for m in p.prompt] for p in pairs]
+    claimed_ids = {pair.pair_id for _, pair in claimed}
+    carried = side.carried() - claimed_ids
+    new = [pair for _, pair in claimed] + [pair for pair in every if pair.pair_id in carried]
+    share, loop = settings.reward.held_out_share, settings.trainer
+    new_train, _ = split_held_out(new, share)
+    every_train, every_held = split_held_out(every, share)
+    recent = recent_prompts(side.client, PROMPT_POOL)
+    prompts, eval_prompts = _split_prompts(
+        recent.prompts or [pair_prompt(p) for p in every], share, settings.gate.eval_prompts, loop.seed
+    )
     return RoundInputs(
         entry_ids=[entry for entry, _ in claimed],
-        pair_ids=[pair.pair_id for _, pair in claimed],
-        pairs=pairs,
+        new_ids=[pair.pair_id for pair in new],
+        pairs=round_pairs(new_train, every_train, loop.round_pairs, loop.seed, loop.max_principal_share),
+        reward_pairs=round_pairs(
+            new_train, every_train, settings.reward.max_pairs, loop.seed, loop.max_principal_share
+        ),
+        held_out_pairs=capped(every_held[::-1], settings.gate.held_out_pairs, loop.max_principal_share),
         prompts=prompts,
+        eval_prompts=eval_prompts,
+        sampling=Sampling.of(settings.ppo, recent.served),
         parent=side.registry.parent_for_training(),
+        previous_reward_model=_previous_reward_model(side.registry),
     )
 
 
@@ -99,6 +143,16 @@ class Trained:
     reward_model: RewardModel
     metrics: dict
     gate: GateResult
+
+
+@contextmanager
+def _timed(seconds: dict[str, float], stage: str) -> Iterator[None]:
+    """Adds the block's duration to ``seconds[stage]``: the round's report says what each stage cost."""
+    start = time.monotonic()
+    try:
+        yield
+    finally:
+        seconds[stage] = seconds.get(stage, 0.0) + time.monotonic() - start
 
 
 def _supervised(
@@ -120,9 +174,16 @@ def _ppo_steps(settings: Settings, ppo: PPOTrainer, train_prompts: list[list[dic
     steps = []
     for _ in progress(range(settings.ppo.rollouts), "ppo rollouts"):
         batch = rng.sample(train_prompts, min(settings.ppo.batch_prompts, len(train_prompts)))
-        steps.append(ppo.step(ppo.rollout(process_share(batch).items)))
+        rollout = ppo.rollout(process_share(batch).items, samples=settings.ppo.samples_per_prompt)
+        steps.append(ppo.step(rollout))
         log.info("ppo step", extra={k: round(v, 4) for k, v in steps[-1].items()})
     return steps
+
+
+def _gain(before: PolicyEval, after: PolicyEval) -> dict:
+    """A stage's paired reward gain on the held-out prompts, and its standard error."""
+    gain, se = paired_gain(before.rewards, after.rewards)
+    return {"gain": gain, "se": se}
 
 
 def _train(trainer: TrainerContext, inputs: RoundInputs, started: float) -> Trained:
@@ -130,32 +191,61 @@ def _train(trainer: TrainerContext, inputs: RoundInputs, started: float) -> Trai
     seed = settings.trainer.seed
     torch.manual_seed(seed)
     base = settings.model_path
-    reward_model, reward_metrics = train_reward_model(base, inputs.pairs, settings.reward, seed)
-
-    train_prompts, eval_prompts = _split_prompts(inputs.prompts, settings.gate.eval_prompts, seed)
+    seconds: dict[str, float] = {}
+    with _timed(seconds, "reward_model"):
+        reward_model, reward_metrics = train_reward_model(
+            base, inputs.reward_pairs, inputs.held_out_pairs, settings.reward, seed, inputs.previous_reward_model
+        )
     parent_adapter = adapter_path(settings.versions_dir, inputs.parent)
     tokenizer = load_tokenizer(base)
-    ppo = PPOTrainer(load_policy(base, parent_adapter, settings.ppo), tokenizer, reward_model.score, settings.ppo, seed)
+    policy = load_policy(base, parent_adapter, settings.ppo)
+    ppo = PPOTrainer(policy, tokenizer, reward_model.score, settings.ppo, seed, inputs.sampling)
+    parent_weights = ppo.adapter_weights()
 
-    parent_eval = evaluate_policy(ppo, eval_prompts, seed, "gate: the parent's answers")
+    with _timed(seconds, "gate"):
+        parent_eval = evaluate_policy(ppo, inputs.eval_prompts, seed, "gate: the parent's answers")
+        reward_model.scale = ScoreScale.fit(parent_eval.rewards)
+        parent_eval = parent_eval.rescaled(reward_model.scale)
+        parent_pairs = rank_pairs(ppo, inputs.held_out_pairs)
     rng = random.Random(seed)
     sft_losses, best_of = [], {}
     if settings.supervised.epochs:
-        sft_losses, best_of = _supervised(trainer, ppo, inputs.pairs, train_prompts, rng)
-    dpo_losses = []
+        with _timed(seconds, "supervised"):
+            sft_losses, best_of = _supervised(trainer, ppo, inputs.pairs, inputs.prompts, rng)
+    dpo_losses, after_preference = [], None
     if settings.preference.epochs:
-        dpo_losses = preference_stage(
-            ppo.policy, tokenizer, inputs.pairs, settings.preference, settings.ppo, seed, trainer.references
-        )
+        with _timed(seconds, "preference"):
+            dpo_losses = preference_stage(
+                ppo.policy, tokenizer, inputs.pairs, settings.preference, settings.ppo, seed, trainer.references
+            )
         log.info("preference stage", extra={"dpo_losses": [round(loss, 4) for loss in dpo_losses]})
-    steps = _ppo_steps(settings, ppo, train_prompts, rng)
-    gate = judge(parent_eval, evaluate_policy(ppo, eval_prompts, seed, "gate: the new policy's answers"), settings.gate)
+        if settings.ppo.rollouts:
+            with _timed(seconds, "gate"):
+                after_preference = evaluate_policy(ppo, inputs.eval_prompts, seed, "gate: after the preference stage")
+    with _timed(seconds, "ppo"):
+        steps = _ppo_steps(settings, ppo, inputs.prompts, rng)
+    with _timed(seconds, "gate"):
+        candidate = evaluate_policy(ppo, inputs.eval_prompts, seed, "gate: the new policy's answers", parent_weights)
+        evidence = Evidence(
+            parent_pairs=parent_pairs,
+            candidate_pairs=rank_pairs(ppo, inputs.held_out_pairs),
+            reward_accuracy=reward_metrics.held_out_accuracy,
+            reward_held_out=reward_metrics.held_out_pairs,
+        )
+        gate = judge(parent_eval, candidate, settings.gate, evidence)
     metrics = {
         "reward_model": reward_metrics.model_dump(),
+        "reward_scale": reward_model.scale.model_dump(),
+        "sampling": asdict(inputs.sampling),
         "sft_losses": sft_losses,
         "dpo_losses": dpo_losses,
         "best_of": best_of,
         "ppo": steps,
+        "gains": {
+            "preference": _gain(parent_eval, after_preference or candidate) if dpo_losses else None,
+            "ppo": _gain(after_preference or parent_eval, candidate) if steps else None,
+        },
+        "stage_seconds": seconds,
         "seconds": time.time() - started,
     }
     return Trained(ppo.policy, reward_model, metrics, gate)
@@ -181,7 +271,7 @@ def _record(settings: Settings, side: RedisSide, inputs: RoundInputs, trained: T
             "seed": settings.trainer.seed,
             "processes": get_accelerator().num_processes,
         },
-        "pairs": inputs.pair_ids,
+        "pairs": inputs.new_ids,
     }
     folder = write_version(settings.versions_dir, version_id, trained.policy, trained.reward_model, info)
     version = Version(
@@ -194,7 +284,9 @@ def _record(settings: Settings, side: RedisSide, inputs: RoundInputs, trained: T
         gate=gate.model_dump(),
     )
     why = "passed the gate" if gate.passed else "; ".join(gate.reasons)
-    if not side.commit(version, why, inputs.entry_ids, [pair.pair_id for pair in inputs.pairs]):
+    trained_on = sorted({pair.pair_id for pair in [*inputs.pairs, *inputs.reward_pairs]})
+    carry = [] if gate.passed else inputs.new_ids
+    if not side.commit(version, why, inputs.entry_ids, trained_on, carry):
         shutil.rmtree(folder, ignore_errors=True)
         log.warning("trainer lock lost: the round registers nothing", extra={"version": version_id})
         return RoundResult(None, "the trainer lock was lost before the round could register its version")

@@ -50,12 +50,14 @@ def over_time(turns: list[Turn], started: float, window_s: float) -> list[dict]:
 
 
 def round_rows(rounds: list[dict], versions: list[dict]) -> list[dict]:
-    """Per training round: its version, verdict, reward-model accuracy, KL, and minutes from start to serving."""
+    """Per training round: its version, verdict, the reward model's held-out accuracy and calibration, PPO's reward
+    gain on held-out prompts, KL to the parent and to the base, seconds per stage, and minutes from start to
+    serving."""
     audits = {version["id"]: version["audit"] for version in versions}
     rows = []
     for entry in rounds:
-        metrics = entry["metrics"]
-        steps = metrics.get("ppo") or []
+        metrics, candidate = entry["metrics"], (entry.get("gate") or {}).get("candidate", {})
+        reward_model = metrics["reward_model"]
         began = entry["at"] - metrics.get("seconds", 0.0)
         serving = [a["at"] for a in audits.get(entry["id"], []) if a["state"] in ("canary", "active")]
         rows.append(
@@ -64,13 +66,21 @@ def round_rows(rounds: list[dict], versions: list[dict]) -> list[dict]:
                 "parent": entry["parent"],
                 "state": entry["state"],
                 "started": began,
-                "held_out_accuracy": metrics["reward_model"].get("held_out_accuracy"),
-                "kl": sum(step["kl"] for step in steps) / len(steps) if steps else None,
-                "reward": sum(step["reward"] for step in steps) / len(steps) if steps else None,
+                "held_out_accuracy": reward_model.get("held_out_accuracy"),
+                "held_out_pairs": reward_model.get("held_out_pairs"),
+                "held_out_log_loss": reward_model.get("held_out_log_loss"),
+                "ppo_gain": ((metrics.get("gains") or {}).get("ppo") or {}).get("gain"),
+                "kl_to_parent": candidate.get("kl_to_parent"),
+                "kl_to_base": candidate.get("kl_to_base"),
+                "stage_seconds": metrics.get("stage_seconds", {}),
                 "minutes_to_serving": (min(serving) - began) / 60 if serving else None,
             }
         )
     return rows
+
+
+def _stage_seconds(seconds: dict[str, float]) -> str:
+    return ", ".join(f"{stage} {value:.0f}" for stage, value in seconds.items()) or "–"
 
 
 def complete_windows(windows: list[dict]) -> list[dict]:
@@ -133,13 +143,27 @@ def markdown(summary: dict, command: str, preference: str) -> str:
         ],
     )
     lines += [""] + _table(
-        ["round → version", "verdict", "reward-model held-out accuracy", "mean KL", "minutes to serving"],
+        [
+            "round → version",
+            "verdict",
+            "RM held-out accuracy (pairs)",
+            "RM log loss",
+            "PPO reward gain",
+            "KL to parent",
+            "KL to base",
+            "seconds per stage",
+            "minutes to serving",
+        ],
         [
             [
                 f"{r['version']} (from {r['parent']})",
                 r["state"],
-                _number(r["held_out_accuracy"]),
-                _number(r["kl"]),
+                f"{_number(r['held_out_accuracy'])} ({r['held_out_pairs']})",
+                _number(r["held_out_log_loss"]),
+                _number(r["ppo_gain"]),
+                _number(r["kl_to_parent"]),
+                _number(r["kl_to_base"]),
+                _stage_seconds(r["stage_seconds"]),
                 "not served" if r["minutes_to_serving"] is None else f"{r['minutes_to_serving']:.1f}",
             ]
             for r in summary["rounds"]
@@ -177,7 +201,7 @@ def plot(summary: dict, started: float, path: Path, preference: str) -> None:
     rounds.plot(labels, [row["held_out_accuracy"] for row in summary["rounds"]], marker="o", label="RM accuracy")
     rounds.set(xlabel="round (version)", ylabel="held-out accuracy", ylim=(0, 1))
     kl_axis = rounds.twinx()
-    kl_axis.plot(labels, [row["kl"] for row in summary["rounds"]], marker="s", color="tab:red", label="KL")
+    kl_axis.plot(labels, [row["kl_to_base"] for row in summary["rounds"]], marker="s", color="tab:red", label="KL")
     kl_axis.set(ylabel="mean KL to base (nats)")
     rounds.legend(loc="lower left")
     kl_axis.legend(loc="lower right")

@@ -184,22 +184,23 @@ function renderRates(snapshots) {
 function renderRounds(rounds) {
   const body = $("#rounds tbody");
   body.replaceChildren();
-  const mean = (steps, key) => (steps.length ? steps.reduce((sum, step) => sum + step[key], 0) / steps.length : NaN);
+  const figure = (value, digits) => (value == null ? "–" : value.toFixed(digits));
   const curves = { reward: [], kl: [], accuracy: [] };
   rounds.forEach((round, index) => {
-    const steps = round.metrics.ppo || [];
     const rewardModel = round.metrics.reward_model || {};
+    const gate = round.gate || {};
+    const klToBase = (gate.candidate || {}).kl_to_base;
     const row = body.insertRow(0);
     cell(row, when(round.at));
     cell(row, round.id);
     cell(row, round.parent);
     cell(row, round.state);
     cell(row, String(rewardModel.train_pairs + rewardModel.held_out_pairs));
-    cell(row, rewardModel.held_out_accuracy == null ? "–" : rewardModel.held_out_accuracy.toFixed(2));
-    cell(row, mean(steps, "reward").toFixed(3));
-    cell(row, mean(steps, "kl").toFixed(3));
-    curves.reward.push({ x: index + 1, y: mean(steps, "reward") });
-    curves.kl.push({ x: index + 1, y: mean(steps, "kl") });
+    cell(row, figure(rewardModel.held_out_accuracy, 2));
+    cell(row, figure(gate.reward_gain, 3));
+    cell(row, figure(klToBase, 2));
+    if (gate.reward_gain != null) curves.reward.push({ x: index + 1, y: gate.reward_gain });
+    if (klToBase != null) curves.kl.push({ x: index + 1, y: klToBase });
     if (rewardModel.held_out_accuracy != null) curves.accuracy.push({ x: index + 1, y: rewardModel.held_out_accuracy });
   });
   const byRound = (x) => `round ${x}`;

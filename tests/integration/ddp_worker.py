@@ -25,7 +25,8 @@ from trainer.reward import train_reward_model
 from trainer.sft import chosen_example, supervised_stage
 
 TOPICS = ["the sea", "a cat", "bread", "rain", "music", "the moon", "a river", "winter and its long nights"]
-PPO = PPOSettings(batch_prompts=4, max_new_tokens=6, epochs=1, minibatch_size=4, learning_rate=1e-2)
+PPO = PPOSettings(batch_prompts=4, max_new_tokens=6, epochs=1, minibatch_size=4, learning_rate=1e-2, advantage="critic")
+"""With a critic: its value head must be averaged across the processes too."""
 SUPERVISED = SupervisedSettings(epochs=1, learning_rate=1e-2)
 PREFERENCE = PreferenceSettings(epochs=1, learning_rate=1e-2)
 """Large learning rates: every update must move the weights of a random model visibly."""
@@ -44,7 +45,7 @@ def main(model: Path, out: Path) -> None:
     accelerator = get_accelerator()
     pairs = [short_over_long_pair(i, weight=1.0 if i % 2 else 0.5) for i in range(7)]
     reward_settings = RewardSettings(epochs=1, top_layers=1, batch_size=3, max_length=64, held_out_share=0.3)
-    reward_model, reward_metrics = train_reward_model(model, pairs, reward_settings, seed=0)
+    reward_model, reward_metrics = train_reward_model(model, pairs[:5], pairs[5:], reward_settings, seed=0)
 
     torch.manual_seed(0)
     tokenizer = load_tokenizer(model)

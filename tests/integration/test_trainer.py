@@ -24,35 +24,55 @@ from tests.factories import TOPICS, seed_pairs, short_over_long_pair
 from tests.helpers import REPO, SMALL_ROUND, RedisHandle
 from trainer.best_of import best_of_n
 from trainer.context import CONSUMER, RedisSide, TrainerContext
+from trainer.data import split_held_out
 from trainer.dpo import References, pair_batch, preference_stage
 from trainer.finetune import IGNORE, answer_example, answer_logprobs
 from trainer.loop import renewed
+from trainer.losses import token_logprobs
 from trainer.models import load_policy, load_tokenizer
 from trainer.ppo import PPOTrainer
-from trainer.reward import train_reward_model
+from trainer.reward import RewardModel, ScoreScale, train_reward_model
+from trainer.round import _read_inputs
 
 pytestmark = pytest.mark.integration
 
 
-def test_reward_model_learns_a_synthetic_preference(model_path: Path) -> None:
-    pairs = [short_over_long_pair(i) for i in range(36)]
+def test_reward_model_learns_a_synthetic_preference_and_the_next_round_keeps_it(
+    model_path: Path, tmp_path: Path
+) -> None:
+    train, held_out = split_held_out([short_over_long_pair(i) for i in range(40)], 0.25)
     settings = RewardSettings(epochs=2, top_layers=2, max_length=96, held_out_share=0.25, batch_size=6)
-    _, metrics = train_reward_model(model_path, pairs, settings, seed=0)
-    assert metrics.held_out_pairs == 9 and metrics.train_pairs == 27
+    model, metrics = train_reward_model(model_path, train[:24], held_out, settings, seed=0)
+    assert metrics.held_out_pairs == len(held_out) > 3 and not metrics.warm_started
     assert metrics.held_out_accuracy is not None and metrics.held_out_accuracy >= 0.8
-    assert metrics.held_out_margin > 0
+    assert metrics.held_out_margin > 0 and metrics.held_out_log_loss < math.log(2)
+    model.scale = ScoreScale(mean=1.0, deviation=2.0)
+    model.save(tmp_path)
+    warm, again = train_reward_model(model_path, train[24:28], held_out, settings, seed=1, previous=tmp_path)
+    assert again.warm_started and again.train_pairs == 4
+    assert again.held_out_accuracy >= 0.8, "four more pairs, one epoch: what the first round learnt is kept"
+    fresh = RewardModel.load(model_path, tmp_path, settings.max_length)
+    assert fresh.scale == ScoreScale(mean=1.0, deviation=2.0), "the scale is saved with the model"
 
 
 def test_ppo_step_moves_the_adapter_from_zero_kl(model_path: Path) -> None:
-    settings = PPOSettings(batch_prompts=4, max_new_tokens=12, epochs=1, minibatch_size=4, learning_rate=1e-4)
+    settings = PPOSettings(
+        batch_prompts=2, max_new_tokens=12, temperature=0.7, epochs=1, minibatch_size=4, learning_rate=1e-4
+    )
     torch.manual_seed(0)
     policy = load_policy(model_path, None, settings)
     before = {n: p.detach().clone() for n, p in policy.named_parameters() if p.requires_grad}
     reward = lambda prompts, answers: torch.tensor([-len(a) / 10 for a in answers])  # noqa: E731
     trainer = PPOTrainer(policy, load_tokenizer(model_path), reward, settings, seed=0)
-    prompts = [[{"role": "user", "content": f"Tell me about {t}."}] for t in TOPICS[:4]]
-    rollout = trainer.rollout(prompts)
+    prompts = [[{"role": "user", "content": f"Tell me about {t}."}] for t in TOPICS[:2]]
+    rollout = trainer.rollout(prompts, samples=2)
+    assert rollout.groups.tolist() == [0, 0, 1, 1] and rollout.prompts[0] == rollout.prompts[1]
     assert trainer.kl_to_base(rollout).abs().max().item() == 0, "a fresh adapter is the base model"
+    with torch.no_grad():
+        logits = policy(input_ids=rollout.sequences, attention_mask=rollout.attention).logits
+    answer_logits = logits[:, rollout.prompt_length - 1 : -1].float()
+    sampled = token_logprobs(answer_logits / 0.7, rollout.sequences[:, rollout.prompt_length :])
+    torch.testing.assert_close(rollout.logprobs * rollout.mask, sampled * rollout.mask)
     stats = trainer.step(rollout)
     assert stats["kl"] == 0
     assert all(torch.isfinite(torch.tensor(v)) for v in stats.values())
@@ -159,16 +179,37 @@ def test_a_round_whose_lock_was_taken_over_cannot_commit(redis_server: RedisHand
     client = redis_server.client()
     side, entry_ids, version = round_ready_to_commit(client, tmp_path)
     client.set(keys.TRAINER_LOCK, "another-trainer", px=60_000)  # the lease lapsed and another trainer took the lock
-    assert not side.commit(version, "passed the gate", entry_ids, [])
+    assert not side.commit(version, "passed the gate", entry_ids, [], [])
     assert Registry(client).all() == [], "a trainer that lost its lock registered a version"
     assert client.xlen(keys.TRAINER_ROUNDS) == 0
     assert PairConsumer(client, "observer").pending() == 3, "a trainer that lost its lock acknowledged pairs"
 
     client.delete(keys.TRAINER_LOCK)
     assert side.lock.acquire()
-    assert side.commit(version, "passed the gate", entry_ids, []), "the lock is the trainer's again: the commit lands"
+    assert side.commit(version, "passed the gate", entry_ids, [], []), (
+        "the lock is the trainer's again: the commit lands"
+    )
     assert [v.id for v in Registry(client).all()] == [version.id]
     assert client.xlen(keys.TRAINER_ROUNDS) == 1 and PairConsumer(client, "observer").pending() == 0
+    side.lock.release()
+
+
+def test_a_rejected_rounds_new_pairs_are_new_again_in_the_next_round(redis_server: RedisHandle, tmp_path: Path) -> None:
+    client = redis_server.client()
+    side, entry_ids, version = round_ready_to_commit(client, tmp_path)
+    settings = Settings(_env_file=None, data_dir=tmp_path)
+    rejected = version.model_copy(update={"state": "rejected"})
+    pair_ids = [json.loads(fields["pair"])["pair_id"] for _, fields in client.xrange(keys.PAIRS_STREAM)]
+    assert side.commit(rejected, "worse than its parent", entry_ids, [], carry=pair_ids)
+    assert PairConsumer(client, "observer").pending() == 0, "acknowledged: no round takes them back as abandoned"
+    assert _read_inputs(settings, side) is None, "carried pairs alone start no round"
+    client.xadd(keys.PAIRS_STREAM, {"pair": short_over_long_pair(3).model_dump_json()})
+    inputs = _read_inputs(settings, side)
+    assert sorted(inputs.new_ids) == sorted([*pair_ids, "pair-3"])
+    assert {pair.pair_id for pair in inputs.reward_pairs} | {p.pair_id for p in inputs.held_out_pairs} >= set(pair_ids)
+    passed = version.model_copy(update={"id": side.registry.next_id()})
+    assert side.commit(passed, "passed the gate", inputs.entry_ids, [], carry=[])
+    assert side.carried() == set()
     side.lock.release()
 
 
@@ -187,7 +228,7 @@ def test_a_commit_retried_after_a_renewal_records_the_version_once(
         return checks[-1]
 
     monkeypatch.setattr(side.lock, "owned", renewed_during_the_first_attempt)
-    assert side.commit(version, "passed the gate", entry_ids, [])
+    assert side.commit(version, "passed the gate", entry_ids, [], [])
     assert checks == [True, True], "the renewal did not abort the first attempt"
     (stored,) = Registry(client).all()
     assert [entry.why for entry in stored.audit] == ["passed the gate"]

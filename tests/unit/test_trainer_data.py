@@ -1,12 +1,16 @@
 """Which pairs a round learns from: the new ones always, earlier ones as a sample, never one twice, and no principal
-over its share."""
+over its share; which prompts no round trains on; and how a round samples answers."""
 
 from __future__ import annotations
 
 from collections import Counter
 
+import pytest
+
+from core.config import PPOSettings
 from tests.factories import short_over_long_pair
-from trainer.data import capped, round_pairs
+from trainer.data import capped, is_held_out, round_pairs, split_held_out
+from trainer.sampling import MIN_TEMPERATURE, Sampling, Served
 
 
 def ids(pairs: list) -> list[str]:
@@ -67,3 +71,30 @@ def test_below_ten_principals_nothing_is_capped() -> None:
     """A share of a tenth cannot hold among fewer than ten: a small deployment's few teachers all count."""
     ordered = taught_by(["app"] * 90 + ["alice"] * 5)
     assert capped(ordered, limit=128, max_share=0.1) == ordered
+
+
+def test_a_prompt_is_held_out_by_its_text_whoever_asks_and_in_every_round() -> None:
+    pairs = [short_over_long_pair(i) for i in range(400)]
+    train, held = split_held_out(pairs, 0.2)
+    assert 0.14 < len(held) / len(pairs) < 0.26
+    asked_again = [
+        pair.model_copy(update={"pair_id": f"again-{pair.pair_id}", "conversation_id": "another", "user_id": "v"})
+        for pair in pairs
+    ]
+    _, held_again = split_held_out(asked_again, 0.2)
+    assert [p.prompt for p in held_again] == [p.prompt for p in held], "the same prompts, whoever asked them"
+    assert not set(ids(train)) & set(ids(held))
+    assert is_held_out([m.model_dump() for m in held[0].prompt], 0.2)
+    assert split_held_out(pairs, 0.0) == (pairs, [])
+
+
+def test_a_round_samples_as_recent_answers_were_served() -> None:
+    served = [Served(0.7, 96), Served(0.7, 96), Served(None, 2000), Served(0.2, 40)]
+    # The median of 0.2, 0.7, 0.7 and the server's 1.0; of the token limits, capped.
+    assert Sampling.of(PPOSettings(), served) == Sampling(temperature=0.7, max_new_tokens=96)
+    assert Sampling.of(PPOSettings(token_cap=64), served).max_new_tokens == 64
+    fixed = PPOSettings(temperature=1.2, max_new_tokens=30)
+    assert Sampling.of(fixed, served) == Sampling(temperature=1.2, max_new_tokens=30)
+    assert Sampling.of(PPOSettings()) == Sampling(temperature=1.0, max_new_tokens=PPOSettings().token_cap)
+    greedy = Sampling.of(PPOSettings(), [Served(0.0, 50)])
+    assert greedy.temperature == pytest.approx(MIN_TEMPERATURE), "greedy users still get PPO samples that differ"

@@ -7,7 +7,18 @@ import math
 import pytest
 import torch
 
-from trainer.losses import bradley_terry_loss, dpo_loss, gae, masked_whiten, policy_loss, token_rewards, value_loss
+from trainer.losses import (
+    bradley_terry_loss,
+    dpo_loss,
+    gae,
+    group_advantages,
+    kl_k3,
+    masked_whiten,
+    policy_loss,
+    token_logprobs,
+    token_rewards,
+    value_loss,
+)
 
 
 def test_rewards_put_the_score_on_each_answers_last_token() -> None:
@@ -83,3 +94,42 @@ def test_dpo_loss() -> None:
     loss = dpo_loss(torch.tensor([-4.0, -6.0]), torch.tensor([-8.0, -6.0]), *reference, beta=0.5)
     # log-ratio margins: (+1) - (-1) = 2 and (-1) - (+1) = -2, times beta
     assert torch.allclose(loss, -torch.nn.functional.logsigmoid(torch.tensor([1.0, -1.0])))
+
+
+def test_log_probabilities_are_those_of_the_distribution_sampled_at_the_temperature() -> None:
+    logits = torch.tensor([[[2.0, 0.0, -1.0]]])
+    tokens = torch.tensor([[1]])
+    # At temperature 0.5 the sampler draws from softmax(logits / 0.5): exp(0) / (exp(4) + exp(0) + exp(-2)).
+    expected = math.log(1 / (math.exp(4) + 1 + math.exp(-2)))
+    assert token_logprobs(logits, tokens, temperature=0.5).item() == pytest.approx(expected)
+    assert token_logprobs(logits, tokens).item() == pytest.approx(math.log(1 / (math.exp(2) + 1 + math.exp(-1))))
+
+
+def test_k3_is_never_negative_where_the_plain_log_ratio_is() -> None:
+    logprobs = torch.tensor([[-1.0, -2.0, -0.5]])
+    ref = torch.tensor([[-0.5, -2.5, -9.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0]])
+    assert ((logprobs - ref) * mask).sum().item() == pytest.approx(0.0)  # the sampled log-ratios cancel out
+    by_hand = sum(math.exp(r) - 1 - r for r in (0.5, -0.5))
+    assert kl_k3(logprobs, ref, mask).item() == pytest.approx(by_hand) and by_hand > 0
+    assert kl_k3(logprobs, logprobs, mask).item() == 0
+
+
+def test_group_advantages_leave_one_out_and_scale_by_the_batch() -> None:
+    returns = torch.tensor([1.0, 2.0, 3.0, 10.0, 10.0])
+    groups = torch.tensor([0, 0, 0, 1, 1])
+    raw = torch.tensor([1 - 2.5, 2 - 2.0, 3 - 1.5, 0.0, 0.0])  # each against the mean of the others to its prompt
+    expected = raw / raw.std(unbiased=False)
+    assert torch.allclose(group_advantages(returns, groups), expected, atol=1e-6)
+    # A prompt's answers that all score the same teach nothing, whatever the score.
+    assert group_advantages(torch.tensor([5.0, 5.0, -3.0, -3.0]), torch.tensor([0, 0, 1, 1])).abs().max() == 0
+
+
+def test_group_advantages_ignore_a_constant_added_to_every_return() -> None:
+    returns, groups = torch.tensor([0.3, -1.0, 2.0, 0.5]), torch.tensor([0, 0, 1, 1])
+    assert torch.allclose(group_advantages(returns, groups), group_advantages(returns + 7.5, groups), atol=1e-5)
+
+
+def test_a_lone_answer_is_measured_against_the_batch_mean() -> None:
+    advantages = group_advantages(torch.tensor([1.0, 3.0]), torch.tensor([0, 1]))
+    assert advantages[0] < 0 < advantages[1]
