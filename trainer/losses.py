@@ -13,7 +13,8 @@ The advantage A_t comes one of two ways (``PPOSettings.advantage``):
 
 - ``group`` (the default; RLOO, Ahmadian et al., 2024, as GRPO does with several samples per prompt): each of the
   k answers to a prompt has the return R = sum_t r_t, and every token of answer i gets A = R_i - mean_{j != i} R_j,
-  scaled by the batch's standard deviation. No critic to learn, and the first token gets the whole of the credit.
+  divided by the standard deviation of A over the batch (on all processes). No critic to learn, and the first token
+  gets the whole of the credit.
 - ``critic``: a value head V and GAE, delta_t = r_t + gamma V(s_{t+1}) - V(s_t), A_t = sum_k (gamma lambda)^k
   delta_{t+k}, whitened, with the value loss 1/2 E[ max((V - R)^2, (clip(V, V_old +- eps_v) - R)^2) ], R_t = A_t +
   V(s_t), weighted by c_v.
@@ -68,15 +69,14 @@ def kl_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor
     return ((torch.exp(log_ratio) - 1 - log_ratio) * mask).sum(dim=1)
 
 
-def group_advantages(returns: torch.Tensor, groups: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+def leave_one_out(returns: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
     """Per answer, its return less the mean return of the other answers to the same prompt (``groups`` numbers the
-    prompts), divided by the standard deviation of those differences over the batch. An answer alone with its
-    prompt is measured against the batch's mean instead."""
+    prompts): RLOO's baseline, which the answer's own return does not bias. An answer alone with its prompt is
+    measured against the batch's mean instead."""
     count = torch.zeros_like(returns).index_add_(0, groups, torch.ones_like(returns))[groups]
     total = torch.zeros_like(returns).index_add_(0, groups, returns)[groups]
     others = torch.where(count > 1, (total - returns) / (count - 1).clamp(min=1), returns.mean())
-    advantages = returns - others
-    return advantages / (advantages.std(unbiased=False) + eps) if len(returns) > 1 else advantages
+    return returns - others
 
 
 def gae(

@@ -32,8 +32,8 @@ from trainer.distributed import get_accelerator, mean_across_processes
 from trainer.losses import (
     entropy,
     gae,
-    group_advantages,
     kl_k3,
+    leave_one_out,
     masked_whiten,
     policy_loss,
     token_logprobs,
@@ -122,6 +122,8 @@ class PPOTrainer:
         self.sampling = sampling or Sampling.of(settings)
         self.rng = random.Random(seed)
         critic = settings.advantage == "critic"
+        if not critic and settings.samples_per_prompt == 1:
+            log.warning("one answer per prompt: each is measured against the batch's mean, not its prompt's")
         model = PolicyWithValue(policy, self.accelerator.device, critic, self.sampling.temperature)
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(self.trainable, lr=settings.learning_rate)
@@ -223,13 +225,21 @@ class PPOTrainer:
         """This process's share of ``minibatch_size``, which counts the answers of a step on all processes."""
         return math.ceil(self.settings.minibatch_size / self.accelerator.num_processes)
 
+    def _deviation(self, values: torch.Tensor) -> float:
+        """The standard deviation of ``values`` over the rows of every process, so that each process scales its
+        gradient alike and the step is the one a single process would take on the whole batch."""
+        local = torch.stack([values.sum(), (values**2).sum(), torch.tensor(float(len(values)), device=values.device)])
+        total, squares, count = self.accelerator.reduce(local.double(), reduction="sum").tolist()
+        return max(squares / count - (total / count) ** 2, 0.0) ** 0.5
+
     def advantages(self, rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per token: advantages, returns (for the critic) and the KL penalty's log-ratio."""
         s = self.settings
         rewards, kl = token_rewards(rollout.scores, rollout.logprobs, rollout.ref_logprobs, rollout.mask, s.kl_coef)
         if s.advantage == "group":
-            advantages = group_advantages(rewards.sum(dim=1), rollout.groups)[:, None] * rollout.mask
-            return advantages, torch.zeros_like(rewards), kl
+            advantages = leave_one_out(rewards.sum(dim=1), rollout.groups)
+            advantages = advantages / (self._deviation(advantages) + 1e-8)
+            return advantages[:, None] * rollout.mask, torch.zeros_like(rewards), kl
         advantages, returns = gae(rewards, rollout.values, rollout.mask, s.gamma, s.lam)
         return masked_whiten(advantages, rollout.mask), returns, kl
 

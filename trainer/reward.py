@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from pydantic import BaseModel
-from transformers import PreTrainedTokenizerBase
+from transformers import AutoConfig, PreTrainedTokenizerBase
 
 from core.config import RewardSettings
 from feedback.pairs import Pair
@@ -79,12 +79,23 @@ class RewardMetrics(BaseModel):
     = 0.69 for a model that knows nothing; lower is better)."""
     held_out_brier: float | None = None
     """Calibration: mean (1 - sigmoid(margin))^2 (0.25 for a model that knows nothing; lower is better)."""
-    final_loss: float
+    final_loss: float | None
+    """None when there was nothing to train on."""
 
 
 def conversation_text(tokenizer: PreTrainedTokenizerBase, prompt: Sequence[dict], answer: str) -> str:
     messages = [*prompt, {"role": "assistant", "content": answer}]
     return tokenizer.apply_chat_template(messages, tokenize=False)
+
+
+def lora_config(layers: int, settings: RewardSettings) -> LoraConfig:
+    """LoRA on the attention and MLP projections of the top ``settings.top_layers`` of ``layers``."""
+    top = "|".join(str(i) for i in range(max(0, layers - settings.top_layers), layers))
+    return LoraConfig(
+        r=settings.lora_rank,
+        lora_alpha=2 * settings.lora_rank,
+        target_modules=rf".*layers\.({top})\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)",
+    )
 
 
 class RewardModel(torch.nn.Module):
@@ -94,19 +105,12 @@ class RewardModel(torch.nn.Module):
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.head = torch.nn.Linear(backbone.config.hidden_size, 1)
-
         self.scale = ScoreScale()
 
     @classmethod
     def create(cls, base: Path, settings: RewardSettings) -> RewardModel:
         backbone = load_backbone(base)
-        layers = backbone.config.num_hidden_layers
-        top = "|".join(str(i) for i in range(max(0, layers - settings.top_layers), layers))
-        lora = LoraConfig(
-            r=settings.lora_rank,
-            lora_alpha=2 * settings.lora_rank,
-            target_modules=rf".*layers\.({top})\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)",
-        )
+        lora = lora_config(backbone.config.num_hidden_layers, settings)
         model = cls(get_peft_model(backbone, lora), load_tokenizer(base), settings.max_length)
         return model.to(get_accelerator().device)
 
@@ -204,11 +208,18 @@ def previous_model(base: Path, folder: Path | None, settings: RewardSettings) ->
     """The previous round's reward model to continue, if it was trained on this base model and the same layers."""
     if folder is None or not settings.warm_start or not (folder / HEAD_FILE).exists():
         return None
-    config = json.loads((folder / "adapter_config.json").read_text())
-    if config.get("base_model_name_or_path") != str(base) or config.get("r") != settings.lora_rank:
+    saved = json.loads((folder / "adapter_config.json").read_text())
+    wanted = lora_config(AutoConfig.from_pretrained(base).num_hidden_layers, settings)
+    if (saved.get("base_model_name_or_path"), saved.get("r"), saved.get("target_modules")) != (
+        str(base),
+        wanted.r,
+        wanted.target_modules,
+    ):
         log.info("reward model made afresh: the previous one was for another model", extra={"folder": str(folder)})
         return None
-    return RewardModel.load(base, folder, settings.max_length, trainable=True)
+    model = RewardModel.load(base, folder, settings.max_length, trainable=True)
+    model.scale = ScoreScale()  # fitted to the previous model's scores: the round fits its own
+    return model
 
 
 def train_reward_model(
@@ -232,8 +243,8 @@ def train_reward_model(
     wrapped, optimizer = accelerator.prepare(model, torch.optim.AdamW(trainable, lr=settings.learning_rate))
     order = list(range(len(train)))
     rng = random.Random(seed)
-    loss = torch.tensor(float("nan"))
-    final_loss = float("nan")
+    loss = None
+    final_loss = None
     for epoch in range(epochs):
         wrapped.train()
         rng.shuffle(order)
@@ -244,8 +255,9 @@ def train_reward_model(
             accelerator.backward(loss)
             accelerator.clip_grad_norm_(trainable, 1.0)
             optimizer.step()
-        final_loss = mean_across_processes({"loss": loss.item()})["loss"]
-        log.info("reward model epoch", extra={"epoch": epoch, "loss": round(final_loss, 4)})
+        if loss is not None:
+            final_loss = mean_across_processes({"loss": loss.item()})["loss"]
+            log.info("reward model epoch", extra={"epoch": epoch, "loss": round(final_loss, 4)})
     model = accelerator.unwrap_model(wrapped)
     figures = evaluate(model, held_out)
     metrics = RewardMetrics(

@@ -2,8 +2,9 @@
 then the pairs are acknowledged. Each stage but the reward model and the gate can be switched off by its settings
 (``PREFERENCE__EPOCHS=0``, ``PPO__ROLLOUTS=0``), which is how what each adds is measured.
 
-Prompts whose hash puts them on the held-out side (``trainer/data.py: is_held_out``) are never trained on: their
-pairs and their recent answers are what the reward model and the gate are judged on. A round the gate rejects
+Prompts whose hash puts them on the held-out side (``trainer/data.py: is_held_out``) are not trained on: their
+pairs and their recent answers are what the reward model and the gate are judged on. (A young deployment whose
+pairs or recent prompts all fall on one side uses them for both, and says so in the log.) A round the gate rejects
 leaves its new pairs new for the next (``RedisSide.carried``), so a rejection costs time, not data.
 
 The registry entry, the round's record and the acknowledgement of the pairs it read are one Redis transaction,
@@ -88,14 +89,16 @@ def _split_prompts(
     prompts: list[list[dict]], held_out_share: float, eval_count: int, seed: int
 ) -> tuple[list[list[dict]], list[list[dict]]]:
     """PPO's prompts and the gate's, apart by ``is_held_out``; with none on one side (a young deployment), the
-    other side's serve both rather than leave PPO or the gate with nothing."""
+    other side's serve both rather than leave PPO or the gate with nothing, and the gate then judges prompts PPO
+    practised on."""
     train = [p for p in prompts if not is_held_out(p, held_out_share)]
     held = [p for p in prompts if is_held_out(p, held_out_share)]
+    if not train or not held:
+        log.warning(
+            "the gate's prompts are PPO's: too few recent prompts to hold some out", extra={"prompts": len(prompts)}
+        )
     evaluation = held or train
-    evaluation = random.Random(seed).sample(evaluation, min(eval_count, len(evaluation)))
-    if not held:
-        log.warning("no held-out prompt yet: the gate answers training prompts", extra={"prompts": len(prompts)})
-    return train or held, evaluation
+    return train or held, random.Random(seed).sample(evaluation, min(eval_count, len(evaluation)))
 
 
 def _previous_reward_model(registry: Registry) -> Path | None:
@@ -109,12 +112,16 @@ def _read_inputs(settings: Settings, side: RedisSide) -> RoundInputs | None:
         return None
     remove_partials(settings.versions_dir)
     every = [pair for _, pair in read_all(side.client)]
-    claimed_ids = {pair.pair_id for _, pair in claimed}
-    carried = side.carried() - claimed_ids
-    new = [pair for _, pair in claimed] + [pair for pair in every if pair.pair_id in carried]
+    carried = side.carried() - {pair.pair_id for _, pair in claimed}
+    # Carried pairs first: were the round's limit to cut, it would not cut them a second time.
+    new = [pair for pair in every if pair.pair_id in carried] + [pair for _, pair in claimed]
     share, loop = settings.reward.held_out_share, settings.trainer
-    new_train, _ = split_held_out(new, share)
     every_train, every_held = split_held_out(every, share)
+    if not every_train:
+        log.warning("every pair's prompt is held out: the round trains on them and evaluates on none")
+        every_train, every_held = every, []
+    trainable = {pair.pair_id for pair in every_train}
+    new_train = [pair for pair in new if pair.pair_id in trainable]
     recent = recent_prompts(side.client, PROMPT_POOL)
     prompts, eval_prompts = _split_prompts(
         recent.prompts or [pair_prompt(p) for p in every], share, settings.gate.eval_prompts, loop.seed
@@ -212,16 +219,18 @@ def _train(trainer: TrainerContext, inputs: RoundInputs, started: float) -> Trai
     if settings.supervised.epochs:
         with _timed(seconds, "supervised"):
             sft_losses, best_of = _supervised(trainer, ppo, inputs.pairs, inputs.prompts, rng)
-    dpo_losses, after_preference = [], None
+    dpo_losses = []
     if settings.preference.epochs:
         with _timed(seconds, "preference"):
             dpo_losses = preference_stage(
                 ppo.policy, tokenizer, inputs.pairs, settings.preference, settings.ppo, seed, trainer.references
             )
         log.info("preference stage", extra={"dpo_losses": [round(loss, 4) for loss in dpo_losses]})
-        if settings.ppo.rollouts:
-            with _timed(seconds, "gate"):
-                after_preference = evaluate_policy(ppo, inputs.eval_prompts, seed, "gate: after the preference stage")
+    fine_tuned = settings.supervised.epochs > 0 or settings.preference.epochs > 0
+    before_ppo = None
+    if fine_tuned and settings.ppo.rollouts:
+        with _timed(seconds, "gate"):
+            before_ppo = evaluate_policy(ppo, inputs.eval_prompts, seed, "gate: after fine-tuning, before PPO")
     with _timed(seconds, "ppo"):
         steps = _ppo_steps(settings, ppo, inputs.prompts, rng)
     with _timed(seconds, "gate"):
@@ -242,8 +251,8 @@ def _train(trainer: TrainerContext, inputs: RoundInputs, started: float) -> Trai
         "best_of": best_of,
         "ppo": steps,
         "gains": {
-            "preference": _gain(parent_eval, after_preference or candidate) if dpo_losses else None,
-            "ppo": _gain(after_preference or parent_eval, candidate) if steps else None,
+            "fine_tuning": _gain(parent_eval, before_ppo or candidate) if fine_tuned else None,
+            "ppo": _gain(before_ppo or parent_eval, candidate) if steps else None,
         },
         "stage_seconds": seconds,
         "seconds": time.time() - started,

@@ -195,7 +195,7 @@ function renderRounds(rounds) {
     cell(row, round.id);
     cell(row, round.parent);
     cell(row, round.state);
-    cell(row, String(rewardModel.train_pairs + rewardModel.held_out_pairs));
+    cell(row, `${rewardModel.train_pairs} (+${rewardModel.held_out_pairs} held out)`);
     cell(row, figure(rewardModel.held_out_accuracy, 2));
     cell(row, figure(gate.reward_gain, 3));
     cell(row, figure(klToBase, 2));

@@ -50,6 +50,7 @@ def test_reward_model_learns_a_synthetic_preference_and_the_next_round_keeps_it(
     model.save(tmp_path)
     warm, again = train_reward_model(model_path, train[24:28], held_out, settings, seed=1, previous=tmp_path)
     assert again.warm_started and again.train_pairs == 4
+    assert warm.scale == ScoreScale(), "the previous round's scale fits the previous scores: the round fits its own"
     assert again.held_out_accuracy >= 0.8, "four more pairs, one epoch: what the first round learnt is kept"
     fresh = RewardModel.load(model_path, tmp_path, settings.max_length)
     assert fresh.scale == ScoreScale(mean=1.0, deviation=2.0), "the scale is saved with the model"

@@ -11,8 +11,8 @@ from trainer.losses import (
     bradley_terry_loss,
     dpo_loss,
     gae,
-    group_advantages,
     kl_k3,
+    leave_one_out,
     masked_whiten,
     policy_loss,
     token_logprobs,
@@ -115,21 +115,19 @@ def test_k3_is_never_negative_where_the_plain_log_ratio_is() -> None:
     assert kl_k3(logprobs, logprobs, mask).item() == 0
 
 
-def test_group_advantages_leave_one_out_and_scale_by_the_batch() -> None:
+def test_each_answer_is_measured_against_the_other_answers_to_its_prompt() -> None:
     returns = torch.tensor([1.0, 2.0, 3.0, 10.0, 10.0])
     groups = torch.tensor([0, 0, 0, 1, 1])
-    raw = torch.tensor([1 - 2.5, 2 - 2.0, 3 - 1.5, 0.0, 0.0])  # each against the mean of the others to its prompt
-    expected = raw / raw.std(unbiased=False)
-    assert torch.allclose(group_advantages(returns, groups), expected, atol=1e-6)
+    expected = torch.tensor([1 - 2.5, 2 - 2.0, 3 - 1.5, 0.0, 0.0])
+    assert torch.allclose(leave_one_out(returns, groups), expected)
     # A prompt's answers that all score the same teach nothing, whatever the score.
-    assert group_advantages(torch.tensor([5.0, 5.0, -3.0, -3.0]), torch.tensor([0, 0, 1, 1])).abs().max() == 0
+    assert leave_one_out(torch.tensor([5.0, 5.0, -3.0, -3.0]), torch.tensor([0, 0, 1, 1])).abs().max() == 0
 
 
-def test_group_advantages_ignore_a_constant_added_to_every_return() -> None:
+def test_a_constant_added_to_every_return_changes_no_advantage() -> None:
     returns, groups = torch.tensor([0.3, -1.0, 2.0, 0.5]), torch.tensor([0, 0, 1, 1])
-    assert torch.allclose(group_advantages(returns, groups), group_advantages(returns + 7.5, groups), atol=1e-5)
+    assert torch.allclose(leave_one_out(returns, groups), leave_one_out(returns + 7.5, groups), atol=1e-5)
 
 
 def test_a_lone_answer_is_measured_against_the_batch_mean() -> None:
-    advantages = group_advantages(torch.tensor([1.0, 3.0]), torch.tensor([0, 1]))
-    assert advantages[0] < 0 < advantages[1]
+    assert leave_one_out(torch.tensor([1.0, 3.0]), torch.tensor([0, 1])).tolist() == [-1.0, 1.0]
