@@ -10,7 +10,7 @@ import pytest
 from core.config import PPOSettings
 from tests.factories import short_over_long_pair
 from trainer.data import capped, is_held_out, round_pairs, split_held_out
-from trainer.sampling import MIN_TEMPERATURE, Sampling, Served
+from trainer.sampling import MAX_TEMPERATURE, MIN_TEMPERATURE, Sampling, Served
 
 
 def ids(pairs: list) -> list[str]:
@@ -98,3 +98,5 @@ def test_a_round_samples_as_recent_answers_were_served() -> None:
     assert Sampling.of(PPOSettings()) == Sampling(temperature=1.0, max_new_tokens=PPOSettings().token_cap)
     greedy = Sampling.of(PPOSettings(), [Served(0.0, 50)])
     assert greedy.temperature == pytest.approx(MIN_TEMPERATURE), "greedy users still get PPO samples that differ"
+    steered = Sampling.of(PPOSettings(), [Served(2.0, 96)] * 9 + [Served(0.7, 96)])
+    assert steered.temperature == MAX_TEMPERATURE, "a flood of answers at 2.0 does not make every rollout noise"
