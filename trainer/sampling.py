@@ -5,9 +5,9 @@ users ask for 0.7 and 96, PPO would shape answers nobody reads, and the gate wou
 settings fix them, a round takes the median temperature and token limit of the recent answers it draws its prompts
 from (a request without a temperature was served at the server's 1.0), the token limit capped by
 ``PPOSettings.token_cap`` (an answer without ``max_tokens`` may run to the context's end; with no recent answers,
-the cap itself), the temperature kept within [``MIN_TEMPERATURE``, ``MAX_TEMPERATURE``]: PPO learns from
-differences between samples, and greedy decoding has none; and a busy principal asking at temperature 2.0 could
-otherwise move the median where every rollout is noise that the round would learn from.
+the cap itself), a temperature taken from the answers kept within [``MIN_TEMPERATURE``, ``MAX_TEMPERATURE``]:
+PPO learns from differences between samples, and greedy decoding has none; and a busy principal asking at
+temperature 2.0 could otherwise move the median where every rollout is noise that the round would learn from.
 """
 
 from __future__ import annotations
@@ -43,10 +43,10 @@ class Sampling:
         if temperature is None:
             temperatures = [SERVER_TEMPERATURE if s.temperature is None else s.temperature for s in served]
             temperature = statistics.median(temperatures) if temperatures else SERVER_TEMPERATURE
+            temperature = min(max(temperature, MIN_TEMPERATURE), MAX_TEMPERATURE)
         tokens = settings.max_new_tokens
         if tokens is None:
             tokens = settings.token_cap
             if served:
                 tokens = min(int(statistics.median(s.max_tokens for s in served)), tokens)
-            temperature = min(max(temperature, MIN_TEMPERATURE), MAX_TEMPERATURE)
         return cls(temperature=temperature, max_new_tokens=max(tokens, 1))

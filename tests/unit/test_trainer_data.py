@@ -100,3 +100,5 @@ def test_a_round_samples_as_recent_answers_were_served() -> None:
     assert greedy.temperature == pytest.approx(MIN_TEMPERATURE), "greedy users still get PPO samples that differ"
     steered = Sampling.of(PPOSettings(), [Served(2.0, 96)] * 9 + [Served(0.7, 96)])
     assert steered.temperature == MAX_TEMPERATURE, "a flood of answers at 2.0 does not make every rollout noise"
+    tokens_fixed = Sampling.of(PPOSettings(max_new_tokens=30), [Served(2.0, 96)] * 3)
+    assert tokens_fixed.temperature == MAX_TEMPERATURE, "fixing the token limit does not lift the temperature's bounds"
