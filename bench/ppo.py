@@ -66,7 +66,7 @@ def run_arm(advantage: str, args: argparse.Namespace, prompts: tuple[list, list]
     policy = load_policy(settings.model_path, None, ppo_settings)
     scale = ScoreScale()
 
-    def reward(conversations, answers) -> torch.Tensor:
+    def reward(conversations, answers, ended) -> torch.Tensor:  # the user sees a cut-off answer in its text
         raw = torch.tensor([preference(list(c), a) for c, a in zip(conversations, answers, strict=True)])
         return scale.apply(raw)
 

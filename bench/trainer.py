@@ -51,7 +51,7 @@ def main() -> None:
 
     ppo_settings = settings.ppo
     policy = load_policy(settings.model_path, None, ppo_settings)
-    reward = lambda prompts, answers: torch.tensor([-len(a.split()) / 20 for a in answers])  # noqa: E731
+    reward = lambda prompts, answers, ended: torch.tensor([-len(a.split()) / 20 for a in answers])  # noqa: E731
     sampling = Sampling.of(ppo_settings)
     trainer = PPOTrainer(policy, load_tokenizer(settings.model_path), reward, ppo_settings, seed=0, sampling=sampling)
     prompts = [[m.model_dump() for m in p.prompt] for p in pairs][: ppo_settings.batch_prompts]

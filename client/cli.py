@@ -56,7 +56,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
 
     from server.app import create_app
 
-    log.info("chatloop serving", extra={"url": f"http://{settings.host}:{settings.port}"})
+    log.info("chatloop serving", extra={"url": settings.server_url})
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -130,7 +130,7 @@ def _up(args: argparse.Namespace, settings: Settings) -> None:
         env={**os.environ, "REDIS_URL": redis_url},
         preexec_fn=lambda: os.nice(settings.trainer.niceness),
     )
-    base = f"http://{settings.host}:{settings.port}"
+    base = settings.server_url
     signin = _first_admin_link(redis_url, settings)
     print(start_banner(settings, base, model, trainer.pid, signin), flush=True)
     # uvicorn shuts down gracefully on SIGTERM and then raises the signal again; with its default action the process
@@ -182,7 +182,7 @@ def _export(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _server_url(args: argparse.Namespace, settings: Settings) -> str:
-    return (args.url or f"http://{settings.host}:{settings.port}").rstrip("/")
+    return (args.url or settings.server_url).rstrip("/")
 
 
 def _user_key(args: argparse.Namespace) -> str:

@@ -105,6 +105,14 @@ class PPOSettings(BaseModel):
     temperature: float | None = Field(
         None, gt=0, description="Sampling temperature of those answers (unset: as recent answers were served)."
     )
+    engine_rollouts: bool = Field(
+        False,
+        description="Sample those answers with the serving engine (`engine_url`, the admin key) when it answers; the "
+        "trainer samples them itself when it does not, or when this is off (on a CPU, its own are twice as fast).",
+    )
+    engine_url: str | None = Field(
+        None, description="The server whose engine samples them (unset: `CHATLOOP_HOST`:`CHATLOOP_PORT`)."
+    )
     kl_coef: float = Field(0.05, ge=0, description="Per-token KL penalty to the base model.")
     gamma: float = Field(1.0, gt=0, le=1, description="Discount of GAE (`critic`).")
     lam: float = Field(0.95, ge=0, le=1, description="Lambda of GAE (`critic`).")
@@ -343,6 +351,11 @@ class Settings(BaseSettings):
     @property
     def redis_dir(self) -> Path:
         return self.data_dir / "redis"
+
+    @property
+    def server_url(self) -> str:
+        """Where this deployment's server listens, for its own clients: the CLI and the trainer."""
+        return f"http://{self.host}:{self.port}"
 
     @property
     def versions_dir(self) -> Path:

@@ -15,6 +15,10 @@ PIN_SEPARATOR = "@"
 ADAPTER_DIRNAME = "adapter"
 """In a version's folder: its PEFT LoRA adapter over the base model."""
 
+TRAINEES_DIRNAME = ".trainees"
+"""In the versions folder: adapters a trainer is still training, saved there for the serving engine to sample PPO's
+rollouts with (``server/rollouts_api/``). A hidden name: no version is called that."""
+
 
 def pinned_name(alias: str, version: str) -> str:
     return f"{alias}{PIN_SEPARATOR}{version}"

@@ -25,6 +25,11 @@ class PairAnswer(BaseModel):
     """Why the engine stopped: "stop" (the answer ended), "length" (it ran into max_tokens); None in pairs
     stored before this field, which the trainer takes as ended."""
 
+    @property
+    def ended(self) -> bool:
+        """Whether the answer ended where it stops, rather than being cut off by its token limit."""
+        return self.finish_reason != "length"
+
 
 class Pair(BaseModel):
     pair_id: str

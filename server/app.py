@@ -59,6 +59,8 @@ from server.identity.stores import Identity
 from server.limits import ChatLimiter
 from server.metrics import MetricsMiddleware
 from server.models_api import api_router as models_api
+from server.rollouts_api import api_router as rollouts_api
+from server.rollouts_api.serving import RolloutService
 from server.security_headers import SecurityHeadersMiddleware
 from server.versions import autopilot
 from server.versions.loaded import LoadedVersions
@@ -82,6 +84,7 @@ async def _load_engine(app: FastAPI, settings: Settings, client: aioredis.Redis)
         await _first_reconcile(versions)
         app.state.versions = versions
         app.state.chat = ChatService(app.state.engine, settings, ChatRecorder(app.state.gestures), versions)
+        app.state.rollouts = RolloutService(app.state.engine, versions.loaded, settings)
         # As vLLM's own server does: importing torch and vLLM leaves ~600,000 objects that a full collection
         # walks in 0.35 s, a pause for every request in flight; frozen, the collector never looks at them again.
         freeze_gc_heap()
@@ -172,6 +175,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.started_at = int(time.time())
     app.state.engine = None
     app.state.chat = None
+    app.state.rollouts = None
     app.state.versions = None
     app.add_middleware(BodyLimitMiddleware, max_body_mb=settings.max_body_mb)
     app.add_middleware(SecurityHeadersMiddleware)
@@ -183,6 +187,7 @@ def create_app(settings: Settings) -> FastAPI:
         feedback_api.router,
         admin_api.router,
         admin_api.page,
+        rollouts_api.router,
         accounts_api.auth,
         accounts_api.account,
         accounts_api.admin,

@@ -27,6 +27,7 @@ from server.erasures import Erasures
 from server.errors import ApiError
 from server.identity.conversations import Conversations
 from server.limits import ChatLimiter
+from server.rollouts_api.serving import RolloutService
 from server.versions.manager import VersionManager
 
 
@@ -76,6 +77,15 @@ async def get_chat_service(service: ChatServiceIfLoadedDep) -> ChatService:
 
 
 ChatServiceDep = Annotated[ChatService, Depends(get_chat_service)]
+
+
+async def get_rollout_service(request: Request) -> RolloutService:
+    if request.app.state.rollouts is None:
+        raise ApiError(503, "The model is still loading; retry in a few seconds.", code="engine_loading")
+    return request.app.state.rollouts
+
+
+RolloutServiceDep = Annotated[RolloutService, Depends(get_rollout_service)]
 
 
 async def get_chat_limiter(request: Request) -> ChatLimiter:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from peft import PeftModel
 
-from core.policy import ADAPTER_DIRNAME
+from core.policy import ADAPTER_DIRNAME, TRAINEES_DIRNAME
 from trainer.reward import RewardModel
 
 REWARD_MODEL = "reward_model"
@@ -21,8 +21,10 @@ INFO = "version.json"
 
 
 def remove_partials(versions_dir: Path) -> None:
+    """What a killed round left: half-written versions, and adapters it had saved for the engine's rollouts."""
     for partial in versions_dir.glob(".*.partial"):
         shutil.rmtree(partial, ignore_errors=True)
+    shutil.rmtree(versions_dir / TRAINEES_DIRNAME, ignore_errors=True)
 
 
 def write_version(versions_dir: Path, version_id: str, policy: PeftModel, reward: RewardModel, info: dict) -> Path:

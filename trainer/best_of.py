@@ -32,7 +32,8 @@ def best_of_n(trainer: PPOTrainer, prompts: Sequence[Sequence[dict]], n: int, se
     torch.manual_seed(seed)
     repeated = [prompt for prompt in prompts for _ in range(n)]
     sequences, attention, prompt_length = trainer.generate(repeated, f"best-of-{n} sampling")
-    scores = trainer.reward_fn(repeated, trainer.decode(sequences, prompt_length)).float().view(len(prompts), n)
+    _, scores = trainer.score(repeated, sequences, prompt_length)
+    scores = scores.view(len(prompts), n)
     best = scores.argmax(dim=1)
     examples = []
     for i, j in enumerate(best.tolist()):

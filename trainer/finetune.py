@@ -19,6 +19,7 @@ from transformers import PreTrainedTokenizerBase
 from core.config import FinetuneSettings, PPOSettings
 from feedback.pairs import PairAnswer
 from feedback.records import RecordedMessage
+from trainer.chat_text import conversation_text, prompt_text
 from trainer.distributed import get_accelerator, mean_across_processes, process_share
 from trainer.losses import token_logprobs
 from trainer.progress import progress
@@ -34,20 +35,12 @@ Item = TypeVar("Item")
 def answer_example(
     tokenizer: PreTrainedTokenizerBase, prompt: Sequence[RecordedMessage], answer: PairAnswer
 ) -> Example:
-    """The conversation as the policy saw it and the answer as the engine wrote it. An answer that ran into its
-    token limit gets no end-of-turn token, which the chat template would add: it did not end there, and an example
-    saying it did would teach the policy to stop mid-sentence."""
+    """The conversation as the policy saw it and the answer as the engine wrote it (``trainer/chat_text.py``)."""
     messages = [m.model_dump() for m in prompt]
-    prompt_text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    if answer.finish_reason == "length":
-        full_text = prompt_text + answer.text
-    else:
-        full_text = tokenizer.apply_chat_template(
-            [*messages, {"role": "assistant", "content": answer.text}], tokenize=False
-        )
+    full_text = conversation_text(tokenizer, messages, answer.text, answer.ended)
     ids = tokenizer(full_text, return_tensors="pt", add_special_tokens=False).input_ids.to(get_accelerator().device)
     labels = ids.clone()
-    labels[:, : len(tokenizer(prompt_text, add_special_tokens=False).input_ids)] = IGNORE
+    labels[:, : len(tokenizer(prompt_text(tokenizer, messages), add_special_tokens=False).input_ids)] = IGNORE
     return ids, labels
 
 

@@ -28,7 +28,9 @@ from peft import PeftModel, get_peft_model_state_dict, set_peft_model_state_dict
 from transformers import PreTrainedTokenizerBase
 
 from core.config import PPOSettings
+from trainer.chat_text import prompt_text
 from trainer.distributed import get_accelerator, mean_across_processes
+from trainer.engine_rollouts import EngineSampler, EngineUnavailable
 from trainer.losses import (
     entropy,
     gae,
@@ -45,8 +47,9 @@ from trainer.sampling import Sampling
 
 log = logging.getLogger(__name__)
 
-RewardFn = Callable[[Sequence[Sequence[dict]], Sequence[str]], torch.Tensor]
-"""Scores answers (texts) to prompts (lists of chat messages)."""
+RewardFn = Callable[[Sequence[Sequence[dict]], Sequence[str], Sequence[bool]], torch.Tensor]
+"""Scores answers (texts) to prompts (lists of chat messages); the flags say which answers ended (the others ran into
+the token limit)."""
 
 AdapterWeights = dict[str, torch.Tensor]
 
@@ -114,8 +117,10 @@ class PPOTrainer:
         settings: PPOSettings,
         seed: int,
         sampling: Sampling | None = None,
+        engine: EngineSampler | None = None,
     ):
         self.accelerator = get_accelerator()
+        self.engine = engine
         self.tokenizer = tokenizer
         self.reward_fn = reward_fn
         self.settings = settings
@@ -163,15 +168,25 @@ class PPOTrainer:
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[Sequence[dict]], desc: str) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """Answers to the prompts, sampled as users are served; ``desc`` names the progress bar."""
-        texts = [
-            self.tokenizer.apply_chat_template(list(p), tokenize=False, add_generation_prompt=True) for p in prompts
-        ]
+        """Answers to the prompts, sampled as users are served, by the serving engine when there is one; ``desc``
+        names the progress bar."""
+        texts = [prompt_text(self.tokenizer, p) for p in prompts]
         batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        answers = self._from_engine(batch.input_ids, batch.attention_mask) if self.engine else None
+        if answers is None:
+            answers = self._own_answers(batch.input_ids, batch.attention_mask, desc)
+        tokens, mask = answers
+        sequences = torch.cat([batch.input_ids, tokens], dim=1)
+        return sequences, torch.cat([batch.attention_mask, mask.long()], dim=1), batch.input_ids.shape[1]
+
+    def _own_answers(
+        self, input_ids: torch.Tensor, attention: torch.Tensor, desc: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The answers' token ids, and which are real, sampled in this process."""
         self.policy.eval()
         sequences = self.policy.generate(
-            input_ids=batch.input_ids,
-            attention_mask=batch.attention_mask,
+            input_ids=input_ids,
+            attention_mask=attention,
             do_sample=True,
             top_k=0,
             top_p=1.0,
@@ -181,12 +196,46 @@ class PPOTrainer:
             eos_token_id=self.tokenizer.eos_token_id,
             streamer=TokenProgress.shown(desc, self.sampling.max_new_tokens),
         )
-        prompt_length = batch.input_ids.shape[1]
-        mask = answer_mask(sequences[:, prompt_length:], self.tokenizer.eos_token_id)
-        return sequences, torch.cat([batch.attention_mask, mask.long()], dim=1), prompt_length
+        tokens = sequences[:, input_ids.shape[1] :]
+        return tokens, answer_mask(tokens, self.tokenizer.eos_token_id)
+
+    def _from_engine(
+        self, input_ids: torch.Tensor, attention: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The same from the serving engine, seeded from torch's generator as ``generate`` is; None, and the
+        trainer's own sampling for the rest of the round, when the engine cannot."""
+        assert self.engine is not None
+        prompts = [row[real.bool()].tolist() for row, real in zip(input_ids, attention, strict=True)]
+        seed = int(torch.randint(0, 2**31 - 1, (1,)))
+        try:
+            answers = self.engine.sample(self.policy, prompts, self.sampling, seed)
+        except EngineUnavailable as exc:
+            log.warning("the serving engine cannot sample; the trainer samples itself", extra={"reason": str(exc)})
+            self.engine = None
+            return None
+        eos = self.tokenizer.eos_token_id
+        rows = [a.token_ids + [eos] if a.ended and a.token_ids[-1:] != [eos] else a.token_ids for a in answers]
+        tokens = torch.full((len(rows), max(map(len, rows))), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros(tokens.shape)
+        for i, row in enumerate(rows):
+            tokens[i, : len(row)] = torch.tensor(row)
+            mask[i, : len(row)] = 1.0
+        return tokens.to(self.device), mask.to(self.device)
 
     def decode(self, sequences: torch.Tensor, prompt_length: int) -> list[str]:
         return self.tokenizer.batch_decode(sequences[:, prompt_length:], skip_special_tokens=True)
+
+    def ended(self, sequences: torch.Tensor, prompt_length: int) -> list[bool]:
+        """Which answers ended with the end-of-sequence token rather than at the token limit."""
+        return (sequences[:, prompt_length:] == self.tokenizer.eos_token_id).any(dim=1).tolist()
+
+    def score(
+        self, prompts: Sequence[Sequence[dict]], sequences: torch.Tensor, prompt_length: int
+    ) -> tuple[list[str], torch.Tensor]:
+        """The generated answers' texts and rewards."""
+        answers = self.decode(sequences, prompt_length)
+        rewards = self.reward_fn(prompts, answers, self.ended(sequences, prompt_length))
+        return answers, rewards.float().to(self.device)
 
     @torch.no_grad()
     def rollout(self, prompts: Sequence[Sequence[dict]], desc: str = "ppo rollout", samples: int = 1) -> Rollout:
@@ -198,7 +247,7 @@ class PPOTrainer:
         logprobs, values, _ = self.unwrapped(sequences, attention, prompt_length)
         with self.policy.disable_adapter():
             ref_logprobs, _, _ = self.unwrapped(sequences, attention, prompt_length)
-        answers = self.decode(sequences, prompt_length)
+        answers, scores = self.score(repeated, sequences, prompt_length)
         return Rollout(
             prompts=repeated,
             answers=answers,
@@ -209,7 +258,7 @@ class PPOTrainer:
             logprobs=logprobs,
             ref_logprobs=ref_logprobs,
             values=values,
-            scores=self.reward_fn(repeated, answers).float().to(self.device),
+            scores=scores,
         )
 
     @torch.no_grad()

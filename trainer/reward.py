@@ -4,7 +4,8 @@ Written here rather than with TRL's ``RewardTrainer`` because our pairs carry we
 than an inferred preference, ``feedback/rules.py``) and ``RewardTrainer``'s loss has no per-pair weight. The
 loss is ``trainer.losses.bradley_terry_loss``. Only a LoRA adapter on the top layers and the head are trained, so
 that backpropagation stops there: practical on a CPU. The score is read at the last token, with left padding so
-that the last position is always a real token.
+that the last position is always a real token. An answer cut off by its token limit is shown without the
+end-of-turn token (``trainer/chat_text.py``), as its user saw it: broken off.
 
 The model continues from the previous round's when there is one (``RewardSettings.warm_start``): a round's few
 hundred pairs are too few to learn a preference afresh each time, and what earlier rounds learnt would be lost.
@@ -36,7 +37,8 @@ from pydantic import BaseModel
 from transformers import AutoConfig, PreTrainedTokenizerBase
 
 from core.config import RewardSettings
-from feedback.pairs import Pair
+from feedback.pairs import Pair, PairAnswer
+from trainer.chat_text import conversation_text
 from trainer.distributed import gather_real, get_accelerator, mean_across_processes, process_share
 from trainer.losses import bradley_terry_loss
 from trainer.models import load_backbone, load_tokenizer
@@ -81,11 +83,6 @@ class RewardMetrics(BaseModel):
     """Calibration: mean (1 - sigmoid(margin))^2 (0.25 for a model that knows nothing; lower is better)."""
     final_loss: float | None
     """None when there was nothing to train on."""
-
-
-def conversation_text(tokenizer: PreTrainedTokenizerBase, prompt: Sequence[dict], answer: str) -> str:
-    messages = [*prompt, {"role": "assistant", "content": answer}]
-    return tokenizer.apply_chat_template(messages, tokenize=False)
 
 
 def lora_config(layers: int, settings: RewardSettings) -> LoraConfig:
@@ -137,10 +134,14 @@ class RewardModel(torch.nn.Module):
         return self.head(hidden[:, -1]).squeeze(-1)
 
     @torch.no_grad()
-    def score(self, prompts: Sequence[Sequence[dict]], answers: Sequence[str], batch_size: int = 8) -> torch.Tensor:
-        """Rewards of answers to prompts (lists of chat messages), on the model's ``scale``."""
+    def score(
+        self, prompts: Sequence[Sequence[dict]], answers: Sequence[str], ended: Sequence[bool], batch_size: int = 8
+    ) -> torch.Tensor:
+        """Rewards of answers to prompts (lists of chat messages), on the model's ``scale``; an answer that did not
+        end was cut off by its token limit."""
         self.eval()
-        texts = [conversation_text(self.tokenizer, p, a) for p, a in zip(prompts, answers, strict=True)]
+        rows = zip(prompts, answers, ended, strict=True)
+        texts = [conversation_text(self.tokenizer, p, a, e) for p, a, e in rows]
         raw = torch.cat([self.forward(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)])
         return self.scale.apply(raw)
 
@@ -153,10 +154,12 @@ class _PairTexts:
 
 
 def _texts(tokenizer: PreTrainedTokenizerBase, pairs: Sequence[Pair]) -> _PairTexts:
-    prompt = [[m.model_dump() for m in pair.prompt] for pair in pairs]
+    def text(pair: Pair, answer: PairAnswer) -> str:
+        return conversation_text(tokenizer, [m.model_dump() for m in pair.prompt], answer.text, answer.ended)
+
     return _PairTexts(
-        chosen=[conversation_text(tokenizer, p, pair.chosen.text) for p, pair in zip(prompt, pairs, strict=True)],
-        rejected=[conversation_text(tokenizer, p, pair.rejected.text) for p, pair in zip(prompt, pairs, strict=True)],
+        chosen=[text(pair, pair.chosen) for pair in pairs],
+        rejected=[text(pair, pair.rejected) for pair in pairs],
         weights=torch.tensor([pair.weight for pair in pairs], device=get_accelerator().device),
     )
 

@@ -31,7 +31,7 @@ import torch
 from peft import PeftModel
 
 from core.config import Settings
-from core.policy import adapter_path
+from core.policy import TRAINEES_DIRNAME, adapter_path
 from core.registry import Registry, Version
 from feedback.pairs import Pair, read_all
 from trainer.artifacts import REWARD_MODEL, remove_partials, write_version
@@ -40,6 +40,7 @@ from trainer.context import RedisSide, TrainerContext
 from trainer.data import capped, is_held_out, pair_prompt, recent_prompts, round_pairs, split_held_out
 from trainer.distributed import get_accelerator, main_then_share, process_share
 from trainer.dpo import preference_stage
+from trainer.engine_rollouts import EngineSampler
 from trainer.finetune import Example
 from trainer.gate import Evidence, GateResult, PolicyEval, evaluate_policy, judge, paired_gain, rank_pairs
 from trainer.models import load_policy, load_tokenizer
@@ -193,6 +194,14 @@ def _gain(before: PolicyEval, after: PolicyEval) -> dict:
     return {"gain": gain, "se": se}
 
 
+def _engine(settings: Settings) -> EngineSampler | None:
+    if not settings.ppo.engine_rollouts:
+        return None
+    trainees = settings.versions_dir / TRAINEES_DIRNAME
+    url = settings.ppo.engine_url or settings.server_url
+    return EngineSampler(url, settings.admin_key.get_secret_value(), trainees)
+
+
 def _train(trainer: TrainerContext, inputs: RoundInputs, started: float) -> Trained:
     settings = trainer.settings
     seed = settings.trainer.seed
@@ -206,7 +215,7 @@ def _train(trainer: TrainerContext, inputs: RoundInputs, started: float) -> Trai
     parent_adapter = adapter_path(settings.versions_dir, inputs.parent)
     tokenizer = load_tokenizer(base)
     policy = load_policy(base, parent_adapter, settings.ppo)
-    ppo = PPOTrainer(policy, tokenizer, reward_model.score, settings.ppo, seed, inputs.sampling)
+    ppo = PPOTrainer(policy, tokenizer, reward_model.score, settings.ppo, seed, inputs.sampling, _engine(settings))
     parent_weights = ppo.adapter_weights()
 
     with _timed(seconds, "gate"):

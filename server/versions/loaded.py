@@ -13,8 +13,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import shutil
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from vllm.lora.request import LoRARequest
@@ -75,6 +78,27 @@ class LoadedVersions:
                 await self.engine.resume_generation()
             paused = time.perf_counter() - started
         log.info("active version swapped", extra={"version": version, "paused_s": round(paused, 3)})
+
+    @asynccontextmanager
+    async def trainee(self, folder: Path) -> AsyncIterator[tuple[str, LoRARequest]]:
+        """A trainer's adapter in the making (``server/rollouts_api/``), served over the active version for the
+        block's length, then unloaded; with the active version it was built over. A swap meanwhile makes it stale:
+        the caller compares that version with ``active`` after."""
+        async with self._lock:
+            active = self.active
+            out = self.cache / "trainees" / uuid.uuid4().hex
+            difference = await asyncio.to_thread(build_difference, folder, self._adapter(active), out)
+            request = LoRARequest(lora_name=out.name, lora_int_id=next(self._lora_ids), lora_path=str(difference))
+            try:
+                await self.engine.add_lora(request)
+            except Exception as exc:  # vLLM raises plain exceptions of several kinds for a bad adapter
+                shutil.rmtree(out, ignore_errors=True)
+                raise BrokenVersion(f"the engine refused the adapter at {folder.name}: {exc}") from exc
+        try:
+            yield active, request
+        finally:
+            await self.engine.remove_lora(request.lora_int_id)
+            shutil.rmtree(out, ignore_errors=True)
 
     async def lora_for(self, version: str) -> LoRARequest | None:
         """What a request for ``version`` must carry: nothing for the active version, else its adapter,

@@ -32,7 +32,7 @@ PREFERENCE = PreferenceSettings(epochs=1, learning_rate=1e-2)
 """Large learning rates: every update must move the weights of a random model visibly."""
 
 
-def prompt_reward(prompts: list[list[dict]], answers: list[str]) -> torch.Tensor:
+def prompt_reward(prompts: list[list[dict]], answers: list[str], ended: list[bool]) -> torch.Tensor:
     """Depends on the prompt, so that processes answering different prompts see different rewards."""
     return torch.tensor([len(p[-1]["content"]) / 10 - len(a) / 100 for p, a in zip(prompts, answers, strict=True)])
 

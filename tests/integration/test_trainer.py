@@ -21,11 +21,12 @@ from core.registry import Registry, Version
 from core.routing import Routing
 from feedback.pairs import PairAnswer, PairConsumer
 from tests.factories import TOPICS, seed_pairs, short_over_long_pair
-from tests.helpers import REPO, SMALL_ROUND, RedisHandle
+from tests.helpers import REPO, SMALL_ROUND, RedisHandle, free_port
 from trainer.best_of import best_of_n
 from trainer.context import CONSUMER, RedisSide, TrainerContext
 from trainer.data import split_held_out
 from trainer.dpo import References, pair_batch, preference_stage
+from trainer.engine_rollouts import EngineSampler
 from trainer.finetune import IGNORE, answer_example, answer_logprobs
 from trainer.loop import renewed
 from trainer.losses import token_logprobs
@@ -63,7 +64,7 @@ def test_ppo_step_moves_the_adapter_from_zero_kl(model_path: Path) -> None:
     torch.manual_seed(0)
     policy = load_policy(model_path, None, settings)
     before = {n: p.detach().clone() for n, p in policy.named_parameters() if p.requires_grad}
-    reward = lambda prompts, answers: torch.tensor([-len(a) / 10 for a in answers])  # noqa: E731
+    reward = lambda prompts, answers, ended: torch.tensor([-len(a) / 10 for a in answers])  # noqa: E731
     trainer = PPOTrainer(policy, load_tokenizer(model_path), reward, settings, seed=0)
     prompts = [[{"role": "user", "content": f"Tell me about {t}."}] for t in TOPICS[:2]]
     rollout = trainer.rollout(prompts, samples=2)
@@ -86,7 +87,7 @@ def test_best_of_n_keeps_the_answer_the_reward_ranks_first(model_path: Path) -> 
     tokenizer = load_tokenizer(model_path)
     seen: list[str] = []
 
-    def shortest_first(prompts: list, answers: list[str]) -> torch.Tensor:
+    def shortest_first(prompts: list, answers: list[str], ended: list[bool]) -> torch.Tensor:
         seen.extend(answers)
         return torch.tensor([-float(len(a)) for a in answers])
 
@@ -101,6 +102,20 @@ def test_best_of_n_keeps_the_answer_the_reward_ranks_first(model_path: Path) -> 
     assert stats["best_reward"] >= stats["mean_reward"]
 
 
+def test_without_a_server_the_trainer_samples_its_rollouts_itself(
+    model_path: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = PPOSettings(max_new_tokens=8, temperature=0.7)
+    nobody = EngineSampler(f"http://127.0.0.1:{free_port()}", "key", tmp_path)
+    reward = lambda prompts, answers, ended: torch.zeros(len(answers))  # noqa: E731
+    policy = load_policy(model_path, None, settings)
+    trainer = PPOTrainer(policy, load_tokenizer(model_path), reward, settings, 0, engine=nobody)
+    rollout = trainer.rollout([[{"role": "user", "content": "Hello"}]], samples=2)
+    assert len(rollout.answers) == 2 and rollout.mask.sum() > 0
+    assert trainer.engine is None, "the rest of the round samples in the trainer, without asking again"
+    assert "the serving engine cannot sample" in caplog.text and not any(tmp_path.iterdir())
+
+
 def test_an_answer_cut_off_at_its_limit_is_learnt_without_an_end_of_turn(model_path: Path) -> None:
     tokenizer = load_tokenizer(model_path)
     pair = short_over_long_pair(0)
@@ -112,6 +127,13 @@ def test_an_answer_cut_off_at_its_limit_is_learnt_without_an_end_of_turn(model_p
     assert torch.equal(cut_ids[0], ended_ids[0, : cut_ids.shape[1]]), "the same tokens, up to where the answer ends"
     learnt = cut_ids[0][cut_labels[0] != IGNORE]
     assert tokenizer.decode(learnt) == pair.chosen.text
+
+
+def test_the_reward_model_sees_an_answer_cut_off_at_its_limit(model_path: Path) -> None:
+    model = RewardModel.create(model_path, RewardSettings())
+    prompt = [{"role": "user", "content": "Tell me about rivers."}]
+    ended, cut = model.score([prompt, prompt], ["Rivers run to the sea"] * 2, [True, False]).tolist()
+    assert ended != pytest.approx(cut), "the same words, once finished and once broken off, are two answers"
 
 
 def margins(policy, tokenizer, pairs) -> list[float]:

@@ -18,15 +18,21 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+import torch
 from playwright.sync_api import Browser, expect
 
 from core import keys
-from core.config import LOCAL_ADMIN_KEY, LOCAL_API_KEY
+from core.config import LOCAL_ADMIN_KEY, LOCAL_API_KEY, PPOSettings
+from core.policy import ADAPTER_DIRNAME, TRAINEES_DIRNAME
 from core.registry import Registry
 from core.routing import Routing, routed_version
 from server.auth import key_id
 from tests.factories import random_version
 from tests.helpers import IDS, REPO, RedisHandle, start_server, stop_server
+from trainer.engine_rollouts import EngineSampler
+from trainer.models import load_policy, load_tokenizer
+from trainer.ppo import PPOTrainer
+from trainer.sampling import Sampling
 
 pytestmark = pytest.mark.integration
 
@@ -230,6 +236,40 @@ def test_adapters_answer_with_their_own_weights(cluster: Cluster, versions: list
 
     answers = {model: greedy(model) for model in ("chatloop@base", f"chatloop@{v1}", f"chatloop@{v2}")}
     assert len(set(answers.values())) == 3, answers
+
+
+def test_a_trainer_samples_rollouts_with_its_adapter_from_the_engine(cluster: Cluster, versions: list[str]) -> None:
+    """PPO's rollouts from the serving engine: the trainer's adapter in the making, saved where the server reads it,
+    answers as that adapter does (here a copy of v1's, greedy: the same words as a request pinned to v1) while
+    another version is active; it is unloaded and removed after."""
+    v1, _ = versions
+    assert routing_of(cluster, 0)[1].active != v1
+    question = [{"role": "user", "content": "Name three colours."}]
+    pinned = cluster.sdk(key=LOCAL_ADMIN_KEY).chat.completions.create(
+        model=f"chatloop@{v1}", messages=question, max_tokens=12, temperature=0
+    )
+    trainees = cluster.versions_dir / TRAINEES_DIRNAME
+    policy = load_policy(cluster.model_path, cluster.versions_dir / v1 / ADAPTER_DIRNAME, PPOSettings())
+    sampler = EngineSampler(cluster.urls[0], LOCAL_ADMIN_KEY, trainees)
+    greedy = Sampling(temperature=1e-6, max_new_tokens=12)  # below vLLM's 1e-5: greedy
+    ppo = PPOTrainer(policy, load_tokenizer(cluster.model_path), lambda *_: None, PPOSettings(), 0, greedy, sampler)
+    sequences, attention, prompt_length = ppo.generate([question, question], "rollout")
+    assert ppo.engine is sampler, "the engine answered: no fall back to the trainer's own sampling"
+    assert ppo.decode(sequences, prompt_length) == [pinned.choices[0].message.content] * 2
+    assert ppo.ended(sequences, prompt_length) == [pinned.choices[0].finish_reason == "stop"] * 2
+    assert torch.equal(attention[0], attention[1])
+    assert not any(trainees.iterdir()), "the trainee's adapter is removed once sampled"
+
+    with cluster.admin() as admin:
+        body = {"adapter": "x", "prompts": [[1, 2, 3]], "max_tokens": 4}
+        outside = admin.post("/v1/admin/rollouts", json={**body, "adapter": f"../{v1}/{ADAPTER_DIRNAME}"})
+        assert outside.status_code == 400 and outside.json()["error"]["param"] == "adapter"
+        assert admin.post("/v1/admin/rollouts", json=body).json()["error"]["code"] == "adapter_not_found"
+        too_many = admin.post("/v1/admin/rollouts", json={**body, "prompts": [[1]] * 65})
+        assert too_many.status_code == 400 and "at most 64" in too_many.json()["error"]["message"]
+    with httpx.Client(base_url=cluster.urls[0], timeout=30) as http:
+        user = {"Authorization": f"Bearer {LOCAL_API_KEY}"}
+        assert http.post("/v1/admin/rollouts", headers=user, json=body).status_code == 403
 
 
 def test_a_missed_message_is_caught_up_by_reconciling(cluster: Cluster, versions: list[str]) -> None:
