@@ -71,7 +71,8 @@ def main() -> None:
     runs: dict[str, list[tuple[int, float]]] = {arm: [] for arm in ARMS}
     with running("chatloop", chatloop_command, settings, args.out) as server:
         torch.set_num_threads(len(os.sched_getaffinity(0)))  # one thread a core left to us, as trainer/loop.py does
-        engine = EngineSampler(server.url, LOCAL_ADMIN_KEY, server.data_dir / "versions" / TRAINEES_DIRNAME)
+        trainees = server.data_dir / "versions" / TRAINEES_DIRNAME
+        engine = EngineSampler(server.url, LOCAL_ADMIN_KEY, trainees, settings.max_rollout_answers)
         for batch in range(args.batches):
             chosen = questions[batch * args.prompts : (batch + 1) * args.prompts]
             prompts = [[{"role": "user", "content": q}] for q in chosen for _ in range(args.samples)]

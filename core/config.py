@@ -353,6 +353,12 @@ class Settings(BaseSettings):
         return self.data_dir / "redis"
 
     @property
+    def max_rollout_answers(self) -> int:
+        """The most answers one request for a trainer's rollouts gets (``server/rollouts_api/``): half the engine's
+        batch, so that users keep the other half."""
+        return max(1, self.max_num_seqs // 2)
+
+    @property
     def server_url(self) -> str:
         """Where this deployment's server listens, for its own clients: the CLI and the trainer."""
         return f"http://{self.host}:{self.port}"

@@ -84,7 +84,8 @@ async def _load_engine(app: FastAPI, settings: Settings, client: aioredis.Redis)
         await _first_reconcile(versions)
         app.state.versions = versions
         app.state.chat = ChatService(app.state.engine, settings, ChatRecorder(app.state.gestures), versions)
-        app.state.rollouts = RolloutService(app.state.engine, versions.loaded, settings)
+        vocab_size = app.state.engine.model_config.get_vocab_size()
+        app.state.rollouts = RolloutService(app.state.engine, versions.loaded, settings, vocab_size)
         # As vLLM's own server does: importing torch and vLLM leaves ~600,000 objects that a full collection
         # walks in 0.35 s, a pause for every request in flight; frozen, the collector never looks at them again.
         freeze_gc_heap()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 from peft import PeftModel
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, ValidationError
 
 from trainer.sampling import Sampling
 
@@ -35,22 +35,41 @@ class EngineUnavailable(Exception):
 
 
 class EngineAnswer(BaseModel):
-    token_ids: list[int]
+    token_ids: list[int] = Field(min_length=1)
     ended: bool
 
 
+class EngineAnswers(BaseModel):
+    answers: list[EngineAnswer]
+
+
 class EngineSampler:
-    def __init__(self, url: str, admin_key: str, trainees: Path):
+    def __init__(self, url: str, admin_key: str, trainees: Path, max_answers: int):
         self.url = url.rstrip("/") + ROLLOUTS_PATH
         self.headers = {"Authorization": f"Bearer {admin_key}"}
         self.trainees = trainees
+        self.max_answers = max_answers
+        """Answers per request: the server's ``Settings.max_rollout_answers``."""
 
     def sample(
         self, policy: PeftModel, prompts: Sequence[list[int]], sampling: Sampling, seed: int
     ) -> list[EngineAnswer]:
         """One answer to each prompt (token ids), sampled with the policy's adapter as it is now."""
         name = uuid.uuid4().hex
-        policy.save_pretrained(self.trainees / name)
+        try:
+            policy.save_pretrained(self.trainees / name)
+            answers = []
+            for start in range(0, len(prompts), self.max_answers):
+                chunk = prompts[start : start + self.max_answers]
+                answers += self._request(name, chunk, sampling, seed + start)
+            return answers
+        except OSError as exc:
+            raise EngineUnavailable(f"the adapter could not be saved for the server: {exc}") from exc
+        finally:
+            shutil.rmtree(self.trainees / name, ignore_errors=True)
+
+    def _request(self, name: str, prompts: Sequence[list[int]], sampling: Sampling, seed: int) -> list[EngineAnswer]:
+        """Asked again once when the active version changed meanwhile (a swap makes the answers stale)."""
         body = {
             "adapter": name,
             "prompts": [list(prompt) for prompt in prompts],
@@ -58,12 +77,19 @@ class EngineSampler:
             "max_tokens": sampling.max_new_tokens,
             "seed": seed,
         }
-        try:
-            response = httpx.post(self.url, json=body, headers=self.headers, timeout=TIMEOUT_S)
-        except httpx.HTTPError as exc:
-            raise EngineUnavailable(f"no answer from {self.url}: {exc!r}") from exc
-        finally:
-            shutil.rmtree(self.trainees / name, ignore_errors=True)
-        if response.status_code != 200:
+        for _ in range(2):
+            try:
+                response = httpx.post(self.url, json=body, headers=self.headers, timeout=TIMEOUT_S)
+            except httpx.HTTPError as exc:
+                raise EngineUnavailable(f"no answer from {self.url}: {exc!r}") from exc
+            if response.status_code != httpx.codes.CONFLICT:
+                break
+        if response.status_code != httpx.codes.OK:
             raise EngineUnavailable(f"{self.url} answered {response.status_code}: {response.text[:300]}")
-        return [EngineAnswer.model_validate(answer) for answer in response.json()["answers"]]
+        try:
+            answers = EngineAnswers.model_validate_json(response.content).answers
+        except ValidationError as exc:
+            raise EngineUnavailable(f"{self.url} answered with a body that is not a rollout: {exc}") from exc
+        if len(answers) != len(prompts):
+            raise EngineUnavailable(f"{self.url} answered {len(answers)} answers to {len(prompts)} prompts")
+        return answers

@@ -199,7 +199,7 @@ def _engine(settings: Settings) -> EngineSampler | None:
         return None
     trainees = settings.versions_dir / TRAINEES_DIRNAME
     url = settings.ppo.engine_url or settings.server_url
-    return EngineSampler(url, settings.admin_key.get_secret_value(), trainees)
+    return EngineSampler(url, settings.admin_key.get_secret_value(), trainees, settings.max_rollout_answers)
 
 
 def _train(trainer: TrainerContext, inputs: RoundInputs, started: float) -> Trained:

@@ -23,7 +23,9 @@ class RolloutRequest(BaseModel):
     n: int = Field(1, ge=1, description="Answers to each prompt.")
     temperature: float = Field(1.0, gt=0, le=2)
     max_tokens: int = Field(ge=1)
-    seed: int | None = Field(None, description="The answers of prompt i are seeded from seed + i * n.")
+    seed: int | None = Field(
+        None, ge=0, lt=2**32, description="The answers of prompt i are seeded from seed + i * n + their index."
+    )
 
 
 class RolloutAnswer(BaseModel):

@@ -33,18 +33,22 @@ log = logging.getLogger(__name__)
 
 
 class RolloutService:
-    def __init__(self, engine: AsyncLLM, loaded: LoadedVersions, settings: Settings):
+    def __init__(self, engine: AsyncLLM, loaded: LoadedVersions, settings: Settings, vocab_size: int):
         self.engine = engine
         self.loaded = loaded
         self.settings = settings
+        self.vocab_size = vocab_size
 
     def _check(self, request: RolloutRequest) -> None:
         sequences = len(request.prompts) * request.n
-        if sequences > self.settings.max_num_seqs:
+        if sequences > self.settings.max_rollout_answers:
             raise InvalidInput(
-                f"{sequences} answers asked for; at most {self.settings.max_num_seqs} (the engine's batch) a request.",
+                f"{sequences} answers asked for; at most {self.settings.max_rollout_answers} (half the engine's batch: "
+                "users keep the rest) a request.",
                 param="prompts",
             )
+        if max(max(prompt) for prompt in request.prompts) >= self.vocab_size:
+            raise InvalidInput(f"A token id is out of the vocabulary ({self.vocab_size} tokens).", param="prompts")
         longest = max(len(prompt) for prompt in request.prompts) + request.max_tokens
         if longest > self.settings.max_model_len:
             raise InvalidInput(
@@ -60,19 +64,27 @@ class RolloutService:
             raise NotFound(f"No adapter '{request.adapter}' among the trainees.", code="adapter_not_found")
         started = time.perf_counter()
         try:
-            async with self.loaded.trainee(folder) as (active, lora):
-                rows = await asyncio.gather(
-                    *(self._answers(prompt, i, request, lora) for i, prompt in enumerate(request.prompts))
-                )
+            async with self.loaded.trainee(folder) as (swaps, lora):
+                rows = await self._all_answers(request, lora)
         except BrokenVersion as exc:
             raise InvalidInput(str(exc), param="adapter") from exc
-        if self.loaded.active != active:
+        if self.loaded.swaps != swaps:
             raise Conflict("The active version changed during the rollout; ask again.", code="active_version_changed")
         answers = [answer for row in rows for answer in row]
         tokens = sum(len(answer.token_ids) for answer in answers)
         seconds = time.perf_counter() - started
         log.info("rollout", extra={"answers": len(answers), "tokens": tokens, "seconds": round(seconds, 2)})
-        return RolloutResponse(active_version=active, answers=answers)
+        return RolloutResponse(active_version=self.loaded.active, answers=answers)
+
+    async def _all_answers(self, request: RolloutRequest, lora: LoRARequest) -> list[list[RolloutAnswer]]:
+        """Every prompt's answers; the first refusal cancels the rest (the engine aborts them) before the adapter
+        they use is unloaded: a request still running on a removed adapter would bring the engine down."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(self._answers(p, i, request, lora)) for i, p in enumerate(request.prompts)]
+        except* InvalidInput as refused:
+            raise refused.exceptions[0] from None
+        return [task.result() for task in tasks]
 
     async def _answers(
         self, prompt: list[int], index: int, request: RolloutRequest, lora: LoRARequest

@@ -41,6 +41,8 @@ class LoadedVersions:
         self._lock = asyncio.Lock()
         self._builds: dict[str, asyncio.Future[Path]] = {}
         self.on_swap: list[Callable[[str], None]] = []
+        self.swaps = 0
+        """Swaps of the active version so far: a change of it tells a swap even back to the same version."""
 
     def _adapter(self, version: str) -> Path | None:
         adapter = adapter_path(self.settings.versions_dir, version)
@@ -71,6 +73,7 @@ class LoadedVersions:
                 await self.engine.collective_rpc("reload_weights", kwargs={"weights_path": str(weights)})
                 await self.engine.reset_prefix_cache()
                 self.active = version
+                self.swaps += 1
                 self._adapters.clear()
                 for listener in self.on_swap:
                     listener(version)
@@ -80,25 +83,30 @@ class LoadedVersions:
         log.info("active version swapped", extra={"version": version, "paused_s": round(paused, 3)})
 
     @asynccontextmanager
-    async def trainee(self, folder: Path) -> AsyncIterator[tuple[str, LoRARequest]]:
+    async def trainee(self, folder: Path) -> AsyncIterator[tuple[int, LoRARequest]]:
         """A trainer's adapter in the making (``server/rollouts_api/``), served over the active version for the
-        block's length, then unloaded; with the active version it was built over. A swap meanwhile makes it stale:
-        the caller compares that version with ``active`` after."""
+        block's length, then unloaded; with the count of swaps it was built after. A swap meanwhile makes it stale:
+        the caller compares that count with ``swaps`` after."""
         async with self._lock:
-            active = self.active
+            swaps = self.swaps
             out = self.cache / "trainees" / uuid.uuid4().hex
-            difference = await asyncio.to_thread(build_difference, folder, self._adapter(active), out)
-            request = LoRARequest(lora_name=out.name, lora_int_id=next(self._lora_ids), lora_path=str(difference))
             try:
+                difference = await asyncio.to_thread(build_difference, folder, self._adapter(self.active), out)
+                request = LoRARequest(lora_name=out.name, lora_int_id=next(self._lora_ids), lora_path=str(difference))
                 await self.engine.add_lora(request)
-            except Exception as exc:  # vLLM raises plain exceptions of several kinds for a bad adapter
+            except BrokenVersion:
                 shutil.rmtree(out, ignore_errors=True)
-                raise BrokenVersion(f"the engine refused the adapter at {folder.name}: {exc}") from exc
+                raise
+            except Exception as exc:  # a malformed adapter, or one the engine refuses, fails in many ways
+                shutil.rmtree(out, ignore_errors=True)
+                raise BrokenVersion(f"the adapter {folder.name} cannot be served: {exc}") from exc
         try:
-            yield active, request
+            yield swaps, request
         finally:
-            await self.engine.remove_lora(request.lora_int_id)
-            shutil.rmtree(out, ignore_errors=True)
+            try:
+                await self.engine.remove_lora(request.lora_int_id)
+            finally:
+                shutil.rmtree(out, ignore_errors=True)
 
     async def lora_for(self, version: str) -> LoRARequest | None:
         """What a request for ``version`` must carry: nothing for the active version, else its adapter,

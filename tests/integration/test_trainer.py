@@ -106,7 +106,7 @@ def test_without_a_server_the_trainer_samples_its_rollouts_itself(
     model_path: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = PPOSettings(max_new_tokens=8, temperature=0.7)
-    nobody = EngineSampler(f"http://127.0.0.1:{free_port()}", "key", tmp_path)
+    nobody = EngineSampler(f"http://127.0.0.1:{free_port()}", "key", tmp_path, max_answers=32)
     reward = lambda prompts, answers, ended: torch.zeros(len(answers))  # noqa: E731
     policy = load_policy(model_path, None, settings)
     trainer = PPOTrainer(policy, load_tokenizer(model_path), reward, settings, 0, engine=nobody)

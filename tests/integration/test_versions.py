@@ -250,7 +250,7 @@ def test_a_trainer_samples_rollouts_with_its_adapter_from_the_engine(cluster: Cl
     )
     trainees = cluster.versions_dir / TRAINEES_DIRNAME
     policy = load_policy(cluster.model_path, cluster.versions_dir / v1 / ADAPTER_DIRNAME, PPOSettings())
-    sampler = EngineSampler(cluster.urls[0], LOCAL_ADMIN_KEY, trainees)
+    sampler = EngineSampler(cluster.urls[0], LOCAL_ADMIN_KEY, trainees, max_answers=1)  # a request per prompt
     greedy = Sampling(temperature=1e-6, max_new_tokens=12)  # below vLLM's 1e-5: greedy
     ppo = PPOTrainer(policy, load_tokenizer(cluster.model_path), lambda *_: None, PPOSettings(), 0, greedy, sampler)
     sequences, attention, prompt_length = ppo.generate([question, question], "rollout")
@@ -265,8 +265,10 @@ def test_a_trainer_samples_rollouts_with_its_adapter_from_the_engine(cluster: Cl
         outside = admin.post("/v1/admin/rollouts", json={**body, "adapter": f"../{v1}/{ADAPTER_DIRNAME}"})
         assert outside.status_code == 400 and outside.json()["error"]["param"] == "adapter"
         assert admin.post("/v1/admin/rollouts", json=body).json()["error"]["code"] == "adapter_not_found"
-        too_many = admin.post("/v1/admin/rollouts", json={**body, "prompts": [[1]] * 65})
-        assert too_many.status_code == 400 and "at most 64" in too_many.json()["error"]["message"]
+        too_many = admin.post("/v1/admin/rollouts", json={**body, "prompts": [[1]] * 33})
+        assert too_many.status_code == 400 and "at most 32" in too_many.json()["error"]["message"]
+        unknown = admin.post("/v1/admin/rollouts", json={**body, "prompts": [[1], [10**9]]})
+        assert unknown.status_code == 400 and "vocabulary" in unknown.json()["error"]["message"]
     with httpx.Client(base_url=cluster.urls[0], timeout=30) as http:
         user = {"Authorization": f"Bearer {LOCAL_API_KEY}"}
         assert http.post("/v1/admin/rollouts", headers=user, json=body).status_code == 403

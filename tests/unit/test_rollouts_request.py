@@ -23,10 +23,19 @@ def test_empty_prompts_and_negative_token_ids_are_refused() -> None:
             RolloutRequest(adapter="a", prompts=prompts, max_tokens=4)
 
 
-def test_a_request_fits_the_engines_batch_and_context() -> None:
-    service = RolloutService(None, None, Settings(_env_file=None, max_num_seqs=8, max_model_len=64))
-    service._check(RolloutRequest(adapter="a", prompts=[[1] * 60] * 4, n=2, max_tokens=4))
+def test_a_request_fits_half_the_engines_batch_its_context_and_vocabulary() -> None:
+    settings = Settings(_env_file=None, max_num_seqs=16, max_model_len=64)
+    service = RolloutService(None, None, settings, vocab_size=100)
+    service._check(RolloutRequest(adapter="a", prompts=[[99] * 60] * 4, n=2, max_tokens=4))
     with pytest.raises(InvalidInput, match="at most 8"):
         service._check(RolloutRequest(adapter="a", prompts=[[1]] * 3, n=3, max_tokens=4))
     with pytest.raises(InvalidInput, match="context holds 64"):
         service._check(RolloutRequest(adapter="a", prompts=[[1] * 61], max_tokens=4))
+    with pytest.raises(InvalidInput, match="vocabulary"):
+        service._check(RolloutRequest(adapter="a", prompts=[[1], [100]], max_tokens=4))
+
+
+def test_seeds_stay_within_what_the_engine_takes() -> None:
+    for seed in (-1, 2**32):
+        with pytest.raises(ValidationError):
+            RolloutRequest(adapter="a", prompts=[[1]], max_tokens=4, seed=seed)
