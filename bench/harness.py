@@ -103,6 +103,9 @@ def running(
 ) -> Iterator[Server]:
     """A server process for the duration of the block, its log in ``out``, this process kept off engine cores.
     A replica shares the data folder and the Redis of the server it replicates."""
+    # Stopped with SIGTERM (`timeout`, a CI runner), the benchmark still leaves through the block below, which stops
+    # the server: started in its own session, it would otherwise outlive us, engine and memory included.
+    signal.signal(signal.SIGTERM, lambda signum, _: sys.exit(128 + signum))
     port = free_port()
     log_path = out / f"{name}-server.log"
     data_dir = replica_of.data_dir if replica_of else Path(tempfile.mkdtemp(prefix="chatloop-bench-"))
