@@ -12,7 +12,7 @@ a thread hop on every request.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import redis.asyncio as aioredis
 from fastapi import Depends, Request
@@ -29,6 +29,8 @@ from server.identity.conversations import Conversations
 from server.limits import ChatLimiter
 from server.rollouts_api.serving import RolloutService
 from server.versions.manager import VersionManager
+
+Service = TypeVar("Service")
 
 
 async def get_app_settings(request: Request) -> Settings:
@@ -70,19 +72,22 @@ async def get_chat_service_if_loaded(request: Request) -> ChatService | None:
 ChatServiceIfLoadedDep = Annotated[ChatService | None, Depends(get_chat_service_if_loaded)]
 
 
-async def get_chat_service(service: ChatServiceIfLoadedDep) -> ChatService:
+def _loaded(service: Service | None) -> Service:
+    """A service of the engine, or a 503 while the engine loads."""
     if service is None:
         raise ApiError(503, "The model is still loading; retry in a few seconds.", code="engine_loading")
     return service
+
+
+async def get_chat_service(service: ChatServiceIfLoadedDep) -> ChatService:
+    return _loaded(service)
 
 
 ChatServiceDep = Annotated[ChatService, Depends(get_chat_service)]
 
 
 async def get_rollout_service(request: Request) -> RolloutService:
-    if request.app.state.rollouts is None:
-        raise ApiError(503, "The model is still loading; retry in a few seconds.", code="engine_loading")
-    return request.app.state.rollouts
+    return _loaded(request.app.state.rollouts)
 
 
 RolloutServiceDep = Annotated[RolloutService, Depends(get_rollout_service)]

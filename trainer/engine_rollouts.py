@@ -11,7 +11,6 @@ rest of the round.
 
 from __future__ import annotations
 
-import logging
 import shutil
 import uuid
 from collections.abc import Sequence
@@ -22,8 +21,6 @@ from peft import PeftModel
 from pydantic import BaseModel, Field, ValidationError
 
 from trainer.sampling import Sampling
-
-log = logging.getLogger(__name__)
 
 ROLLOUTS_PATH = "/v1/admin/rollouts"
 TIMEOUT_S = 600.0

@@ -91,14 +91,11 @@ class LoadedVersions:
             swaps = self.swaps
             out = self.cache / "trainees" / uuid.uuid4().hex
             try:
-                difference = await asyncio.to_thread(build_difference, folder, self._adapter(self.active), out)
-                request = LoRARequest(lora_name=out.name, lora_int_id=next(self._lora_ids), lora_path=str(difference))
-                await self.engine.add_lora(request)
-            except BrokenVersion:
+                request = await self._load_over_active(folder, out, f"the adapter {folder.name}")
+            except Exception as exc:  # a malformed adapter fails in many ways: each is a broken adapter
                 shutil.rmtree(out, ignore_errors=True)
-                raise
-            except Exception as exc:  # a malformed adapter, or one the engine refuses, fails in many ways
-                shutil.rmtree(out, ignore_errors=True)
+                if isinstance(exc, BrokenVersion):
+                    raise
                 raise BrokenVersion(f"the adapter {folder.name} cannot be served: {exc}") from exc
         try:
             yield swaps, request
@@ -116,14 +113,19 @@ class LoadedVersions:
         async with self._lock:
             if version in self._adapters:
                 return self._adapters[version]
-            active = self.active
-            out = self.cache / "adapters" / f"{version}-over-{active}"
-            folder = await asyncio.to_thread(build_difference, self._adapter(version), self._adapter(active), out)
-            request = LoRARequest(lora_name=out.name, lora_int_id=next(self._lora_ids), lora_path=str(folder))
-            try:
-                await self.engine.add_lora(request)
-            except Exception as exc:  # vLLM raises plain exceptions of several kinds for a bad adapter
-                raise BrokenVersion(f"the engine refused the adapter of {version}: {exc}") from exc
+            out = self.cache / "adapters" / f"{version}-over-{self.active}"
+            request = await self._load_over_active(self._adapter(version), out, f"the adapter of {version}")
             self._adapters[version] = request
-            log.info("adapter loaded", extra={"version": version, "over": active})
+            log.info("adapter loaded", extra={"version": version, "over": self.active})
             return request
+
+    async def _load_over_active(self, adapter: Path | None, out: Path, what: str) -> LoRARequest:
+        """Build ``adapter``'s difference to the active version in ``out`` and load it into the engine. The caller
+        holds the lock, so the active version cannot change meanwhile."""
+        folder = await asyncio.to_thread(build_difference, adapter, self._adapter(self.active), out)
+        request = LoRARequest(lora_name=out.name, lora_int_id=next(self._lora_ids), lora_path=str(folder))
+        try:
+            await self.engine.add_lora(request)
+        except Exception as exc:  # vLLM raises plain exceptions of several kinds for a bad adapter
+            raise BrokenVersion(f"the engine refused {what}: {exc}") from exc
+        return request
