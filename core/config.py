@@ -76,6 +76,17 @@ MOVED_FROM_PPO = {
 }
 """The fine-tuning stages' settings that PPO's section once held, and the variables that set them now."""
 
+MOVED_FROM_GATE = {"length_band": "CHATLOOP_GATE__MAX_LENGTH_GROWTH and CHATLOOP_GATE__MAX_LENGTH_SHRINK"}
+"""The gate's settings that were split, and the variables that replace them."""
+
+
+def refuse_moved(values: object, moved: dict[str, str]) -> object:
+    """A moved setting would otherwise be ignored without a word, and its stage run on the default."""
+    if isinstance(values, dict) and (found := [name for name in moved if name in values]):
+        message = ", ".join(f"{name.upper()} moved to {moved[name]}" for name in found)
+        raise PydanticCustomError("moved_setting", message)
+    return values
+
 
 class PPOSettings(BaseModel):
     lora_rank: int = Field(
@@ -130,11 +141,7 @@ class PPOSettings(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _refuse_moved(cls, values: object) -> object:
-        """A moved setting would otherwise be ignored without a word, and its stage run on the default."""
-        if isinstance(values, dict) and (moved := [name for name in MOVED_FROM_PPO if name in values]):
-            message = ", ".join(f"{name.upper()} moved to {MOVED_FROM_PPO[name]}" for name in moved)
-            raise PydanticCustomError("moved_setting", message)
-        return values
+        return refuse_moved(values, MOVED_FROM_PPO)
 
 
 class GateSettings(BaseModel):
@@ -154,8 +161,22 @@ class GateSettings(BaseModel):
         8.0, gt=0, description="Largest mean KL of the candidate to its parent per answer (nats): one round's step."
     )
     kl_budget: float = Field(48.0, gt=0, description="Largest mean KL to the base model per answer (nats): the cap.")
-    length_band: float = Field(0.5, gt=0, description="Mean answer length within this share of the parent's.")
+    max_length_growth: float = Field(
+        0.5, ge=0, description="The candidate's mean answer length may exceed its parent's by at most this share..."
+    )
+    max_length_shrink: float = Field(
+        0.75,
+        ge=0,
+        lt=1,
+        description="...and fall short of it by at most this share: shorter answers may be what users asked for, "
+        "longer ones are a reward model's known exploit (`trainer/gate.py`).",
+    )
     max_repetition: float = Field(0.5, gt=0, le=1, description="Largest share of repeated 3-grams in an answer.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_moved(cls, values: object) -> object:
+        return refuse_moved(values, MOVED_FROM_GATE)
 
 
 class TrainerLoopSettings(BaseModel):

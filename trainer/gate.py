@@ -23,6 +23,11 @@ throws a round's training away (docs/benchmarks.md, "Closed loop"). At two stand
 its parent fails one test about one time in forty-four. A canary's live test (server/versions/autopilot.py) still
 rolls back a version that users find worse.
 
+The length band is lopsided. Growth is a reward model's best-known exploit (longer answers score higher whatever
+they say), so a round may lengthen answers by half at most; shortening is often what users ask for (a concise
+preference halved the mean length in one round of a documented run, docs/benchmarks.md), so a round may cut them
+to a quarter before the gate calls it a collapse.
+
 The KL budget is split in two: one round's step from its parent (``kl_round_budget``), and the whole lineage's
 distance from the base (``kl_budget``), a cap an operator raises on purpose.
 """
@@ -189,7 +194,8 @@ def judge(
         )
     if candidate.kl_to_base > settings.kl_budget:
         reasons.append(f"KL to the base {candidate.kl_to_base:.2f} exceeds the cap {settings.kl_budget}")
-    low, high = parent.mean_length * (1 - settings.length_band), parent.mean_length * (1 + settings.length_band)
+    low = parent.mean_length * (1 - settings.max_length_shrink)
+    high = parent.mean_length * (1 + settings.max_length_growth)
     if not low <= candidate.mean_length <= high:
         reasons.append(f"mean length {candidate.mean_length:.1f} tokens is outside [{low:.1f}, {high:.1f}]")
     if candidate.repetition > settings.max_repetition:

@@ -38,7 +38,8 @@ AUTOPILOT = {
 OPEN_GATE = {
     "CHATLOOP_GATE__MIN_REWARD_GAIN": "-1000",
     "CHATLOOP_GATE__KL_BUDGET": "1000",
-    "CHATLOOP_GATE__LENGTH_BAND": "100",
+    "CHATLOOP_GATE__MAX_LENGTH_GROWTH": "100",
+    "CHATLOOP_GATE__MAX_LENGTH_SHRINK": "0.99",
     "CHATLOOP_GATE__MAX_REPETITION": "1",
 }
 """A round this small proves nothing about quality: the gate is opened so that the mechanics are what is tested."""

@@ -48,6 +48,13 @@ def test_a_moved_ppo_setting_is_refused_naming_its_new_variable(monkeypatch) -> 
     assert (settings.preference.epochs, settings.supervised.best_of) == (0, 4)
 
 
+def test_the_split_length_band_is_refused_naming_its_successors(monkeypatch) -> None:
+    monkeypatch.setenv("CHATLOOP_GATE__LENGTH_BAND", "0.5")
+    with pytest.raises(pydantic.ValidationError) as refused:
+        Settings(_env_file=None)
+    assert "LENGTH_BAND moved to CHATLOOP_GATE__MAX_LENGTH_GROWTH" in describe_settings(refused.value)
+
+
 def test_log_fields_are_appended() -> None:
     record = logging.makeLogRecord({"msg": "hello", "levelname": "INFO", "name": "x", "completion_id": "c1"})
     assert FieldsFormatter("%(message)s").format(record) == "hello completion_id='c1'"

@@ -24,7 +24,7 @@ def test_a_better_close_sane_policy_passes() -> None:
 
 def test_each_failure_has_its_reason() -> None:
     settings = GateSettings(
-        min_reward_gain=0.6, kl_budget=5.0, kl_round_budget=1.5, length_band=0.5, max_repetition=0.4
+        min_reward_gain=0.6, kl_budget=5.0, kl_round_budget=1.5, max_length_growth=0.5, max_repetition=0.4
     )
     cases = {
         "mean reward": candidate(),
@@ -36,6 +36,15 @@ def test_each_failure_has_its_reason() -> None:
     for word, policy in cases.items():
         result = judge(PARENT, policy, settings)
         assert not result.passed and len(result.reasons) == 1 and word in result.reasons[0], (word, result.reasons)
+
+
+def test_the_length_band_allows_more_shortening_than_growth() -> None:
+    # The parent answers in 40 tokens: a round may cut that to 10 but lengthen it only to 60.
+    parent = PARENT.model_copy(update={"mean_length": 40.0})
+    verdicts = {
+        length: judge(parent, candidate(mean_length=length), GateSettings()).passed for length in (9, 10, 60, 61)
+    }
+    assert verdicts == {9: False, 10: True, 60: True, 61: False}
 
 
 def test_reward_gain_is_paired_by_prompt() -> None:
