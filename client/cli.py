@@ -61,6 +61,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
         create_app(settings),
         host=settings.host,
         port=settings.port,
+        timeout_keep_alive=settings.keep_alive_s,
         log_level=settings.log_level.lower(),
         access_log=False,
         log_config=None,

@@ -268,6 +268,13 @@ class Settings(BaseSettings):
     model_alias: str = Field("chatloop", description="The name clients put in `model`.")
     host: str = Field("127.0.0.1", description="Interface to listen on.")
     port: int = Field(8000, description="Port to listen on.")
+    keep_alive_s: int = Field(
+        75,
+        gt=0,
+        description="An idle client connection stays open this long: longer than clients and load balancers keep "
+        "one (httpx and the OpenAI SDK 5 s, cloud load balancers 60 s), so that the server never closes a "
+        "connection just as a client reuses it.",
+    )
     log_level: str = Field("INFO", description="Log level.")
     max_body_mb: float = Field(
         8,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import socket
 import time
 
 import httpx
@@ -284,6 +285,25 @@ def test_health_ready_metrics(server: ServerHandle, client: OpenAI) -> None:
     assert total(after, "chatloop_requests_in_flight") == 1.0  # this very /metrics request
     assert total(after, "chatloop_requests_in_flight", endpoint="/metrics") == 1.0
     assert total(after, "vllm:num_requests_running") == 0
+
+
+def health_over(sock: socket.socket) -> bytes:
+    """One ``GET /health`` on an open connection, and the response's status line ("" when the server closed it)."""
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: chatloop\r\n\r\n")
+    received = b""
+    while b'{"status":"ok"}' not in received and (chunk := sock.recv(4096)):
+        received += chunk
+    return received.split(b"\r\n", 1)[0]
+
+
+def test_an_idle_connection_outlives_the_clients_keep_alive(server: ServerHandle) -> None:
+    """A client reuses an idle connection for up to 5 s (httpx, the OpenAI SDK): a server that closed it at the same
+    moment would fail that client's next request with a dropped connection (``ReadError('')``)."""
+    url = httpx.URL(server.base_url)
+    with socket.create_connection((url.host, url.port), timeout=10) as sock:
+        assert health_over(sock) == b"HTTP/1.1 200 OK"
+        time.sleep(6)
+        assert health_over(sock) == b"HTTP/1.1 200 OK"
 
 
 def test_completion_is_recorded_in_redis(server: ServerHandle, client: OpenAI) -> None:
