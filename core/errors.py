@@ -29,10 +29,21 @@ class InProgress(ChatloopError):
     """The answer is still being generated; the same request will succeed once it has finished."""
 
 
-class RateLimited(ChatloopError):
+class Retryable(ChatloopError):
+    """Refused for now; the same request may succeed after ``retry_after_s`` seconds."""
+
     def __init__(self, message: str, *, retry_after_s: int, code: str | None = None):
         super().__init__(message, code=code)
         self.retry_after_s = retry_after_s
+
+
+class RateLimited(Retryable):
+    """The caller went past one of its limits."""
+
+
+class Contended(Retryable):
+    """Others changed what this change was decided from on every try (``core/contention.py``); nothing was
+    written."""
 
 
 class InvalidInput(ChatloopError):

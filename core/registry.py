@@ -17,6 +17,7 @@ import redis
 from pydantic import BaseModel, Field
 
 from core import keys
+from core.contention import attempts
 from core.errors import NotFound
 from core.policy import version_order
 from core.routing import Routing, Transition
@@ -86,7 +87,7 @@ class Registry:
         """Compute a transition from the current routing and states and apply it atomically; when another
         operator or server changed either meanwhile, compute it again on what they left."""
         with self.client.pipeline(transaction=True) as pipe:
-            while True:
+            for _ in attempts("The routing"):
                 try:
                     pipe.watch(keys.ROUTING, keys.VERSIONS)
                     transition = plan(self.routing(), self.states())
@@ -106,7 +107,7 @@ class Registry:
         """Change fields of one version (not its state: ``change`` does that), as ``update`` computes them from the
         stored version, with an audit entry, atomically with any other writer of the registry."""
         with self.client.pipeline(transaction=True) as pipe:
-            while True:
+            for _ in attempts(f"Version '{version_id}'"):
                 try:
                     pipe.watch(keys.VERSIONS)
                     version = self.get(version_id)

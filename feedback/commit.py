@@ -12,6 +12,7 @@ gesture is seen as a changed revision and retried.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 
@@ -28,6 +29,11 @@ return 1
 """
 
 
+MAX_ITEMS = 1000
+"""Fields or members per queued command. The script unpacks a command onto Lua's stack, which takes about 8,000
+values: a longer one would fail every commit of its conversation for good."""
+
+
 class Commands:
     """Redis writes queued as plain lists, for the script to run; the methods used with pipelines elsewhere
     (``feedback.stats.count`` takes either)."""
@@ -38,17 +44,22 @@ class Commands:
     def _add(self, *command: object) -> None:
         self.queued.append([str(part) for part in command])
 
+    def _add_items(self, command: str, key: str, items: Sequence[Sequence[object]]) -> None:
+        """``command key item...`` as several commands of at most ``MAX_ITEMS`` items each, the same writes."""
+        for start in range(0, len(items), MAX_ITEMS):
+            self._add(command, key, *(part for item in items[start : start + MAX_ITEMS] for part in item))
+
     def hset(self, key: str, mapping: dict[str, str]) -> None:
-        self._add("HSET", key, *(part for item in mapping.items() for part in item))
+        self._add_items("HSET", key, list(mapping.items()))
 
     def hdel(self, key: str, *fields: str) -> None:
-        self._add("HDEL", key, *fields)
+        self._add_items("HDEL", key, [(field,) for field in fields])
 
     def hincrby(self, key: str, field: str, delta: int) -> None:
         self._add("HINCRBY", key, field, delta)
 
     def sadd(self, key: str, *members: str) -> None:
-        self._add("SADD", key, *members)
+        self._add_items("SADD", key, [(member,) for member in members])
 
     def incrby(self, key: str, delta: int) -> None:
         self._add("INCRBY", key, delta)

@@ -24,6 +24,7 @@ from redis.asyncio.client import Pipeline
 
 from core import keys
 from core.config import Settings
+from core.contention import attempts
 from core.errors import InvalidInput
 from feedback.access import AnswerAccess, Giver
 from feedback.canary import count_down
@@ -239,7 +240,7 @@ class Gestures:
         Decided from one read of the state and quotas, written if none changed meanwhile, else decided again."""
         conversation = keys.conversation_key(record.conversation_id)
         quotas = self.access.quotas(record, giver.pairs_per_hour)
-        while True:
+        for _ in attempts("This conversation's feedback"):
             pipe = self.client.pipeline(transaction=False)
             pipe.hgetall(conversation)
             for quota in quotas:

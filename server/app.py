@@ -30,6 +30,7 @@ from redis.retry import Retry
 from vllm.utils.gc_utils import freeze_gc_heap
 
 from core.config import Settings
+from core.errors import Contended
 from core.keyed_ids import KeyedIds, load_secret
 from core.local_redis import LocalRedis, start_local_redis
 from feedback.access import AnswerAccess
@@ -107,13 +108,16 @@ async def _first_reconcile(versions: VersionManager) -> None:
 
 
 async def _every(seconds: float, name: str, work: Callable[..., Awaitable[object]], *args: object) -> None:
-    """Run ``work`` every ``seconds`` until cancelled; Redis being away only skips a turn."""
+    """Run ``work`` every ``seconds`` until cancelled; Redis being away, or others' writes winning every try, only
+    skips a turn."""
     while True:
         await asyncio.sleep(seconds)
         try:
             await work(*args)
         except (RedisError, OSError):
             log.warning("periodic task skipped: Redis unreachable", extra={"task": name})
+        except Contended as exc:
+            log.warning("periodic task skipped: %s", exc.message, extra={"task": name})
 
 
 def attach_redis(app: FastAPI, client: aioredis.Redis, registry_client: redis.Redis) -> None:

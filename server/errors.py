@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from core.errors import ChatloopError, Conflict, InProgress, InvalidInput, NotFound, RateLimited
+from core.errors import ChatloopError, Conflict, Contended, InProgress, InvalidInput, NotFound, RateLimited, Retryable
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ DOMAIN_STATUSES: dict[type[ChatloopError], int] = {
     Conflict: 409,
     InProgress: 409,
     RateLimited: 429,
+    Contended: 503,
 }
 
 
@@ -93,7 +94,7 @@ def error_response(
 
 def domain_error_response(exc: ChatloopError) -> JSONResponse:
     status = next(status for kind, status in DOMAIN_STATUSES.items() if isinstance(exc, kind))
-    headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, RateLimited) else None
+    headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, Retryable) else None
     return error_response(status, exc.message, param=exc.param, code=exc.code, headers=headers)
 
 

@@ -65,6 +65,25 @@ def test_conditional_commit_writes_nothing_once_the_state_changed(redis_server: 
     assert redis_server.client().get(target) == "1"
 
 
+def test_a_commit_of_ten_thousand_fields_applies_them_all(redis_server: RedisHandle) -> None:
+    """A long conversation's state outgrows what one Lua call unpacks (about 8,000 values): its commit must still
+    apply, or every later rating in it would fail."""
+    conversation, members = (f"test:{name}:{uuid.uuid4().hex}" for name in ("conversation", "members"))
+
+    async def commit() -> bool:
+        client = aioredis.from_url(redis_server.url)
+        writes = Commands()
+        writes.hset(conversation, {f"pair:{i}": "1" for i in range(10_000)})
+        writes.sadd(members, *(str(i) for i in range(10_000)))
+        applied = await ConditionalCommit(client)(conversation, "", {}, writes)
+        await client.aclose()
+        return applied
+
+    assert asyncio.run(commit())
+    client = redis_server.client()
+    assert (client.hlen(conversation), client.scard(members)) == (10_000, 10_000)
+
+
 @pytest.mark.parametrize("choice", ["\u00b2", "\u0663", "-1", "1.0", " 1", ""])
 def test_a_regeneration_names_its_choice_in_ascii_digits(redis_server: RedisHandle, choice: str) -> None:
     """``str.isdigit`` also accepts a superscript two, which ``int`` refuses (a 500 once), and ``int`` reads the

@@ -9,7 +9,8 @@ import pytest
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from core.errors import ChatloopError, InProgress, InvalidInput, NotFound, RateLimited
+from core.contention import attempts
+from core.errors import ChatloopError, Contended, InProgress, InvalidInput, NotFound, RateLimited
 from core.routing import Routing, promote, rollback
 from server.chat_api.protocol import ChatCompletionRequest
 from server.errors import DOMAIN_STATUSES, domain_error_response, validation_error_response
@@ -42,6 +43,7 @@ def raised(action: Callable[[], object]) -> ChatloopError:
             "completion_in_progress",
         ),
         (InvalidInput("Same answer.", param="rejected"), 400, "invalid_request_error", "rejected", None),
+        (raised(lambda: list(attempts("The routing", limit=2))), 503, "service_unavailable", None, "contended"),
         (
             RateLimited("Too much feedback.", retry_after_s=17, code="rate_limit_exceeded"),
             429,
@@ -61,14 +63,29 @@ def test_each_domain_error_keeps_its_status_and_shape(
     }
 
 
-def test_a_rate_limit_says_when_to_retry() -> None:
+def test_a_rate_limit_and_a_contended_change_say_when_to_retry() -> None:
     response = domain_error_response(RateLimited("Too much feedback.", retry_after_s=17))
     assert response.headers["Retry-After"] == "17"
+    assert domain_error_response(raised(lambda: list(attempts("The routing")))).headers["Retry-After"] == "1"
     assert "Retry-After" not in domain_error_response(NotFound("gone")).headers
 
 
+def test_a_bounded_loop_tries_as_often_as_its_limit_then_refuses() -> None:
+    tried = []
+    with pytest.raises(Contended):
+        for attempt in attempts("The routing", limit=3):
+            tried.append(attempt)
+    assert tried == [0, 1, 2]
+
+
+def kinds(error: type[ChatloopError]) -> set[type[ChatloopError]]:
+    """The kinds that are raised: those no other kind refines."""
+    below = error.__subclasses__()
+    return set().union(*map(kinds, below)) if below else {error}
+
+
 def test_every_kind_of_domain_error_has_a_status() -> None:
-    assert set(ChatloopError.__subclasses__()) == set(DOMAIN_STATUSES)
+    assert kinds(ChatloopError) == set(DOMAIN_STATUSES)
 
 
 def chat_body_error(**change: object) -> dict:
