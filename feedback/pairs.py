@@ -2,10 +2,15 @@
 
 A consumer reads new pairs (``XREADGROUP``), first taking over pairs that another consumer read but never
 acknowledged within ``claim_idle_s`` (``XAUTOCLAIM``: that consumer died), and acknowledges them (``XACK``) only
-once what it did with them is recorded. Reading is synchronous: the trainer and the CLI are plain processes.
+once what it did with them is recorded. A group that vanished (Redis lost its data, someone deleted it) is created
+again, with a warning, at the stream's end. Reading is synchronous: the trainer and the CLI are plain processes.
 """
 
 from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TypeVar
 
 import redis
 from pydantic import BaseModel
@@ -13,7 +18,10 @@ from pydantic import BaseModel
 from core import keys
 from feedback.records import RecordedMessage
 
+log = logging.getLogger(__name__)
+
 DEFAULT_CLAIM_IDLE_S = 600.0
+T = TypeVar("T")
 
 
 class PairAnswer(BaseModel):
@@ -49,12 +57,21 @@ class Pair(BaseModel):
     """When the later of the two answers was written."""
 
 
+def _group_missing(exc: redis.ResponseError) -> bool:
+    """Whether Redis refused because the consumer group, or its stream, does not exist."""
+    message = str(exc)
+    return message.startswith("NOGROUP") or "no such key" in message.lower()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def _parse(entries: list[tuple[bytes | str, dict]]) -> list[tuple[str, Pair]]:
     parsed = []
     for entry_id, fields in entries:
         raw = fields.get(b"pair", fields.get("pair"))
-        key = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-        parsed.append((key, Pair.model_validate_json(raw)))
+        parsed.append((_text(entry_id), Pair.model_validate_json(raw)))
     return parsed
 
 
@@ -75,18 +92,49 @@ class PairConsumer:
         self.consumer = consumer
         self.group = group
         self.claim_idle_ms = int(claim_idle_s * 1000)
-        self._ensure_group()
+        self._create_group()
 
-    def _ensure_group(self) -> None:
-        """Create the group at the stream's start, so that pairs written before any trainer ran are read too."""
+    def _create_group(self, at: str = "0", entries_read: int | None = None) -> None:
+        """The group, from stream id ``at`` (``0``: at start-up, so that pairs written before any trainer ran are
+        read too), unless it exists. ``entries_read`` (the entries up to ``at``) lets Redis count the group's lag
+        from an id other than the stream's first."""
         try:
-            self.client.xgroup_create(keys.PAIRS_STREAM, self.group, id="0", mkstream=True)
+            self.client.xgroup_create(keys.PAIRS_STREAM, self.group, id=at, mkstream=True, entries_read=entries_read)
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
 
+    def _recreate_group(self) -> None:
+        """The group again after it vanished (a Redis restarted without its data, a ``FLUSHDB``, a failover to a
+        replica that lagged, someone's ``XGROUP DESTROY``): from the stream's end, since what it had read is
+        unknown and reading every stored pair as new would train on them all again. Pairs stored meanwhile are
+        still in the stream, where rounds sample earlier pairs."""
+        log.warning(
+            "the pairs' consumer group was gone: created again at the stream's end",
+            extra={"stream": keys.PAIRS_STREAM, "group": self.group},
+        )
+        try:
+            stream = self.client.xinfo_stream(keys.PAIRS_STREAM)
+        except redis.ResponseError:  # no stream: the start is its end
+            self._create_group()
+            return
+        self._create_group(at=_text(stream["last-generated-id"]), entries_read=int(stream["entries-added"]))
+
+    def _with_group(self, call: Callable[[], T]) -> T:
+        """``call``, and once more after recreating the group if Redis said the group or the stream is gone."""
+        try:
+            return call()
+        except redis.ResponseError as exc:
+            if not _group_missing(exc):
+                raise
+        self._recreate_group()
+        return call()
+
     def read(self, count: int, block_ms: int | None = None) -> list[tuple[str, Pair]]:
         """Up to ``count`` pairs: abandoned ones first, then new ones."""
+        return self._with_group(lambda: self._read(count, block_ms))
+
+    def _read(self, count: int, block_ms: int | None) -> list[tuple[str, Pair]]:
         _, claimed, _ = self.client.xautoclaim(
             keys.PAIRS_STREAM, self.group, self.consumer, self.claim_idle_ms, start_id="0-0", count=count
         )
@@ -101,7 +149,7 @@ class PairConsumer:
 
     def pending(self) -> int:
         """Pairs read by some consumer of the group and not yet acknowledged."""
-        return int(self.client.xpending(keys.PAIRS_STREAM, self.group)["pending"])
+        return int(self._with_group(lambda: self.client.xpending(keys.PAIRS_STREAM, self.group))["pending"])
 
     def ack(self, entry_ids: list[str]) -> int:
         return int(self.client.xack(keys.PAIRS_STREAM, self.group, *entry_ids)) if entry_ids else 0
@@ -113,6 +161,12 @@ class PairConsumer:
 
     def waiting(self) -> int:
         """Pairs not yet delivered to the group, plus those delivered and never acknowledged."""
-        groups = {g["name"]: g for g in self.client.xinfo_groups(keys.PAIRS_STREAM)}
-        group = groups.get(self.group.encode(), groups.get(self.group, {}))
+        group = self._with_group(self._group_info)
         return int(group.get("lag") or 0) + int(group.get("pending") or 0)
+
+    def _group_info(self) -> dict:
+        groups = {g["name"]: g for g in self.client.xinfo_groups(keys.PAIRS_STREAM)}
+        group = groups.get(self.group.encode(), groups.get(self.group))
+        if group is None:
+            raise redis.ResponseError(f"NOGROUP no group {self.group!r} on {keys.PAIRS_STREAM}")
+        return group
