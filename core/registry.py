@@ -49,12 +49,25 @@ class Version(BaseModel):
     retire it."""
 
 
+_NEXT_NUMBER = """
+local n = redis.call('INCR', KEYS[1])
+if n <= tonumber(ARGV[1]) then
+  n = tonumber(ARGV[1]) + 1
+  redis.call('SET', KEYS[1], n)
+end
+return n
+"""
+
+
 class Registry:
     def __init__(self, client: redis.Redis):
         self.client = client
+        self._next_number = client.register_script(_NEXT_NUMBER)
 
-    def next_id(self) -> str:
-        return f"v{self.client.incr(keys.VERSION_SEQUENCE)}"
+    def next_id(self, above: int = 0) -> str:
+        """A new version id, numbered past ``above`` too: the highest version found on disk, which a counter
+        restarted by a Redis that lost its data would otherwise hand out again."""
+        return f"v{self._next_number(keys=[keys.VERSION_SEQUENCE], args=[above])}"
 
     def get(self, version_id: str) -> Version | None:
         raw = self.client.hget(keys.VERSIONS, version_id)

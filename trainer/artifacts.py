@@ -27,6 +27,12 @@ def remove_partials(versions_dir: Path) -> None:
     shutil.rmtree(versions_dir / TRAINEES_DIRNAME, ignore_errors=True)
 
 
+def highest_version(versions_dir: Path) -> int:
+    """The number of the highest version folder (0 with none)."""
+    numbers = [int(path.name[1:]) for path in versions_dir.glob("v*") if path.name[1:].isdigit() and path.is_dir()]
+    return max(numbers, default=0)
+
+
 def write_version(versions_dir: Path, version_id: str, policy: PeftModel, reward: RewardModel, info: dict) -> Path:
     final = versions_dir / version_id
     staging = versions_dir / f".{version_id}.partial"

@@ -116,7 +116,7 @@ def run_forever(settings: Settings, client: redis.Redis | None) -> None:
                 last_round = time.monotonic()
         except redis.RedisError as exc:
             # Only the main process talks to Redis, and it hands its errors to the others: all retry together.
-            log.warning("redis unavailable; retrying", extra={"error": type(exc).__name__})
+            log.warning("redis unavailable; retrying", extra={"error": type(exc).__name__, "detail": str(exc)})
         except Exception:
             if get_accelerator().num_processes > 1:
                 raise

@@ -34,7 +34,7 @@ from core.config import Settings
 from core.policy import TRAINEES_DIRNAME, adapter_path
 from core.registry import Registry, Version
 from feedback.pairs import Pair, read_all
-from trainer.artifacts import REWARD_MODEL, remove_partials, write_version
+from trainer.artifacts import REWARD_MODEL, highest_version, remove_partials, write_version
 from trainer.best_of import best_of_n
 from trainer.context import RedisSide, TrainerContext
 from trainer.data import capped, is_held_out, pair_prompt, recent_prompts, round_pairs, split_held_out
@@ -65,6 +65,8 @@ class RoundResult:
 class RoundInputs:
     """What a round reads from Redis before it trains: read by the main process, the same on every process."""
 
+    version_id: str
+    """The id the round's version will have, whether it passes the gate or not."""
     entry_ids: list[str]
     """Stream entries of the pairs claimed for this round: acknowledged once its outcome is recorded."""
     new_ids: list[str]
@@ -112,6 +114,8 @@ def _read_inputs(settings: Settings, side: RedisSide) -> RoundInputs | None:
     if not claimed:
         return None
     remove_partials(settings.versions_dir)
+    # Taken before training: a Redis that cannot take writes (full, read-only) stops the round before its work.
+    version_id = side.registry.next_id(above=highest_version(settings.versions_dir))
     every = [pair for _, pair in read_all(side.client)]
     carried = side.carried() - {pair.pair_id for _, pair in claimed}
     # Carried pairs first: were the round's limit to cut, it would not cut them a second time.
@@ -128,6 +132,7 @@ def _read_inputs(settings: Settings, side: RedisSide) -> RoundInputs | None:
         recent.prompts or [pair_prompt(p) for p in every], share, settings.gate.eval_prompts, loop.seed
     )
     return RoundInputs(
+        version_id=version_id,
         entry_ids=[entry for entry, _ in claimed],
         new_ids=[pair.pair_id for pair in new],
         pairs=round_pairs(new_train, every_train, loop.round_pairs, loop.seed, loop.max_principal_share),
@@ -272,7 +277,7 @@ def _train(trainer: TrainerContext, inputs: RoundInputs, started: float) -> Trai
 def _record(settings: Settings, side: RedisSide, inputs: RoundInputs, trained: Trained) -> RoundResult:
     """The version folder, then its commit (``RedisSide.commit``); a trainer that lost its lock meanwhile removes
     the folder and registers nothing."""
-    version_id = side.registry.next_id()
+    version_id = inputs.version_id
     gate = trained.gate
     info = {
         "id": version_id,
