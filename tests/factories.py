@@ -14,6 +14,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from core import keys
+from core.checksums import VERSION_INFO, folder_digests
 from core.policy import ADAPTER_DIRNAME
 from core.registry import Registry, Version
 from feedback.pairs import Pair, PairAnswer
@@ -87,8 +88,11 @@ def random_version(
             if "lora_B" in name:
                 parameter.mul_(scale)
     peft.save_pretrained(folder / ADAPTER_DIRNAME)
-    if corrupt:
-        (folder / ADAPTER_DIRNAME / "adapter_model.safetensors").write_bytes(b"\0" * 64)
+    (folder / VERSION_INFO).write_text(json.dumps({"checksums": folder_digests(folder, ADAPTER_DIRNAME)}))
+    if corrupt:  # after the trainer's checksums: its last weights changed, as bit rot or a bad copy would
+        weights = folder / ADAPTER_DIRNAME / "adapter_model.safetensors"
+        data = weights.read_bytes()
+        weights.write_bytes(data[:-64] + bytes(byte ^ 0xFF for byte in data[-64:]))
     version = Version(id=version_id, parent="base", state="candidate", artifact=str(folder), created=time.time())
     registry.register(version, who="test", why="random adapter")
     return version_id

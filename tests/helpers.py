@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,13 +112,28 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_ready(base_url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
+def is_ready(response: httpx.Response) -> bool:
+    return response.status_code == 200
+
+
+def engine_loaded(response: httpx.Response) -> bool:
+    """Whether ``/ready`` says more than that the engine is loading: ready, or not ready for another reason."""
+    return is_ready(response) or response.json()["error"]["code"] != "engine_loading"
+
+
+def wait_ready(
+    base_url: str,
+    process: subprocess.Popen[bytes],
+    log_path: Path,
+    until: Callable[[httpx.Response], bool] = is_ready,
+) -> None:
+    """Until the server's ``/ready`` answers as ``until`` wants (by default: ready)."""
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
             pytest.fail(f"server exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
         try:
-            if httpx.get(f"{base_url}/ready", timeout=2).status_code == 200:
+            if until(httpx.get(f"{base_url}/ready", timeout=2)):
                 return
         except httpx.TransportError:
             pass
@@ -127,9 +142,14 @@ def wait_ready(base_url: str, process: subprocess.Popen[bytes], log_path: Path) 
 
 
 def start_server(
-    tmp_path: Path, redis_url: str, model_path: Path, extra_env: dict[str, str] | None = None
+    tmp_path: Path,
+    redis_url: str,
+    model_path: Path,
+    extra_env: dict[str, str] | None = None,
+    until: Callable[[httpx.Response], bool] = is_ready,
 ) -> tuple[subprocess.Popen[bytes], str, Path]:
-    """``chatloop serve`` on a free port with both user keys and the tests' feedback limits, once it is ready."""
+    """``chatloop serve`` on a free port with both user keys and the tests' feedback limits, once it is ready (or
+    its ``/ready`` answers as ``until`` wants)."""
     port = free_port()
     log_path = tmp_path / f"server-{port}.log"
     env = {
@@ -153,7 +173,7 @@ def start_server(
             stderr=subprocess.STDOUT,
         )
     base_url = f"http://127.0.0.1:{port}"
-    wait_ready(base_url, process, log_path)
+    wait_ready(base_url, process, log_path, until)
     return process, base_url, log_path
 
 

@@ -2,7 +2,9 @@
 
 A round killed while writing leaves only a ``.partial`` folder, which no reader takes for a version and the next
 round removes. Layout: ``adapter/`` (PEFT LoRA of the policy), ``reward_model/`` (the reward model it was trained
-against), ``version.json`` (id, parent, hyperparameters, metrics, gate result, the ids of the pairs it used).
+against), ``version.json`` (id, parent, hyperparameters, metrics, gate result, the ids of the pairs it used, and
+the SHA-256 of every other file, which a server checks before it loads them: ``core/checksums.py``). Everything is
+on the disk before the rename.
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ from pathlib import Path
 
 from peft import PeftModel
 
+from core.checksums import VERSION_INFO, folder_digests, sync_folder_entry, sync_tree
 from core.policy import ADAPTER_DIRNAME, TRAINEES_DIRNAME
 from trainer.reward import RewardModel
 
 REWARD_MODEL = "reward_model"
-INFO = "version.json"
 
 
 def remove_partials(versions_dir: Path) -> None:
@@ -40,6 +42,9 @@ def write_version(versions_dir: Path, version_id: str, policy: PeftModel, reward
     staging.mkdir(parents=True)
     policy.save_pretrained(staging / ADAPTER_DIRNAME)
     reward.save(staging / REWARD_MODEL)
-    (staging / INFO).write_text(json.dumps(info, indent=2, default=str))
+    checksums = folder_digests(staging, ADAPTER_DIRNAME, REWARD_MODEL)
+    (staging / VERSION_INFO).write_text(json.dumps(info | {"checksums": checksums}, indent=2, default=str))
+    sync_tree(staging)
     staging.rename(final)
+    sync_folder_entry(final)
     return final

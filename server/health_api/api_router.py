@@ -23,9 +23,13 @@ async def health() -> dict[str, str]:
 
 @router.get("/ready", response_model=None)
 async def ready(chat: ChatServiceIfLoadedDep) -> dict[str, str] | Response:
-    """The engine is loaded and requests will be served."""
+    """The engine is loaded and this server serves the version the routing names (``VersionManager.unready_reason``
+    says when it does not)."""
     if chat is None:
         return error_response(503, "The model is still loading.", code="engine_loading")
+    if unready := chat.versions.unready_reason():
+        code, message = unready
+        return error_response(503, message, code=code)
     return {"status": "ready"}
 
 

@@ -23,8 +23,9 @@ from pathlib import Path
 from vllm.lora.request import LoRARequest
 from vllm.v1.engine.async_llm import AsyncLLM
 
+from core.checksums import mismatches
 from core.config import Settings
-from core.policy import BASE_VERSION, adapter_path
+from core.policy import ADAPTER_DIRNAME, BASE_VERSION, adapter_path
 from server.versions.weights import BrokenVersion, build_difference, build_merged
 
 log = logging.getLogger(__name__)
@@ -41,13 +42,21 @@ class LoadedVersions:
         self._lock = asyncio.Lock()
         self._builds: dict[str, asyncio.Future[Path]] = {}
         self.on_swap: list[Callable[[str], None]] = []
+        self._checked: set[str] = set()
         self.swaps = 0
         """Swaps of the active version so far: a change of it tells a swap even back to the same version."""
 
     def _adapter(self, version: str) -> Path | None:
+        """The version's adapter, once checked against the checksums its trainer recorded (versions never change,
+        so once is enough)."""
         adapter = adapter_path(self.settings.versions_dir, version)
-        if adapter is not None and not adapter.is_dir():
+        if adapter is None or version in self._checked:
+            return adapter
+        if not adapter.is_dir():
             raise BrokenVersion(f"version {version} has no adapter at {adapter}")
+        if damaged := mismatches(adapter.parent, ADAPTER_DIRNAME):
+            raise BrokenVersion(f"version {version}'s files do not match their recorded checksums: {damaged[:3]}")
+        self._checked.add(version)
         return adapter
 
     async def prepare(self, version: str) -> Path:

@@ -56,6 +56,8 @@ class VersionManager:
         self.ids = ids
         self.routing = Routing(revision=-1)
         """What this server applies: the stored routing, less what failed to load here."""
+        self.desired: Routing | None = None
+        """The stored routing as last read; None until Redis has answered once."""
         self.known: set[str] = {BASE_VERSION}
         self.pinnable: set[str] = set()
         """Versions an admin let everyone pin, unless rejected or retired since."""
@@ -83,6 +85,7 @@ class VersionManager:
         """Apply the stored routing if it changed since this server last applied it."""
         raw, versions = await self._read_registry()
         desired = Routing() if raw is None else Routing.model_validate_json(raw)
+        self.desired = desired
         new_versions = {v.id for v in versions} - self.known
         self.known = {BASE_VERSION, *(v.id for v in versions)}
         self.pinnable = {v.id for v in versions if v.pinnable and v.state not in UNPINNABLE}
@@ -92,6 +95,24 @@ class VersionManager:
             elif new_versions:
                 self._in_background(self._prepare_next(self.routing))
         return self.routing
+
+    def unready_reason(self) -> tuple[str, str] | None:
+        """Why this server must not be sent users now (a code and a sentence), or None. Until it has applied the
+        routing once it serves the base model whatever the routing says; when the active version failed to load here
+        it serves another one than the other replicas do. A load still in progress (every promotion) is no reason:
+        all replicas would leave their load balancer at once."""
+        if self.desired is None or self.routing.revision < 0:
+            return "routing_unknown", (
+                "The routing is not applied yet: until this server has read it from Redis and loaded what it names, "
+                "it serves the base model."
+            )
+        wanted = self.desired.active
+        if wanted != self.loaded.active and wanted in self.errors:
+            return "active_version_unavailable", (
+                f"The active version {wanted} failed to load on this server (an admin sees why in "
+                f"/v1/admin/versions); it serves {self.loaded.active}."
+            )
+        return None
 
     def _in_background(self, work: Coroutine[object, object, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)

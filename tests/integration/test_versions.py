@@ -28,7 +28,7 @@ from core.registry import Registry
 from core.routing import Routing, routed_version
 from server.auth import key_id
 from tests.factories import random_version
-from tests.helpers import IDS, REPO, RedisHandle, start_server, stop_server
+from tests.helpers import IDS, REPO, RedisHandle, engine_loaded, start_server, stop_server
 from trainer.engine_rollouts import EngineSampler
 from trainer.models import load_policy, load_tokenizer
 from trainer.ppo import PPOTrainer
@@ -44,9 +44,15 @@ FAST = {"CHATLOOP_ROLLOUT__RECONCILE_SECONDS": "1", "CHATLOOP_ROLLOUT__ROLLBACK_
 @dataclass
 class Cluster:
     redis: RedisHandle
+    processes: list[subprocess.Popen[bytes]]
     urls: list[str]
-    versions_dir: Path
+    shared: Path
+    """The data folder's parent, which both servers share."""
     model_path: Path
+
+    @property
+    def versions_dir(self) -> Path:
+        return self.shared / "data" / "versions"
 
     def admin(self, index: int = 0) -> httpx.Client:
         headers = {"Authorization": f"Bearer {LOCAL_ADMIN_KEY}"}
@@ -70,7 +76,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, model_path: Path) -> Itera
             process, url, _ = start_server(shared, redis_handle.url, model_path, FAST)
             processes.append(process)
             urls.append(url)
-        yield Cluster(redis_handle, urls, shared / "data" / "versions", model_path)
+        yield Cluster(redis_handle, processes, urls, shared, model_path)
     finally:
         for process in processes:
             stop_server(process)
@@ -292,12 +298,15 @@ def test_a_broken_version_fails_its_load_and_the_servers_keep_serving(cluster: C
     assert answer(cluster, "after-broken")[1] == before.active
     with cluster.admin() as admin:
         listed = {v["id"]: v for v in admin.get("/v1/admin/versions").json()["data"]}
-    assert "error" in listed[broken]["load_errors"]
+    assert "checksums" in listed[broken]["load_errors"]["error"], "the damage is caught before the engine sees it"
+    unready = httpx.get(f"{cluster.urls[0]}/ready")
+    assert unready.status_code == 503 and unready.json()["error"]["code"] == "active_version_unavailable"
     with cluster.sdk(key=LOCAL_ADMIN_KEY) as sdk, pytest.raises(openai.APIStatusError) as refused:
         sdk.chat.completions.create(model=f"chatloop@{broken}", messages=[{"role": "user", "content": "hi"}])
     assert refused.value.status_code == 503, "a registered version that fails its load is unavailable, not unknown"
     change(cluster, "/rollback")
     assert routing_of(cluster, 0)[0].active == before.active
+    assert httpx.get(f"{cluster.urls[0]}/ready").status_code == 200
 
 
 def test_redis_down_keeps_serving_and_the_servers_reconnect(cluster: Cluster, versions: list[str]) -> None:
@@ -419,3 +428,26 @@ def test_users_pin_only_what_they_may_and_pinned_votes_steer_nothing(cluster: Cl
     assert not any(field.startswith(f"{canary}:") for field in counts), counts
     time.sleep(3)  # three autopilot turns at FAST's reconcile period
     assert registry.routing().canary == canary
+
+
+def test_a_replica_started_while_redis_is_down_is_unready_until_it_has_read_the_routing(cluster: Cluster) -> None:
+    """Until it has read the routing it serves the base model, whatever the other replicas serve: no load balancer
+    may send it users. It follows within the reconcile period once Redis is back."""
+    active = cluster.make_version(seed=8)
+    if Registry(cluster.redis.client()).routing().canary:
+        change(cluster, "/rollback")  # ends the canary, so that the promotion makes the version active
+    change(cluster, f"/versions/{active}/promote")
+    stop_server(cluster.processes[1])
+    cluster.redis.server.stop()
+    try:
+        process, url, _ = start_server(cluster.shared, cluster.redis.url, cluster.model_path, FAST, engine_loaded)
+        cluster.processes[1], cluster.urls[1] = process, url
+        unready = httpx.get(f"{url}/ready")
+        assert unready.status_code == 503 and unready.json()["error"]["code"] == "routing_unknown"
+    finally:
+        cluster.redis.restart()
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{url}/ready").status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert httpx.get(f"{url}/ready").status_code == 200
+    assert routing_of(cluster, 1)[1].active == active
