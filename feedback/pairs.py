@@ -9,6 +9,7 @@ again, with a warning, at the stream's end. Reading is synchronous: the trainer 
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -78,6 +79,40 @@ def _parse(entries: list[tuple[bytes | str, dict]]) -> list[tuple[str, Pair]]:
 def read_all(client: redis.Redis, start: str = "-", end: str = "+") -> list[tuple[str, Pair]]:
     """Every pair in the stream between two stream ids, without touching any consumer group (for export)."""
     return _parse(client.xrange(keys.PAIRS_STREAM, start, end))
+
+
+def read_entries(client: redis.Redis, entry_ids: list[str]) -> list[tuple[str, Pair]]:
+    """The pairs of these stream entries, in one round trip; an entry trimmed or erased since is left out."""
+    pipe = client.pipeline(transaction=False)
+    for entry_id in entry_ids:
+        pipe.xrange(keys.PAIRS_STREAM, entry_id, entry_id)
+    return _parse([entry for found in pipe.execute() for entry in found])
+
+
+def read_newest(client: redis.Redis, count: int, before: str = "+") -> list[tuple[str, Pair]]:
+    """Up to ``count`` pairs, newest first, from ``before`` (an entry id, exclusive when it starts with ``(``)."""
+    return _parse(client.xrevrange(keys.PAIRS_STREAM, before, "-", count=count))
+
+
+def sample_over_time(client: redis.Redis, probes: int, rng: random.Random) -> list[tuple[str, Pair]]:
+    """Distinct pairs from anywhere in the stream, at most ``probes``, read without reading the stream: each probe
+    draws a moment between the first pair and the last and reads the first pair stored from then on, all in one
+    round trip. The cost is that of ``probes`` lookups however long the stream is.
+
+    Uniform over time, not over pairs: a pair from a busy hour is drawn less often than one from a quiet hour, the
+    price of not counting the pairs in between (Redis streams have no rank lookup)."""
+    try:
+        info = client.xinfo_stream(keys.PAIRS_STREAM)
+    except redis.ResponseError:  # no stream
+        return []
+    if not info["length"] or not probes:
+        return []
+    first, last = (int(_text(info[end][0]).split("-")[0]) for end in ("first-entry", "last-entry"))
+    pipe = client.pipeline(transaction=False)
+    for _ in range(probes):
+        pipe.xrange(keys.PAIRS_STREAM, f"{rng.randint(first, last)}-0", "+", count=1)
+    found = dict(_parse([entry for entries in pipe.execute() for entry in entries]))
+    return list(found.items())
 
 
 class PairConsumer:

@@ -8,6 +8,7 @@ Under ``accelerate launch`` only the main process talks to Redis (``trainer/dist
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import redis
@@ -20,6 +21,7 @@ from core.registry import Registry, Version
 from feedback.pairs import PairConsumer
 from trainer.dpo import References
 
+STREAM_ID = re.compile(r"\d+-\d+")
 CONSUMER = "trainer"
 """The trainer's name in the pairs' consumer group."""
 
@@ -47,9 +49,11 @@ class RedisSide:
         )
 
     def carried(self) -> set[str]:
-        """The new pairs of the last round, if the gate rejected it: they keep their place in the next."""
+        """The stream entries of the last round's new pairs, if the gate rejected it: they keep their place in the
+        next. (Before entries were carried, pair ids were: those are not looked for.)"""
         members = self.client.smembers(keys.TRAINER_CARRIED)
-        return {member.decode() if isinstance(member, bytes) else member for member in members}
+        texts = {member.decode() if isinstance(member, bytes) else member for member in members}
+        return {text for text in texts if STREAM_ID.fullmatch(text)}
 
     def commit(self, version: Version, why: str, entry_ids: list[str], trained_on: list[str], carry: list[str]) -> bool:
         """In one transaction, and only while this trainer still holds the lock: the version's registry entry, the

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import redis
 
 from core import keys
-from feedback.pairs import Pair
+from feedback.pairs import Pair, read_newest
 from trainer.sampling import Served
 
 
@@ -38,6 +38,31 @@ def split_held_out(pairs: Sequence[Pair], share: float) -> tuple[list[Pair], lis
     """Pairs to train on, and pairs held out, by their prompt (``is_held_out``), each in its given order."""
     held = [is_held_out(pair_prompt(pair), share) for pair in pairs]
     return [p for p, h in zip(pairs, held, strict=True) if not h], [p for p, h in zip(pairs, held, strict=True) if h]
+
+
+HELD_OUT_LOOKBACK = 4
+"""How far back the gate's pairs are looked for: this many times the pairs that should hold enough of them."""
+PAGE = 512
+
+
+def newest_held_out(client: redis.Redis, share: float, wanted: int) -> list[Pair]:
+    """The newest pairs with a held-out prompt, newest first: at least ``wanted`` when the stream's recent part holds
+    them (twice as many, to leave the principal cap a choice), looking back at most ``HELD_OUT_LOOKBACK`` times the
+    ``wanted / share`` pairs that hold that many on average. The cost stays flat however long the stream grows, and
+    the gate judges on recent pairs."""
+    if share <= 0 or wanted <= 0:
+        return []
+    budget = math.ceil(wanted / share) * HELD_OUT_LOOKBACK
+    found: list[Pair] = []
+    before = "+"
+    while budget > 0 and len(found) < 2 * wanted:
+        page = read_newest(client, min(PAGE, budget), before)
+        if not page:
+            break
+        budget -= len(page)
+        found += [pair for _, pair in page if is_held_out(pair_prompt(pair), share)]
+        before = f"({page[-1][0]}"
+    return found
 
 
 @dataclass

@@ -33,11 +33,19 @@ from peft import PeftModel
 from core.config import Settings
 from core.policy import TRAINEES_DIRNAME, adapter_path
 from core.registry import Registry, Version
-from feedback.pairs import Pair, read_all
+from feedback.pairs import Pair, read_entries, sample_over_time
 from trainer.artifacts import REWARD_MODEL, highest_version, remove_partials, write_version
 from trainer.best_of import best_of_n
 from trainer.context import RedisSide, TrainerContext
-from trainer.data import capped, is_held_out, pair_prompt, recent_prompts, round_pairs, split_held_out
+from trainer.data import (
+    capped,
+    is_held_out,
+    newest_held_out,
+    pair_prompt,
+    recent_prompts,
+    round_pairs,
+    split_held_out,
+)
 from trainer.distributed import get_accelerator, main_then_share, process_share
 from trainer.dpo import preference_stage
 from trainer.engine_rollouts import EngineSampler
@@ -69,6 +77,8 @@ class RoundInputs:
     """The id the round's version will have, whether it passes the gate or not."""
     entry_ids: list[str]
     """Stream entries of the pairs claimed for this round: acknowledged once its outcome is recorded."""
+    new_entry_ids: list[str]
+    """Stream entries of the round's new pairs: carried to the next round if this one is rejected."""
     new_ids: list[str]
     """The round's new pairs: those claimed, and those a rejected round carried over."""
     pairs: list[Pair]
@@ -110,36 +120,44 @@ def _previous_reward_model(registry: Registry) -> Path | None:
 
 
 def _read_inputs(settings: Settings, side: RedisSide) -> RoundInputs | None:
+    """What the round learns from, read at a flat cost however long the pairs stream is: the new pairs, a sample of
+    earlier ones (``sample_over_time``) and the newest held-out ones (``newest_held_out``)."""
     claimed = side.consumer.read(count=settings.trainer.round_pairs)
     if not claimed:
         return None
     remove_partials(settings.versions_dir)
     # Taken before training: a Redis that cannot take writes (full, read-only) stops the round before its work.
     version_id = side.registry.next_id(above=highest_version(settings.versions_dir))
-    every = [pair for _, pair in read_all(side.client)]
-    carried = side.carried() - {pair.pair_id for _, pair in claimed}
+    claimed_ids = {entry for entry, _ in claimed}
+    carried = read_entries(side.client, sorted(side.carried() - claimed_ids))
     # Carried pairs first: were the round's limit to cut, it would not cut them a second time.
-    new = [pair for pair in every if pair.pair_id in carried] + [pair for _, pair in claimed]
+    new_entries = carried + claimed
+    new = [pair for _, pair in new_entries]
     share, loop = settings.reward.held_out_share, settings.trainer
-    every_train, every_held = split_held_out(every, share)
+    rng = random.Random(f"{loop.seed}:{version_id}")
+    sampled = sample_over_time(side.client, 2 * max(loop.round_pairs, settings.reward.max_pairs), rng)
+    pool = list({pair.pair_id: pair for pair in [*new, *(pair for _, pair in sampled)]}.values())
+    every_train, _ = split_held_out(pool, share)
+    held = newest_held_out(side.client, share, settings.gate.held_out_pairs)
     if not every_train:
         log.warning("every pair's prompt is held out: the round trains on them and evaluates on none")
-        every_train, every_held = every, []
+        every_train, held = pool, []
     trainable = {pair.pair_id for pair in every_train}
     new_train = [pair for pair in new if pair.pair_id in trainable]
     recent = recent_prompts(side.client, PROMPT_POOL)
     prompts, eval_prompts = _split_prompts(
-        recent.prompts or [pair_prompt(p) for p in every], share, settings.gate.eval_prompts, loop.seed
+        recent.prompts or [pair_prompt(p) for p in pool], share, settings.gate.eval_prompts, loop.seed
     )
     return RoundInputs(
         version_id=version_id,
         entry_ids=[entry for entry, _ in claimed],
+        new_entry_ids=[entry for entry, _ in new_entries],
         new_ids=[pair.pair_id for pair in new],
         pairs=round_pairs(new_train, every_train, loop.round_pairs, loop.seed, loop.max_principal_share),
         reward_pairs=round_pairs(
             new_train, every_train, settings.reward.max_pairs, loop.seed, loop.max_principal_share
         ),
-        held_out_pairs=capped(every_held[::-1], settings.gate.held_out_pairs, loop.max_principal_share),
+        held_out_pairs=capped(held, settings.gate.held_out_pairs, loop.max_principal_share),
         prompts=prompts,
         eval_prompts=eval_prompts,
         sampling=Sampling.of(settings.ppo, recent.served),
@@ -308,7 +326,7 @@ def _record(settings: Settings, side: RedisSide, inputs: RoundInputs, trained: T
     )
     why = "passed the gate" if gate.passed else "; ".join(gate.reasons)
     trained_on = sorted({pair.pair_id for pair in [*inputs.pairs, *inputs.reward_pairs]})
-    carry = [] if gate.passed else inputs.new_ids
+    carry = [] if gate.passed else inputs.new_entry_ids
     if not side.commit(version, why, inputs.entry_ids, trained_on, carry):
         shutil.rmtree(folder, ignore_errors=True)
         log.warning("trainer lock lost: the round registers nothing", extra={"version": version_id})

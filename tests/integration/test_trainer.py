@@ -223,7 +223,7 @@ def test_a_rejected_rounds_new_pairs_are_new_again_in_the_next_round(redis_serve
     settings = Settings(_env_file=None, data_dir=tmp_path)
     rejected = version.model_copy(update={"state": "rejected"})
     pair_ids = [json.loads(fields["pair"])["pair_id"] for _, fields in client.xrange(keys.PAIRS_STREAM)]
-    assert side.commit(rejected, "worse than its parent", entry_ids, [], carry=pair_ids)
+    assert side.commit(rejected, "worse than its parent", entry_ids, [], carry=entry_ids)
     assert PairConsumer(client, "observer").pending() == 0, "acknowledged: no round takes them back as abandoned"
     assert _read_inputs(settings, side) is None, "carried pairs alone start no round"
     client.xadd(keys.PAIRS_STREAM, {"pair": short_over_long_pair(3).model_dump_json()})
@@ -234,6 +234,31 @@ def test_a_rejected_rounds_new_pairs_are_new_again_in_the_next_round(redis_serve
     assert side.commit(passed, "passed the gate", inputs.entry_ids, [], carry=[])
     assert side.carried() == set()
     side.lock.release()
+
+
+def test_a_round_reads_a_bounded_sample_from_across_a_long_stream(redis_server: RedisHandle, tmp_path: Path) -> None:
+    """A round's cost stays flat as the stream grows: new pairs, a sample of earlier ones from its whole length, and
+    the newest held-out ones, none of it by reading the stream through."""
+    client = redis_server.client()
+    seed_pairs(client, 0)
+    pipe = client.pipeline(transaction=False)
+    for i in range(3000):  # a pair a second for 50 minutes
+        pipe.xadd(keys.PAIRS_STREAM, {"pair": short_over_long_pair(i).model_dump_json()}, id=f"{10**12 + i * 1000}-0")
+    pipe.execute()
+    client.delete(keys.TRAINER_ROUNDS)
+    client.xgroup_destroy(keys.PAIRS_STREAM, keys.TRAINER_GROUP)
+    settings = Settings(_env_file=None, data_dir=tmp_path)
+    side = TrainerContext.create(settings, client).redis
+    inputs = _read_inputs(settings, side)
+    index = lambda pairs: sorted(int(pair.pair_id.removeprefix("pair-")) for pair in pairs)  # noqa: E731
+    assert inputs.new_ids == [f"pair-{i}" for i in range(settings.trainer.round_pairs)], "the oldest unread"
+    earlier = [i for i in index(inputs.reward_pairs) if i >= settings.trainer.round_pairs]
+    assert len(inputs.reward_pairs) == settings.reward.max_pairs
+    assert min(earlier) < 1000 and max(earlier) > 2000, "earlier pairs from the whole stream"
+    held = index(inputs.held_out_pairs)
+    share, wanted = settings.reward.held_out_share, settings.gate.held_out_pairs
+    assert len(held) == wanted and min(held) >= 3000 - math.ceil(wanted / share) * 4, "the newest held-out pairs"
+    assert not set(held) & set(index([*inputs.pairs, *inputs.reward_pairs])), "held out by prompt"
 
 
 def test_a_commit_retried_after_a_renewal_records_the_version_once(
