@@ -122,7 +122,7 @@ def _up(args: argparse.Namespace, settings: Settings) -> None:
 
     settings = _listening(args, settings)
     model = _model_folder(settings)
-    local = None if settings.redis_url else start_local_redis(settings.redis_dir)
+    local = None if settings.redis_url else start_local_redis(settings.redis_dir, settings.local_redis_maxmemory_mb)
     redis_url = settings.redis_url or local.url
     # The trainer's priority is a setting. At the default (0) it shares fairly the cores that the CPU engine's worker
     # leaves free: at nice 10 the vLLM scheduler's busy polling there left a round almost no CPU (docs/benchmarks.md).
@@ -164,7 +164,7 @@ def _redis(settings: Settings) -> Iterator[redis.Redis]:
     """The configured Redis, or the local one of the data folder (started for the command if not running)."""
     from core.local_redis import start_local_redis
 
-    local = None if settings.redis_url else start_local_redis(settings.redis_dir)
+    local = None if settings.redis_url else start_local_redis(settings.redis_dir, settings.local_redis_maxmemory_mb)
     client = redis.Redis.from_url(settings.redis_url or local.url)
     try:
         yield client

@@ -300,6 +300,12 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("REDIS_URL", "CHATLOOP_REDIS_URL"),
         description="An external Redis; empty starts a local `redis-server` in the data folder.",
     )
+    local_redis_maxmemory_mb: int = Field(
+        2048,
+        ge=16,
+        description="The local Redis's memory cap, past which it refuses writes (`noeviction`: chat goes on, feedback "
+        "is a 503, a round does not start); about a million pairs with their events (`docs/scaling.md`).",
+    )
     record_retention_days: float = Field(
         30.0,
         gt=0,

@@ -50,8 +50,9 @@ def _answers(url: str) -> bool:
         return False
 
 
-def start_local_redis(redis_dir: Path) -> LocalRedis:
-    """Start (or join) the local redis-server whose data lives in ``redis_dir``."""
+def start_local_redis(redis_dir: Path, maxmemory_mb: int | None = None) -> LocalRedis:
+    """Start (or join) the local redis-server whose data lives in ``redis_dir``; with a memory cap, past which it
+    refuses writes rather than evicting any of the loop's state."""
     redis_dir = redis_dir.resolve()
     redis_dir.mkdir(parents=True, exist_ok=True)
     socket_path = redis_dir / "redis.sock"
@@ -84,6 +85,7 @@ def start_local_redis(redis_dir: Path) -> LocalRedis:
         "",
         "--logfile",
         str(redis_dir / "redis.log"),
+        *(["--maxmemory", f"{maxmemory_mb}mb", "--maxmemory-policy", "noeviction"] if maxmemory_mb else []),
     ]
     process = subprocess.Popen(args, stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + START_TIMEOUT_S

@@ -17,7 +17,7 @@ from http import HTTPStatus
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from redis.exceptions import RedisError
+from redis.exceptions import OutOfMemoryError, RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import ChatloopError, Conflict, Contended, InProgress, InvalidInput, NotFound, RateLimited, Retryable
@@ -147,6 +147,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RedisError)
     async def _store_down(request: Request, exc: RedisError) -> JSONResponse:
+        if isinstance(exc, OutOfMemoryError):
+            log.error("redis is full: it refuses writes past its maxmemory", extra={"path": request.url.path})
+            return error_response(
+                503,
+                "The feedback store is full; nothing was stored. Retry later.",
+                code="store_full",
+                headers={"Retry-After": "30"},
+            )
         log.warning("redis unavailable", extra={"path": request.url.path, "error": type(exc).__name__})
         return error_response(
             503,

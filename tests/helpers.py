@@ -106,6 +106,16 @@ class ServerHandle:
         return [json.loads(fields["event"]) for _, fields in entries]
 
 
+def fill_to_maxmemory(client: redis.Redis) -> None:
+    """Redis at its ``maxmemory``, under the policy that evicts nothing: every write that needs memory fails until
+    ``client.config_set("maxmemory", "0")``."""
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("maxmemory", str(int(client.info("memory")["used_memory"]) + 256 * 1024))
+    with pytest.raises(redis.exceptions.OutOfMemoryError):
+        for i in range(10_000):
+            client.set(f"filler:{i}", "x" * 4096)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

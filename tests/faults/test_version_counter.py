@@ -15,7 +15,7 @@ import redis
 from core.config import Settings
 from core.registry import Registry
 from tests.factories import seed_pairs
-from tests.helpers import RedisHandle
+from tests.helpers import RedisHandle, fill_to_maxmemory
 from trainer.artifacts import highest_version
 from trainer.context import TrainerContext
 from trainer.round import run_round
@@ -37,20 +37,11 @@ def test_a_counter_restarted_by_lost_data_numbers_past_the_versions_on_disk(
     assert registry.next_id(above=highest_version(tmp_path)) == "v9", "the counter moved past the folders"
 
 
-def fill(client: redis.Redis) -> None:
-    """Redis at its ``maxmemory``, under the policy that evicts nothing: every write that needs memory fails."""
-    client.config_set("maxmemory-policy", "noeviction")
-    client.config_set("maxmemory", str(int(client.info("memory")["used_memory"]) + 256 * 1024))
-    with pytest.raises(redis.exceptions.OutOfMemoryError):
-        for i in range(10_000):
-            client.set(f"filler:{i}", "x" * 4096)
-
-
 def test_a_full_redis_stops_a_round_before_it_trains(own_redis: RedisHandle, tmp_path: Path) -> None:
     seed_pairs(own_redis.client(), 4)
     client = redis.Redis.from_url(own_redis.url)  # replies in bytes, as the trainer's does
     trainer = TrainerContext.create(Settings(_env_file=None, data_dir=tmp_path), client)
-    fill(client)
+    fill_to_maxmemory(client)
     with pytest.raises(redis.exceptions.OutOfMemoryError):
         run_round(trainer)  # raised while reading its inputs: no model was loaded
     assert not (tmp_path / "versions").exists() or not any((tmp_path / "versions").iterdir())

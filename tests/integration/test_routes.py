@@ -13,6 +13,7 @@ database of a server shares, which the session's engine-backed server listens to
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -26,6 +27,7 @@ import redis.asyncio as aioredis
 from fastapi.routing import APIRoute
 from prometheus_client.parser import text_string_to_metric_families
 
+from core import keys
 from core.config import Settings
 from core.registry import Registry, Version
 from core.routing import Routing
@@ -35,7 +37,7 @@ from server.app import attach_redis, create_app
 from server.auth import key_id
 from server.unicode_body import UnicodeBodyRoute
 from tests.factories import completion_record
-from tests.helpers import IDS, SECRET_KEY
+from tests.helpers import IDS, SECRET_KEY, fill_to_maxmemory
 
 pytestmark = pytest.mark.integration
 
@@ -639,5 +641,23 @@ def test_admin_refusals_change_nothing(serve: Serve) -> None:
         assert (await refused("POST", "versions/v1/promote", 400, {"reason": "x" * 501}))["param"] == "reason"
         assert api.registry.routing() == Routing()
         assert [len(api.registry.get(v).audit) for v in ("v1", "v2")] == [1, 1]
+
+    serve(scenario)
+
+
+def test_a_full_store_refuses_feedback_with_a_retryable_503_and_keeps_what_it_had(serve: Serve) -> None:
+    async def scenario(api: Api) -> None:
+        completion_id = await api.answer("full")
+        await api.rate("full", completion_id, 0, "up")
+        fill_to_maxmemory(api.store)
+        try:
+            response = await api.feedback(
+                {"completion_id": completion_id, "choice_index": 1, "rating": "down", "user": "full"}
+            )
+            assert error_of(response, 503)["code"] == "store_full" and response.headers["Retry-After"] == "30"
+        finally:
+            api.store.config_set("maxmemory", "0")
+        (event,) = [json.loads(fields[b"event"]) for _, fields in api.store.xrange(keys.EVENTS_STREAM)]
+        assert event["rating"] == "up", "the refused rating stored nothing, and the earlier one is kept"
 
     serve(scenario)
