@@ -66,6 +66,7 @@ from server.security_headers import SecurityHeadersMiddleware
 from server.versions import autopilot
 from server.versions.loaded import LoadedVersions
 from server.versions.manager import VersionManager
+from server.versions.weights import remove_stale_builds
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,10 @@ async def _load_engine(app: FastAPI, settings: Settings, client: aioredis.Redis)
     try:
         app.state.engine = await asyncio.to_thread(build_engine, settings)
         keep_off_engine_cores()
-        versions = VersionManager(LoadedVersions(app.state.engine, settings), client, settings, app.state.ids)
+        loaded = LoadedVersions(app.state.engine, settings)
+        if removed := remove_stale_builds(loaded.cache, time.time()):
+            log.warning("removed builds a killed process left", extra={"folders": [path.name for path in removed]})
+        versions = VersionManager(loaded, client, settings, app.state.ids)
         await _first_reconcile(versions)
         app.state.versions = versions
         app.state.chat = ChatService(app.state.engine, settings, ChatRecorder(app.state.gestures), versions)

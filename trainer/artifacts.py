@@ -40,11 +40,15 @@ def write_version(versions_dir: Path, version_id: str, policy: PeftModel, reward
     staging = versions_dir / f".{version_id}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    policy.save_pretrained(staging / ADAPTER_DIRNAME)
-    reward.save(staging / REWARD_MODEL)
-    checksums = folder_digests(staging, ADAPTER_DIRNAME, REWARD_MODEL)
-    (staging / VERSION_INFO).write_text(json.dumps(info | {"checksums": checksums}, indent=2, default=str))
-    sync_tree(staging)
-    staging.rename(final)
+    try:
+        policy.save_pretrained(staging / ADAPTER_DIRNAME)
+        reward.save(staging / REWARD_MODEL)
+        checksums = folder_digests(staging, ADAPTER_DIRNAME, REWARD_MODEL)
+        (staging / VERSION_INFO).write_text(json.dumps(info | {"checksums": checksums}, indent=2, default=str))
+        sync_tree(staging)
+        staging.rename(final)
+    except BaseException:  # a full disk, among others: nothing half-written stays
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     sync_folder_entry(final)
     return final

@@ -13,11 +13,15 @@ import json
 import math
 import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from core.checksums import sync_folder_entry, sync_tree
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -46,36 +50,56 @@ def build_merged(base: Path, adapter: Path | None, out: Path) -> Path:
     shards = sorted(base.glob("*.safetensors"))
     if not shards:
         raise BrokenVersion(f"no safetensors weights in {base}")
-    staging = _staging(out)
+    with _building(out) as staging:
+        for shard in shards:
+            tensors = load_file(shard)
+            for name in deltas.keys() & tensors.keys():
+                a, scaled_b = deltas.pop(name)
+                tensors[name] = (tensors[name].float() + scaled_b @ a).to(tensors[name].dtype)
+            save_file(tensors, staging / shard.name, metadata={"format": "pt"})
+        if deltas:
+            raise BrokenVersion(f"the adapter at {adapter} adapts weights the base model lacks: {sorted(deltas)[:3]}")
+        for extra in base.glob("*.json"):  # config and shard index travel with the weights
+            shutil.copy2(extra, staging / extra.name)
+    return out
+
+
+STALE_BUILD_S = 3600.0
+"""A build folder this old was left by a process that died: no build takes an hour."""
+
+
+@contextmanager
+def _building(out: Path) -> Iterator[Path]:
+    """A private folder beside ``out`` to build in (replicas sharing a data volume may build the same version at
+    once), renamed into place once the block is done and its files are on the disk; when another builder got there
+    first, theirs is kept (the content is the same). A build that fails (a full disk among other things) removes
+    its folder: nothing half-built is left behind, let alone served."""
+    staging = out.with_name(f".{out.name}.{uuid.uuid4().hex}.partial")
     staging.mkdir(parents=True)
-    for shard in shards:
-        tensors = load_file(shard)
-        for name in deltas.keys() & tensors.keys():
-            a, scaled_b = deltas.pop(name)
-            tensors[name] = (tensors[name].float() + scaled_b @ a).to(tensors[name].dtype)
-        save_file(tensors, staging / shard.name, metadata={"format": "pt"})
-    if deltas:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise BrokenVersion(f"the adapter at {adapter} adapts weights the base model lacks: {sorted(deltas)[:3]}")
-    for extra in base.glob("*.json"):  # config and shard index travel with the weights
-        shutil.copy2(extra, staging / extra.name)
-    return _publish(staging, out)
-
-
-def _staging(out: Path) -> Path:
-    """A private folder beside ``out``: replicas sharing a data volume may build the same version at once."""
-    return out.with_name(f".{out.name}.{uuid.uuid4().hex}.partial")
-
-
-def _publish(staging: Path, out: Path) -> Path:
-    """Rename into place; when another builder got there first, keep theirs (the content is the same)."""
     try:
+        yield staging
+        sync_tree(staging)
         staging.rename(out)
+        sync_folder_entry(out)
     except OSError:
         if not out.exists():
+            shutil.rmtree(staging, ignore_errors=True)
             raise
+    except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
-    return out
+        raise
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def remove_stale_builds(cache: Path, now: float) -> list[Path]:
+    """Remove build folders under ``cache`` left by a process killed while building; those of builds that may still
+    be running elsewhere (younger than ``STALE_BUILD_S``) stay. The removed ones, for the log."""
+    stale = [
+        path for path in cache.glob("*/.*.partial") if path.is_dir() and now - path.stat().st_mtime > STALE_BUILD_S
+    ]
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return stale
 
 
 def _scaled_factors(adapter: Path | None) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], dict]:
@@ -127,11 +151,10 @@ def build_difference(new: Path | None, old: Path | None, out: Path) -> Path:
     config = {**(old_config or {}), **(new_config or {})}
     targets = sorted({module.rsplit(".", 1)[-1] for module in modules})
     config.update(r=rank, lora_alpha=rank, use_rslora=False, rank_pattern={}, alpha_pattern={}, target_modules=targets)
-    staging = _staging(out)
-    staging.mkdir(parents=True)
-    save_file(tensors, staging / ADAPTER_WEIGHTS)
-    (staging / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2))
-    return _publish(staging, out)
+    with _building(out) as staging:
+        save_file(tensors, staging / ADAPTER_WEIGHTS)
+        (staging / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2))
+    return out
 
 
 def _rank(factors: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> int:

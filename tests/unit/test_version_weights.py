@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from server.versions.weights import BrokenVersion, build_difference, build_merged
+from server.versions.weights import STALE_BUILD_S, BrokenVersion, build_difference, build_merged, remove_stale_builds
 
 MODULES = ["base_model.model.model.layers.0.self_attn.q_proj", "base_model.model.model.layers.0.mlp.up_proj"]
 
@@ -91,3 +92,14 @@ def test_an_adapter_for_another_architecture_is_a_broken_version(tmp_path: Path)
     with pytest.raises(BrokenVersion, match="lacks"):
         build_merged(base, tmp_path / "adapter", tmp_path / "merged")
     assert not (tmp_path / "merged").exists()
+
+
+def test_only_builds_left_long_ago_are_removed(tmp_path: Path) -> None:
+    """A replica sharing the data volume may be building right now: its folder is young, and stays."""
+    old, young, done = (tmp_path / "merged" / name for name in (".v1.a.partial", ".v2.b.partial", "v1"))
+    for folder in (old, young, done):
+        folder.mkdir(parents=True)
+    os.utime(old, (1000.0, 1000.0))
+    os.utime(done, (1000.0, 1000.0))
+    assert remove_stale_builds(tmp_path, now=1000.0 + STALE_BUILD_S + 1) == [old]
+    assert not old.exists() and young.exists() and done.exists()
