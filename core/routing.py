@@ -13,6 +13,7 @@ the canary and the revision that made it the canary: its votes are counted there
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, Field
@@ -36,6 +37,14 @@ class Routing(BaseModel):
     """Former active versions, most recent last."""
     canary_since: int = 0
     """The revision that made the current canary the canary."""
+    epoch: str = ""
+    """Names this routing's line of revisions; set by its first change. A routing written anew after the store lost
+    its data starts another line, whose revisions a server must apply although they are lower."""
+
+    def supersedes(self, applied: Routing) -> bool:
+        """Whether a server that applied ``applied`` must apply this routing: a later revision of the same line, or
+        another line. An earlier revision (a read overtaken by a newer one) is never applied over a newer."""
+        return self.epoch != applied.epoch or self.revision > applied.revision
 
     @property
     def canary_period(self) -> str | None:
@@ -67,7 +76,8 @@ def _not_found(version: str) -> NotFound:
 
 
 def _next(routing: Routing, **changes: object) -> Routing:
-    return routing.model_copy(update={"revision": routing.revision + 1, **changes})
+    epoch = routing.epoch or uuid.uuid4().hex
+    return routing.model_copy(update={"revision": routing.revision + 1, "epoch": epoch, **changes})
 
 
 def promote(routing: Routing, states: dict[str, str], version: str, canary_percent: float | None) -> Transition:

@@ -74,6 +74,7 @@ class LoadedVersions:
         """Put the version's weights in the engine."""
         if version == self.active:
             return
+        log.info("active version swap started", extra={"version": version, "from": self.active})
         weights = await self.prepare(version)
         async with self._lock:
             started = time.perf_counter()

@@ -82,7 +82,8 @@ class VersionManager:
                 await asyncio.sleep(period)
 
     async def reconcile(self) -> Routing:
-        """Apply the stored routing if it changed since this server last applied it."""
+        """Apply the stored routing if it is newer than what this server applied. Reads race (the reconcile loop and
+        an admin's change both call this): a read overtaken by a newer one must not undo it."""
         raw, versions = await self._read_registry()
         desired = Routing() if raw is None else Routing.model_validate_json(raw)
         self.desired = desired
@@ -90,7 +91,7 @@ class VersionManager:
         self.known = {BASE_VERSION, *(v.id for v in versions)}
         self.pinnable = {v.id for v in versions if v.pinnable and v.state not in UNPINNABLE}
         async with self._lock:
-            if desired.revision != self.routing.revision:
+            if desired.supersedes(self.routing):
                 await self._apply(desired)
             elif new_versions:
                 self._in_background(self._prepare_next(self.routing))

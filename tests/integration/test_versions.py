@@ -451,3 +451,32 @@ def test_a_replica_started_while_redis_is_down_is_unready_until_it_has_read_the_
         time.sleep(0.5)
     assert httpx.get(f"{url}/ready").status_code == 200
     assert routing_of(cluster, 1)[1].active == active
+
+
+def test_a_replica_killed_during_a_swap_serves_the_stored_active_version_once_restarted(cluster: Cluster) -> None:
+    """``kill -9`` while the replica swaps a promoted version in (building its merged weights or loading them). Started
+    again, it serves the stored active version, and until it does, ``/ready`` says why not: never another version
+    under a ready flag."""
+    version = cluster.make_version(seed=9)
+    if Registry(cluster.redis.client()).routing().canary:
+        change(cluster, "/rollback")
+    log_path = cluster.shared / f"server-{cluster.urls[1].rsplit(':', 1)[1]}.log"
+    wait_applied(cluster, 1)
+    active = routing_of(cluster, 1)[1].active
+    change(cluster, f"/versions/{version}/promote")
+    deadline = time.monotonic() + 30
+    started = f"active version swap started from='{active}' version='{version}'"
+    while started not in log_path.read_text():
+        assert time.monotonic() < deadline, "the replica never started the swap"
+        time.sleep(0.01)
+    cluster.processes[1].kill()
+    cluster.processes[1].wait()
+    process, url, _ = start_server(cluster.shared, cluster.redis.url, cluster.model_path, FAST, engine_loaded)
+    cluster.processes[1], cluster.urls[1] = process, url
+    deadline = time.monotonic() + 60
+    while (ready := httpx.get(f"{url}/ready")).status_code != 200:
+        assert ready.json()["error"]["code"] in {"routing_unknown", "engine_loading"}, ready.text
+        assert time.monotonic() < deadline, f"never ready again: {ready.text}"
+        time.sleep(0.2)
+    assert routing_of(cluster, 1)[1].active == version
+    assert answer(cluster, "after-the-kill", index=1)[1] == version

@@ -103,3 +103,19 @@ def test_a_new_canary_starts_a_new_period() -> None:
     second = promote(first, {**states, "v2": "canary"}, "v3", 10.0).routing
     assert first.canary_period == "v2.1" and second.canary_period == "v3.2"
     assert rollback(second).routing.canary_period is None
+
+
+def test_a_server_applies_newer_routing_never_an_overtaken_read_and_a_routing_written_anew_whatever_its_revision():
+    never_applied = Routing(revision=-1)
+    nothing_stored = Routing()
+    assert nothing_stored.supersedes(never_applied)
+    first = promote(nothing_stored, STATES, "v1", 10.0).routing
+    second = promote(first, {**STATES, "v1": "canary"}, "v1", None).routing
+    assert first.epoch and second.epoch == first.epoch, "one line of revisions keeps its epoch"
+    assert second.supersedes(first) and not first.supersedes(second), "an overtaken read is not applied"
+    assert not second.supersedes(second)
+    lost = Routing()  # the store lost its data: nothing stored, then a routing written anew from nothing
+    assert lost.supersedes(second)
+    anew = promote(lost, STATES, "v2", None).routing
+    assert anew.revision < second.revision and anew.epoch != second.epoch
+    assert anew.supersedes(second)
