@@ -75,6 +75,11 @@ def chatloop_command(port: int) -> list[str]:
     return [sys.executable, "-m", "client.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
 
 
+def up_command(port: int) -> list[str]:
+    """The whole system, as `make run` starts it: server, trainer loop and local Redis."""
+    return [sys.executable, "-m", "client.cli", "up", "--host", "127.0.0.1", "--port", str(port)]
+
+
 def wait_ready(url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
     """Until a one-token chat completion succeeds: the one readiness check every server answers alike."""
     deadline = time.monotonic() + READY_TIMEOUT_S

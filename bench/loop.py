@@ -21,7 +21,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from harness import running
+from harness import running, up_command
 from report import default_out
 
 from client.simulation.experiment import add_simulation_args, behaviour_from, run_experiment
@@ -42,10 +42,6 @@ EXPERIMENT = {
 }
 """The experiment's switches: automatic canary and promotion, and rounds as soon as a few pairs are in. The training
 signal's rules (eligibility, per-principal quotas and share) stay at their defaults."""
-
-
-def up_command(port: int) -> list[str]:
-    return [sys.executable, "-m", "client.cli", "up", "--host", "127.0.0.1", "--port", str(port)]
 
 
 def parse_args() -> argparse.Namespace:

@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from core import keys
+from server.auth import key_id
 from server.identity.api_keys import ApiKeys, ManagedKey
 from tests.helpers import ServerHandle
 
@@ -397,10 +398,15 @@ def test_answers_carry_rate_headers_and_a_key_over_its_concurrency_gets_429(serv
     with server.http(key) as http:
         with http.stream("POST", "/v1/chat/completions", json=body) as first:
             assert first.headers["x-ratelimit-remaining-requests"] == "599"
-            next(line for line in first.iter_lines() if line.startswith("data: "))
+            opening = next(line for line in first.iter_lines() if line.startswith("data: "))
             second = http.post("/v1/chat/completions", json={**body, "stream": False})
-            warnings = [line for line in server.log_path.read_text().splitlines() if "WARNING server." in line]
-            assert second.status_code == 429, f"admitted beside the first; the server's last warnings: {warnings[-5:]}"
+            if second.status_code != 429:
+                held = server.redis.client().zrange(keys.chat_in_flight_key(key_id(key)), 0, -1, withscores=True)
+                noted = [line for line in server.log_path.read_text().splitlines() if " server." in line][-5:]
+                pytest.fail(
+                    f"admitted beside the first ({second.status_code}); the first opened with {opening[:200]!r}, "
+                    f"the key's slots in Redis: {held}; the server's last lines: {noted}"
+                )
             assert second.json()["error"]["code"] == "concurrency_limit_exceeded"
             assert second.headers["Retry-After"] == "1"
         # The first client went away mid-answer: its slot is freed with the aborted request.
