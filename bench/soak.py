@@ -72,6 +72,16 @@ class Outcome:
     at: float
     kind: str
     status: str
+    """The HTTP status, or what failed in transport."""
+    code: str | None = None
+    """An error's ``code`` in OpenAI's shape."""
+
+
+def error_code(response: httpx.Response) -> str | None:
+    try:
+        return response.json()["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 @dataclass
@@ -87,8 +97,14 @@ class Soak:
     """When Redis was killed, and when it answered again."""
     rounds: list[dict] = field(default_factory=list)
 
-    def saw(self, kind: str, status: object) -> None:
-        self.outcomes.append(Outcome(time.monotonic(), kind, str(status)))
+    def saw(self, kind: str, status: object, code: str | None = None) -> None:
+        self.outcomes.append(Outcome(time.monotonic(), kind, str(status), code))
+
+    def answered(self, kind: str, response: httpx.Response) -> None:
+        self.saw(kind, response.status_code, None if response.is_success else error_code(response))
+
+    def minute(self, at: float) -> float:
+        return round((at - self.started) / 60, 2)
 
     def did(self, operation: str) -> None:
         self.operations.append((time.monotonic() - self.started, operation))
@@ -111,7 +127,7 @@ async def stream_answer(
         async with http.stream("POST", "/v1/chat/completions", json=body) as response:
             if response.status_code != 200:
                 await response.aread()
-                soak.saw("chat", response.status_code)
+                soak.answered("chat", response)
                 return None
             completion_id, done = None, False
             async for line in response.aiter_lines():
@@ -136,7 +152,7 @@ async def give_feedback(http: httpx.AsyncClient, soak: Soak, body: dict) -> None
     except httpx.HTTPError as exc:
         soak.saw("feedback", type(exc).__name__)
         return
-    soak.saw("feedback", response.status_code)
+    soak.answered("feedback", response)
     if response.status_code == 200:
         soak.acknowledged.append((time.monotonic(), response.json()["id"]))
 
@@ -179,7 +195,7 @@ class Operator:
         except httpx.HTTPError as exc:
             self.soak.saw("admin", type(exc).__name__)
             return None
-        self.soak.saw("admin", response.status_code)
+        self.soak.answered("admin", response)
         return response.json() if response.status_code == 200 else None
 
     async def run(self) -> None:
@@ -295,7 +311,7 @@ def lost_events(soak: Soak, client: redis.Redis) -> tuple[int, int]:
     return inside, len(lost) - inside
 
 
-def redis_figures(client: redis.Redis) -> dict[str, float]:
+def redis_figures(client: redis.Redis) -> dict[str, object]:
     counts = {
         "completion records": client.xlen(keys.COMPLETIONS_STREAM),
         "pairs": client.xlen(keys.PAIRS_STREAM),
@@ -303,11 +319,15 @@ def redis_figures(client: redis.Redis) -> dict[str, float]:
     }
     modelled = sum(BYTES_PER_ITEM[kind] * count for kind, count in counts.items())
     used = client.info("memory")["used_memory"]
-    return {**counts, "used_mib": used / 2**20, "modelled_mib": modelled / 2**20}
+    slowest = [
+        f"{entry['duration'] / 1000:.0f} ms: {' '.join(str(part) for part in entry['command'].split()[:2])}"
+        for entry in client.slowlog_get(10)
+    ]
+    return {**counts, "used_mib": used / 2**20, "modelled_mib": modelled / 2**20, "slowest_commands": slowest}
 
 
 def summary(soak: Soak, client: redis.Redis) -> dict:
-    by_status = Counter(f"{o.kind} {o.status} ({soak.phase(o.at)})" for o in soak.outcomes)
+    by_status = Counter(f"{o.kind} {o.status} {o.code or ''} ({soak.phase(o.at)})" for o in soak.outcomes)
     server_errors = [o for o in soak.outcomes if o.status.startswith("5") and soak.phase(o.at) == "otherwise"]
     failures = [o for o in soak.outcomes if not o.status.isdigit()]
     warm = next(m for at, m in soak.memory if at >= 120) if soak.memory[-1][0] >= 120 else soak.memory[0][1]
@@ -317,6 +337,11 @@ def summary(soak: Soak, client: redis.Redis) -> dict:
         "requests": dict(sorted(by_status.items())),
         "server_errors_outside_the_outage": len(server_errors),
         "transport_failures": len(failures),
+        "unexpected": [
+            f"{soak.minute(o.at)} min: {o.kind} {o.status} {o.code or ''}" for o in server_errors + failures
+        ],
+        "outage_minutes": [soak.minute(at) for at in soak.outage or ()],
+        "memory_series": [[round(at / 60, 1), m["server"], m["trainer"]] for at, m in soak.memory],
         "acknowledged_events": len(soak.acknowledged),
         "lost_in_fsync_window": inside,
         "lost_otherwise": outside,
@@ -335,6 +360,8 @@ def table(results: dict) -> str:
         *((f"requests: {name}", str(count)) for name, count in results["requests"].items()),
         ("5xx outside the Redis outage", str(results["server_errors_outside_the_outage"])),
         ("requests failed in transport or cut short", str(results["transport_failures"])),
+        *(("unexpected", what) for what in results["unexpected"]),
+        ("Redis outage (killed, answering again), minutes", str(results["outage_minutes"])),
         ("feedback events acknowledged", str(results["acknowledged_events"])),
         (
             "of them lost: in the fsync window / otherwise",
@@ -347,6 +374,7 @@ def table(results: dict) -> str:
         ("server memory growth after warm-up", f"{100 * results['server_growth']:+.1f}%"),
         ("Redis items: records / pairs / events", " / ".join(str(redis_use[k]) for k in BYTES_PER_ITEM)),
         ("Redis used / modelled MiB", f"{redis_use['used_mib']:.1f} / {redis_use['modelled_mib']:.1f}"),
+        *(("Redis slow log (since its restart)", entry) for entry in redis_use["slowest_commands"]),
         *(("operation", what) for what in results["operations"]),
         *(("round", json.dumps(r)) for r in results["rounds"]),
     ]

@@ -63,6 +63,8 @@ from server.models_api import api_router as models_api
 from server.rollouts_api import api_router as rollouts_api
 from server.rollouts_api.serving import RolloutService
 from server.security_headers import SecurityHeadersMiddleware
+from server.tokenize_api import api_router as tokenize_api
+from server.tokenize_api.serving import Tokenization
 from server.versions import autopilot
 from server.versions.loaded import LoadedVersions
 from server.versions.manager import VersionManager
@@ -91,6 +93,7 @@ async def _load_engine(app: FastAPI, settings: Settings, client: aioredis.Redis)
         app.state.chat = ChatService(app.state.engine, settings, ChatRecorder(app.state.gestures), versions)
         vocab_size = app.state.engine.model_config.get_vocab_size()
         app.state.rollouts = RolloutService(app.state.engine, versions.loaded, settings, vocab_size)
+        app.state.tokenization = Tokenization(app.state.chat.tokenizer, settings, vocab_size)
         # As vLLM's own server does: importing torch and vLLM leaves ~600,000 objects that a full collection
         # walks in 0.35 s, a pause for every request in flight; frozen, the collector never looks at them again.
         freeze_gc_heap()
@@ -185,6 +188,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.engine = None
     app.state.chat = None
     app.state.rollouts = None
+    app.state.tokenization = None
     app.state.versions = None
     app.add_middleware(BodyLimitMiddleware, max_body_mb=settings.max_body_mb)
     app.add_middleware(SecurityHeadersMiddleware)
@@ -202,6 +206,7 @@ def create_app(settings: Settings) -> FastAPI:
         accounts_api.admin,
         conversations_api.router,
         models_api.router,
+        tokenize_api.router,
         health_api.router,
     ):
         app.include_router(router)

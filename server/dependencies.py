@@ -28,6 +28,7 @@ from server.errors import ApiError
 from server.identity.conversations import Conversations
 from server.limits import ChatLimiter
 from server.rollouts_api.serving import RolloutService
+from server.tokenize_api.serving import Tokenization
 from server.versions.manager import VersionManager
 
 Service = TypeVar("Service")
@@ -84,6 +85,13 @@ async def get_chat_service(service: ChatServiceIfLoadedDep) -> ChatService:
 
 
 ChatServiceDep = Annotated[ChatService, Depends(get_chat_service)]
+
+
+async def get_tokenization(request: Request) -> Tokenization:
+    return _loaded(request.app.state.tokenization)
+
+
+TokenizationDep = Annotated[Tokenization, Depends(get_tokenization)]
 
 
 async def get_rollout_service(request: Request) -> RolloutService:

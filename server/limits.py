@@ -26,9 +26,12 @@ import asyncio
 import logging
 import math
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
+from fastapi import Response
 from redis.exceptions import RedisError
 
 from core import keys
@@ -152,6 +155,16 @@ class ChatLimiter:
             admission.release()
             raise
         return admission
+
+    @asynccontextmanager
+    async def admitted(self, caller: Caller, response: Response) -> AsyncIterator[Admission]:
+        """A place held for the block: for a request answered in one piece, whose response carries the headers."""
+        admission = await self.admit(caller)
+        try:
+            response.headers.update(admission.headers)
+            yield admission
+        finally:
+            admission.release()
 
     async def _hold(self, admission: Admission, caller: Caller) -> None:
         limits = caller.limits

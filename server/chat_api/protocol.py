@@ -43,6 +43,19 @@ NOT_GIVEN: tuple[object, ...] = (None, [], {})
 """Values that ask for nothing: an unsupported parameter set to one of them is no request to refuse."""
 
 
+def refuse_unsupported(values: Any, names: tuple[str, ...]) -> Any:
+    """A raw body, unless it sets one of ``names``: a 400 ``unsupported_parameter`` naming it."""
+    if isinstance(values, dict):
+        for name in names:
+            if values.get(name) not in NOT_GIVEN:
+                raise PydanticCustomError(
+                    UNSUPPORTED_PARAMETER,
+                    "Unsupported parameter: '{param}' is not supported by chatloop yet.",
+                    {"param": name},
+                )
+    return values
+
+
 class TextPart(BaseModel):
     type: Literal["text"]
     text: str
@@ -115,15 +128,7 @@ class ChatCompletionRequest(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _refuse_unsupported(cls, values: Any) -> Any:
-        if isinstance(values, dict):
-            for name in UNSUPPORTED_PARAMETERS:
-                if values.get(name) not in NOT_GIVEN:
-                    raise PydanticCustomError(
-                        UNSUPPORTED_PARAMETER,
-                        "Unsupported parameter: '{param}' is not supported by chatloop yet.",
-                        {"param": name},
-                    )
-        return values
+        return refuse_unsupported(values, UNSUPPORTED_PARAMETERS)
 
     @field_validator("stop")
     @classmethod

@@ -17,6 +17,7 @@ from vllm.exceptions import VLLMClientError
 from vllm.inputs.engine import tokens_input
 from vllm.outputs import RequestOutput
 from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
+from vllm.tokenizers import TokenizerLike
 from vllm.v1.engine.async_llm import AsyncLLM
 
 from core.config import Settings
@@ -30,6 +31,7 @@ from server.chat_api.protocol import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionRequest,
+    ChatMessage,
     Choice,
     ChoiceLogprobs,
     ChunkChoice,
@@ -61,6 +63,38 @@ def _structured_outputs(request: ChatCompletionRequest) -> StructuredOutputsPara
     return StructuredOutputsParams(json=spec.json_schema)
 
 
+def pinned_version(model: str, alias: str) -> str | None:
+    """The version named after ``alias@``, or None for the routed alias."""
+    name, version = split_model_name(model)
+    if name != alias:
+        raise ApiError(
+            404,
+            f"The model '{model}' does not exist or you do not have access to it.",
+            param="model",
+            code="model_not_found",
+        )
+    return version
+
+
+def render_chat(
+    tokenizer: TokenizerLike,
+    messages: list[ChatMessage],
+    add_generation_prompt: bool = True,
+    continue_final_message: bool = False,
+    add_special_tokens: bool = False,
+) -> list[int]:
+    """The prompt's token ids through the model's chat template: what the engine sees, and what ``/tokenize``
+    counts. The template adds the special tokens it needs; encoding adds none unless asked."""
+    conversation = [{"role": m.template_role(), "content": m.text()} for m in messages]
+    text = tokenizer.apply_chat_template(
+        conversation,
+        add_generation_prompt=add_generation_prompt,
+        continue_final_message=continue_final_message,
+        tokenize=False,
+    )
+    return tokenizer.encode(text, add_special_tokens=add_special_tokens)
+
+
 class ChatService:
     def __init__(self, engine: AsyncLLM, settings: Settings, recorder: ChatRecorder, versions: VersionManager):
         self.engine = engine
@@ -78,12 +112,12 @@ class ChatService:
     # ---- validation -------------------------------------------------------------------------------------
 
     def prepare(self, request: ChatCompletionRequest, caller: Caller) -> PreparedChat:
-        pinned = self._pinned_version(request.model)
+        pinned = pinned_version(request.model, self.settings.model_alias)
         request.user = caller.end_user(request.user)
         owner = self.versions.ids.user_id(caller.key_id, request.user)
         route = self.versions.route(pinned, owner, admin=caller.is_admin)
         self._check_limits(request)
-        prompt_ids = self._render(request)
+        prompt_ids = render_chat(self.tokenizer, request.messages)
         max_tokens = self._answer_budget(len(prompt_ids), request.answer_token_limit)
         params = self._sampling_params(request, max_tokens)
         return PreparedChat(
@@ -101,18 +135,6 @@ class ChatService:
             acc=ChoiceAccumulator(request.n, params.logprobs),
         )
 
-    def _pinned_version(self, model: str) -> str | None:
-        """The version named after ``alias@``, or None for the routed alias."""
-        alias, version = split_model_name(model)
-        if alias != self.settings.model_alias:
-            raise ApiError(
-                404,
-                f"The model '{model}' does not exist or you do not have access to it.",
-                param="model",
-                code="model_not_found",
-            )
-        return version
-
     def _check_limits(self, request: ChatCompletionRequest) -> None:
         if request.n > self.settings.max_n:
             raise ApiError(400, f"n must be at most {self.settings.max_n}.", param="n")
@@ -122,11 +144,6 @@ class ChatService:
             if request.top_logprobs > self.settings.max_top_logprobs:
                 limit = self.settings.max_top_logprobs
                 raise ApiError(400, f"top_logprobs must be at most {limit}.", param="top_logprobs")
-
-    def _render(self, request: ChatCompletionRequest) -> list[int]:
-        conversation = [{"role": m.template_role(), "content": m.text()} for m in request.messages]
-        text = self.tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
-        return self.tokenizer.encode(text, add_special_tokens=False)
 
     def _answer_budget(self, prompt_tokens: int, requested: int | None) -> int:
         limit = self.settings.max_model_len

@@ -9,6 +9,7 @@ redis-server). schemathesis sends every request in process through its ASGI clie
 the async Redis client must live on that loop, so the app's lifespan, which would start the engine, is replaced by
 one that only attaches Redis, and the client is entered once the redis-server is up.
 
+The tokenize routes get a real tokenizer, the model's, loaded without the engine.
 Without the engine, the chat route would refuse every request 503 engine_loading before reading its body (its
 service dependency refuses first); a stand-in service that refuses only when the route uses it lets the fuzz reach
 the body's validation, where malformed input could crash, while generation stays with test_chat_api.py. A 503
@@ -42,13 +43,16 @@ from schemathesis.specs.openapi.checks import (
     response_headers_conformance,
     response_schema_conformance,
 )
+from transformers import AutoTokenizer
 
 from core.config import Settings
 from core.local_redis import start_local_redis
 from server.app import attach_redis, create_app
-from server.dependencies import get_chat_service
+from server.dependencies import get_chat_service, get_tokenization
 from server.errors import ApiError
 from server.identity.sessions import COOKIE
+from server.tokenize_api.serving import Tokenization
+from tests.helpers import REPO
 
 pytestmark = pytest.mark.integration
 
@@ -79,8 +83,12 @@ async def loading_chat_service() -> LoadingChatService:
 
 
 def fuzzed_app() -> FastAPI:
-    app = create_app(Settings(_env_file=None, admin_key=ADMIN_KEY))
+    settings = Settings(_env_file=None, admin_key=ADMIN_KEY)
+    app = create_app(settings)
     app.dependency_overrides[get_chat_service] = loading_chat_service
+    tokenizer = AutoTokenizer.from_pretrained(REPO / settings.model_path)
+    tokenization = Tokenization(tokenizer, settings, vocab_size=len(tokenizer))
+    app.dependency_overrides[get_tokenization] = lambda: tokenization
     return app
 
 
