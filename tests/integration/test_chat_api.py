@@ -398,14 +398,17 @@ def test_answers_carry_rate_headers_and_a_key_over_its_concurrency_gets_429(serv
     with server.http(key) as http:
         with http.stream("POST", "/v1/chat/completions", json=body) as first:
             assert first.headers["x-ratelimit-remaining-requests"] == "599"
-            opening = next(line for line in first.iter_lines() if line.startswith("data: "))
+            lines = first.iter_lines()
+            opening = next(line for line in lines if line.startswith("data: "))
+            slots = server.redis.client().zrange(keys.chat_in_flight_key(key_id(key)), 0, -1)
+            assert len(slots) == 1, f"the first answer holds no slot in Redis ({slots}); it opened with {opening!r}"
             second = http.post("/v1/chat/completions", json={**body, "stream": False})
             if second.status_code != 429:
-                held = server.redis.client().zrange(keys.chat_in_flight_key(key_id(key)), 0, -1, withscores=True)
+                rest = [line for line in lines if line.startswith("data: ")]
                 noted = [line for line in server.log_path.read_text().splitlines() if " server." in line][-5:]
                 pytest.fail(
-                    f"admitted beside the first ({second.status_code}); the first opened with {opening[:200]!r}, "
-                    f"the key's slots in Redis: {held}; the server's last lines: {noted}"
+                    f"admitted beside the first ({second.status_code}); the first sent {len(rest)} more chunks, the "
+                    f"last {rest[-1][:100] if rest else None!r}; the server's last lines: {noted}"
                 )
             assert second.json()["error"]["code"] == "concurrency_limit_exceeded"
             assert second.headers["Retry-After"] == "1"
