@@ -25,19 +25,30 @@ class SigninAttempts:
         self.settings = settings
 
     async def count(self, account: str | None, address: str) -> None:
-        """Count one attempt; RateLimited if either counter is past its limit this minute."""
-        window = int(time.time() // WINDOW_S)
+        """Count one attempt; RateLimited if either counter is past its limit over the last minute."""
+        window, elapsed = divmod(time.time(), WINDOW_S)
         counted = [(f"address:{address}", self.settings.signin_per_minute_address)]
         if account is not None:
             counted.append((account_subject(account), self.settings.signin_per_minute_account))
         pipe = self.client.pipeline(transaction=False)
         for subject, _ in counted:
-            key = keys.signin_attempts_key(subject, window)
+            key = keys.signin_attempts_key(subject, int(window))
             pipe.incr(key)
             pipe.expire(key, WINDOW_S * 2)
+            pipe.get(keys.signin_attempts_key(subject, int(window) - 1))
         replies = await pipe.execute()
-        if any(count > limit for count, (_, limit) in zip(replies[::2], counted, strict=True)):
-            retry = WINDOW_S - int(time.time()) % WINDOW_S
+        estimates = [
+            sliding_count(current, int(previous or 0), elapsed)
+            for current, previous in zip(replies[0::3], replies[2::3], strict=True)
+        ]
+        if any(estimate > limit for estimate, (_, limit) in zip(estimates, counted, strict=True)):
+            retry = WINDOW_S - int(elapsed)
             raise RateLimited(
                 f"Too many sign-in attempts; retry in {retry} s.", retry_after_s=retry, code="signin_rate_limited"
             )
+
+
+def sliding_count(current: int, previous: int, elapsed_s: float) -> float:
+    """Attempts over the last minute, estimated from this minute's count and the share of the last minute's that
+    falls within it. A fixed window alone would let twice the limit through across its boundary."""
+    return current + previous * (1 - elapsed_s / WINDOW_S)
