@@ -69,16 +69,13 @@ async def create_chat_completion(
     limiter: ChatLimiterDep,
     service: ChatServiceDep,
 ) -> ChatCompletion | EventSourceResponse | Response:
-    admission = await limiter.admit(caller)
     if body.stream:
-        return await _stream(body, caller, service, admission)
-    try:
-        response.headers.update(admission.headers)
-        return await until_disconnected(request, service.complete(service.prepare(body, caller)))
-    except ClientDisconnected:
-        return Response(status_code=CLIENT_CLOSED_REQUEST)
-    finally:
-        admission.release()
+        return await _stream(body, caller, service, await limiter.admit(caller))
+    async with limiter.admitted(caller, response):
+        try:
+            return await until_disconnected(request, service.complete(service.prepare(body, caller)))
+        except ClientDisconnected:
+            return Response(status_code=CLIENT_CLOSED_REQUEST)
 
 
 async def _stream(

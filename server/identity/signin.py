@@ -26,16 +26,17 @@ class SigninAttempts:
 
     async def count(self, account: str | None, address: str) -> None:
         """Count one attempt; RateLimited if either counter is past its limit over the last minute."""
-        window, elapsed = divmod(time.time(), WINDOW_S)
+        minute, elapsed = divmod(time.time(), WINDOW_S)
+        window = int(minute)
         counted = [(f"address:{address}", self.settings.signin_per_minute_address)]
         if account is not None:
             counted.append((account_subject(account), self.settings.signin_per_minute_account))
         pipe = self.client.pipeline(transaction=False)
         for subject, _ in counted:
-            key = keys.signin_attempts_key(subject, int(window))
+            key = keys.signin_attempts_key(subject, window)
             pipe.incr(key)
             pipe.expire(key, WINDOW_S * 2)
-            pipe.get(keys.signin_attempts_key(subject, int(window) - 1))
+            pipe.get(keys.signin_attempts_key(subject, window - 1))
         replies = await pipe.execute()
         estimates = [
             sliding_count(current, int(previous or 0), elapsed)
