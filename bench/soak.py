@@ -4,9 +4,9 @@ week brings (training rounds, promotions, a rollback, Redis killed and started a
 Load: eight simulated users at once, each streaming an answer, rating it, and half the time regenerating it and
 choosing between the two (a pair for the trainer). Meanwhile an operator promotes the first candidate as a canary,
 then makes it active, makes a later candidate active, and rolls back; halfway through, Redis is killed with
-``-9`` and started again on its append-only file a few seconds later. Rounds are shortened (no PPO stage, a short
-gate that lets every candidate through) so that two fit in the half hour on two cores: the soak asks whether the
-system holds up, not whether it learns (``bench/loop.py`` asks that).
+``-9``, and chatloop starts it again on its append-only file (``core/local_redis.py``). Rounds are shortened (no
+PPO stage, a short gate that lets every candidate through) so that two fit in the half hour on two cores: the soak
+asks whether the system holds up, not whether it learns (``bench/loop.py`` asks that).
 
 The report: requests by kind and status, during the Redis outage and outside it (no 5xx outside it; while Redis is
 away feedback is a 503 and chat goes on); feedback events acknowledged against those stored (none lost but for
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -32,13 +33,13 @@ from pathlib import Path
 import httpx
 import psutil
 import redis
+import redis.asyncio as aioredis
 from harness import ENGINE_PROCESSES, Server, running, up_command
 from report import default_out, figure_table, write_results
 
 from client.simulation.prompt_set import load_prompts
 from core import keys
 from core.config import LOCAL_ADMIN_KEY, LOCAL_API_KEY, Settings
-from core.local_redis import LocalRedis, start_local_redis
 from core.logs import configure_logging
 
 log = logging.getLogger("soak")
@@ -58,7 +59,6 @@ USERS = 8
 MAX_TOKENS = 64
 FSYNC_WINDOW_S = 2.0
 """AOF ``everysec``: what was acknowledged in the last second or two before a kill may be lost (docs/faults.md)."""
-OUTAGE_S = 5.0
 SETTLE_S = 10.0
 """After Redis is back: time for connections to be made again before a 5xx counts against the system."""
 CANARY_MINUTES = 3.0
@@ -237,7 +237,7 @@ def processes(server: Server) -> dict[str, list[psutil.Process]]:
     for child in server.process.children(recursive=True):
         try:
             name, command = child.name(), child.cmdline()
-        except psutil.Error:  # gone, or the killed Redis: a zombie until `chatloop up` exits
+        except psutil.Error:  # gone meanwhile
             continue
         if name in ENGINE_PROCESSES.values():
             roles["server"].append(child)
@@ -265,21 +265,25 @@ async def watch_memory(server: Server, soak: Soak, deadline: float) -> None:
         await asyncio.sleep(MEMORY_PERIOD_S)
 
 
-async def restart_redis(server: Server, soak: Soak, at: float, settings: Settings) -> LocalRedis | None:
-    """Kill the local Redis with ``-9`` at ``at`` and start it again on its append-only file after an outage."""
+async def kill_redis(server: Server, soak: Soak, at: float) -> None:
+    """Kill the local Redis with ``-9`` at ``at``; the outage lasts until chatloop has started it again."""
     await asyncio.sleep(max(at - time.monotonic(), 0))
     (victim,) = (child for child in server.process.children() if child.name() == "redis-server")
     killed = time.monotonic()
     victim.kill()
     soak.did("Redis killed with -9")
-    await asyncio.sleep(OUTAGE_S)
-    restarted = await asyncio.to_thread(start_local_redis, server.data_dir / "redis", settings.local_redis_maxmemory_mb)
+    client = aioredis.Redis.from_url(server.redis_url, socket_timeout=1, socket_connect_timeout=1)
+    while True:
+        await asyncio.sleep(0.1)
+        with contextlib.suppress(redis.RedisError, OSError):
+            if await client.ping():
+                break
+    await client.aclose()
     soak.outage = (killed, time.monotonic())
-    soak.did("Redis started again on its append-only file")
-    return restarted
+    soak.did("Redis answers again, started by chatloop on its append-only file")
 
 
-async def soak_for(server: Server, settings: Settings, minutes: float, soak: Soak) -> LocalRedis | None:
+async def soak_for(server: Server, minutes: float, soak: Soak) -> None:
     deadline = soak.started + minutes * 60
     prompts = load_prompts()
     user_headers = {"Authorization": f"Bearer {LOCAL_API_KEY}"}
@@ -291,15 +295,14 @@ async def soak_for(server: Server, settings: Settings, minutes: float, soak: Soa
     ):
         operator = Operator(admin, soak, deadline)
         work = [user_turns(http, soak, f"soak-{i}", prompts, deadline) for i in range(USERS)]
-        restarted, *_ = await asyncio.gather(
-            restart_redis(server, soak, soak.started + minutes * 30, settings),
+        await asyncio.gather(
+            kill_redis(server, soak, soak.started + minutes * 30),
             operator.run(),
             watch_memory(server, soak, deadline),
             *work,
         )
         rounds = await operator.call("GET", "/rounds")
     soak.rounds = (rounds or {}).get("data", [])
-    return restarted
 
 
 def lost_events(soak: Soak, client: redis.Redis) -> tuple[int, int]:
@@ -395,15 +398,10 @@ def main() -> None:
     settings = Settings()
     args.out.mkdir(parents=True, exist_ok=True)
     soak = Soak()
-    restarted = None
-    try:
-        with running("soak", up_command, settings, args.out, {**SOAK, "CHATLOOP_LOG_LEVEL": "INFO"}) as server:
-            soak.started = time.monotonic()
-            restarted = asyncio.run(soak_for(server, settings, args.minutes, soak))
-            results = summary(soak, redis.Redis.from_url(server.redis_url, decode_responses=True))
-    finally:
-        if restarted is not None:
-            restarted.stop()
+    with running("soak", up_command, settings, args.out, {**SOAK, "CHATLOOP_LOG_LEVEL": "INFO"}) as server:
+        soak.started = time.monotonic()
+        asyncio.run(soak_for(server, args.minutes, soak))
+        results = summary(soak, redis.Redis.from_url(server.redis_url, decode_responses=True))
     write_results(args.out, args, results, table(results))
 
 

@@ -123,6 +123,8 @@ def _up(args: argparse.Namespace, settings: Settings) -> None:
     settings = _listening(args, settings)
     model = _model_folder(settings)
     local = None if settings.redis_url else start_local_redis(settings.redis_dir, settings.local_redis_maxmemory_mb)
+    if local is not None:
+        local.keep_running()
     redis_url = settings.redis_url or local.url
     # The trainer's priority is a setting. At the default (0) it shares fairly the cores that the CPU engine's worker
     # leaves free: at nice 10 the vLLM scheduler's busy polling there left a round almost no CPU (docs/benchmarks.md).

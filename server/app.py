@@ -152,6 +152,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     redis_url = settings.redis_url
     if redis_url is None:
         local = start_local_redis(settings.redis_dir, settings.local_redis_maxmemory_mb)
+        local.keep_running()
         redis_url = local.url
     # A client made from a URL retries nothing; a connection that Redis dropped (a restart, an idle timeout) then
     # fails the one command that found it, and a chat would go unlimited for it. Retried on a fresh connection,
