@@ -241,6 +241,20 @@ class LimitSettings(BaseModel):
     )
 
 
+class ToolSettings(BaseModel):
+    parser: str = Field(
+        "hermes",
+        description="The vLLM tool parser that reads calls out of an answer when `tool_choice` is `auto` (its names: "
+        "`vllm serve --help=tool-call-parser`); it must match the chat template's format.",
+    )
+    chat_template: Path | None = Field(
+        None,
+        description="The chat template for requests with tools; empty: ChatML with Hermes-format calls, shipped "
+        "for the default model's family (`server/chat_api/templates/chatml_tools.jinja`). Point it at a model's own "
+        "template where that renders tools.",
+    )
+
+
 class AccountSettings(BaseModel):
     joining: Literal["closed", "approval", "open"] = Field(
         "closed",
@@ -328,6 +342,10 @@ class Settings(BaseSettings):
     max_num_seqs: int = Field(64, ge=1, description="Most sequences the engine batches at once.")
     max_n: int = Field(8, ge=1, description="Largest `n` a request may ask for.")
     max_top_logprobs: int = Field(20, ge=0, description="Largest `top_logprobs` a request may ask for.")
+
+    tools: ToolSettings = Field(
+        default_factory=ToolSettings, description="Tool calling on chat completions (`server/chat_api/tools.py`)."
+    )
 
     reward: RewardSettings = Field(
         default_factory=RewardSettings, description="The reward model (`trainer/reward.py`), trained first."

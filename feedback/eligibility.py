@@ -15,7 +15,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 CONSTRAINED = "constrained_decoding"
-"""``response_format`` other than text, ``ignore_eos`` or a stop string shaped the text."""
+"""``response_format`` other than text, a forced ``tool_choice`` (``required`` or a named function), ``ignore_eos``
+or a stop string shaped the text."""
+TOOLS = "tool_calling"
+"""The prompt held tools or tool calls, which the trainer does not render into its prompts yet: trained on, the
+answer would be taught for a prompt the model never saw."""
 PINNED = "pinned_version"
 """A non-admin caller chose the version (``chatloop@vN``) instead of the routing."""
 NOT_A_TEACHER = "principal_may_not_teach"
@@ -26,14 +30,19 @@ def constrained(params: Mapping[str, object]) -> bool:
     """Whether the recorded sampling parameters forced any part of the text."""
     response_format = params.get("response_format")
     shaped = isinstance(response_format, Mapping) and response_format.get("type", "text") != "text"
-    return shaped or bool(params.get("ignore_eos")) or bool(params.get("stop"))
+    forced_call = params.get("tool_choice") not in (None, "none", "auto")
+    return shaped or forced_call or bool(params.get("ignore_eos")) or bool(params.get("stop"))
 
 
-def ineligible_reasons(params: Mapping[str, object], *, pinned: bool, by_admin: bool, may_teach: bool) -> list[str]:
+def ineligible_reasons(
+    params: Mapping[str, object], *, pinned: bool, by_admin: bool, may_teach: bool, tools: bool = False
+) -> list[str]:
     """Why an answer may not be training data; empty when it may."""
     reasons = []
     if constrained(params):
         reasons.append(CONSTRAINED)
+    if tools:
+        reasons.append(TOOLS)
     if pinned and not by_admin:
         reasons.append(PINNED)
     if not may_teach:

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 from functools import cached_property
+from typing import Any
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel
@@ -29,6 +30,9 @@ log = logging.getLogger(__name__)
 class RecordedMessage(BaseModel):
     role: str
     content: str
+    tool_calls: list[dict[str, Any]] | None = None
+    """An assistant message's calls, in the chat template's shape (arguments as objects)."""
+    tool_call_id: str | None = None
 
 
 class RecordedChoice(BaseModel):
@@ -40,7 +44,7 @@ class RecordedChoice(BaseModel):
 
 def conversation_id(user: str, messages: list[RecordedMessage]) -> str:
     """Answers of one user to the same messages share it: the scope of the pair rules (feedback/rules.py)."""
-    canonical = json.dumps([m.model_dump() for m in messages], sort_keys=True)
+    canonical = json.dumps([m.model_dump(exclude_none=True) for m in messages], sort_keys=True)
     return hashlib.sha256(f"{user}\0{canonical}".encode()).hexdigest()[:24]
 
 
@@ -70,12 +74,15 @@ class CompletionRecord(BaseModel):
     stream: bool
     conversation: list[RecordedMessage]
     choices: list[RecordedChoice]
+    """As the model wrote them: a tool call in the model's own format (or the forced JSON), as the trainer sees it."""
     params: dict[str, object]
     prompt_tokens: int
     completion_tokens: int
     weight_changes: list[WeightChange] = []
     ineligible: list[str] = []
     """Why this answer may not be training data (``feedback/eligibility.py``); empty when it may."""
+    tools: list[dict[str, Any]] | None = None
+    """The request's tools, which the model saw in its prompt."""
     canary_period: str | None = None
     """The canary period it was routed in, when a canary was running and it counts as a vote there
     (``feedback/canary.py``)."""

@@ -26,9 +26,21 @@ PROMPT_TOKENS = Counter("chatloop_prompt_tokens_total", "Prompt tokens of chat c
 COMPLETION_TOKENS = Counter("chatloop_completion_tokens_total", "Generated tokens of chat completions")
 ABORTED = Counter("chatloop_completions_aborted_total", "Chat completions stopped because the client went away")
 RECORD_FAILURES = Counter("chatloop_record_failures_total", "Completion records that could not be written to Redis")
+RECORDS_WAITING = Gauge("chatloop_records_waiting", "Completion records kept in memory until Redis takes them")
+RECORDS_DROPPED = Counter("chatloop_records_dropped_total", "Completion records never written: memory's backlog full")
 
 KNOWN_ENDPOINTS = frozenset(
-    {"/v1/chat/completions", "/v1/feedback", "/v1/feedback/stats", "/v1/models", "/health", "/ready", "/metrics"}
+    {
+        "/v1/chat/completions",
+        "/tokenize",
+        "/detokenize",
+        "/v1/feedback",
+        "/v1/feedback/stats",
+        "/v1/models",
+        "/health",
+        "/ready",
+        "/metrics",
+    }
 )
 
 

@@ -22,6 +22,21 @@ from feedback.records import CompletionRecord, RecordedChoice, RecordedMessage
 from tests.helpers import IDS
 from trainer.models import LORA_TARGETS, load_causal_lm
 
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city today.",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+            "required": ["city"],
+            "additionalProperties": False,
+        },
+    },
+}
+"""A function tool as the OpenAI SDK sends it."""
+
 TOPICS = [
     "the sea",
     "a cat",

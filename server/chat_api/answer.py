@@ -18,6 +18,7 @@ from vllm.outputs import CompletionOutput
 from feedback.records import WeightChange
 from server.auth import Caller
 from server.chat_api.protocol import ChatCompletionRequest, TokenLogprob, TopLogprob
+from server.chat_api.tools import ToolCalls
 
 MIN_LOGPROB = -9999.0  # JSON has no -inf; OpenAI clients expect a finite float
 
@@ -40,6 +41,8 @@ class PreparedChat:
     prompt_ids: list[int]
     params: SamplingParams
     acc: ChoiceAccumulator
+    tool_calls: ToolCalls
+    """How its answers are read for tool calls (``tools.py``)."""
     started: float = field(default_factory=time.perf_counter)
     weight_changes: list[WeightChange] = field(default_factory=list)
     """Swaps of the active version's weights while this answer was generated (server/versions/loaded.py)."""

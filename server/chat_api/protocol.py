@@ -9,6 +9,7 @@ API versions and extensions of other servers (the SDK's ``extra_body``).
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -19,6 +20,8 @@ from server.errors import UNSUPPORTED_PARAMETER
 MAX_STOP_SEQUENCES = 4
 MAX_STOP_CHARS = 256
 MAX_METADATA_KEYS = 16
+MAX_TOOLS = 128
+"""As OpenAI allows."""
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 UNSUPPORTED_PARAMETERS = (
     "audio",
@@ -26,18 +29,16 @@ UNSUPPORTED_PARAMETERS = (
     "functions",
     "logit_bias",
     "modalities",
-    "parallel_tool_calls",
     "prediction",
     "reasoning_effort",
     "safety_identifier",
     "service_tier",
-    "tool_choice",
-    "tools",
     "verbosity",
     "web_search_options",
 )
 """OpenAI's chat parameters that change what is generated or returned, which chatloop does not honour yet
-(``safety_identifier`` stands for the end user, which chatloop reads from ``user``). Its cache hints
+(``safety_identifier`` stands for the end user, which chatloop reads from ``user``; ``functions`` and
+``function_call`` are the deprecated forms of ``tools`` and ``tool_choice``). Its cache hints
 (``prompt_cache_key``, ``prompt_cache_retention``) change neither, and are accepted."""
 NOT_GIVEN: tuple[object, ...] = (None, [], {})
 """Values that ask for nothing: an unsupported parameter set to one of them is no request to refuse."""
@@ -61,10 +62,38 @@ class TextPart(BaseModel):
     text: str
 
 
+class FunctionCall(BaseModel):
+    name: str
+    arguments: str
+    """JSON text, as the model wrote it (OpenAI's shape)."""
+
+
+class ToolCall(BaseModel):
+    id: str = Field(max_length=256)
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(BaseModel):
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCall] | None = Field(None, max_length=MAX_TOOLS)
+    """An earlier answer's calls, sent back by the app with their results (``tool`` messages) after it."""
+    tool_call_id: str | None = Field(None, max_length=256)
+
+    @model_validator(mode="after")
+    def _tool_fields_where_they_belong(self) -> ChatMessage:
+        if self.role == "tool" and self.tool_call_id is None:
+            raise ValueError("a message of role 'tool' needs the tool_call_id it answers")
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only an assistant message has tool_calls")
+        for call in self.tool_calls or []:
+            try:
+                json.loads(call.function.arguments)
+            except ValueError:
+                raise ValueError(f"the arguments of tool call '{call.id}' are not JSON") from None
+        return self
 
     def text(self) -> str:
         """The content as one string: text parts are joined, as OpenAI's models see them."""
@@ -77,6 +106,44 @@ class ChatMessage(BaseModel):
     def template_role(self) -> str:
         """`developer` is OpenAI's newer name for `system`; chat templates know only the latter."""
         return "system" if self.role == "developer" else self.role
+
+    def template_message(self) -> dict[str, Any]:
+        """The message as Hugging Face chat templates take it: tool call arguments as objects."""
+        message: dict[str, Any] = {"role": self.template_role(), "content": self.text()}
+        if self.tool_calls:
+            message["tool_calls"] = [
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.function.name, "arguments": json.loads(c.function.arguments)},
+                }
+                for c in self.tool_calls
+            ]
+        if self.tool_call_id is not None:
+            message["tool_call_id"] = self.tool_call_id
+        return message
+
+
+class FunctionDefinition(BaseModel):
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    """A JSON schema of the arguments."""
+    strict: bool | None = None
+
+
+class Tool(BaseModel):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(BaseModel):
+    name: str
+
+
+class NamedToolChoice(BaseModel):
+    type: Literal["function"]
+    function: NamedFunction
 
 
 class StreamOptions(BaseModel):
@@ -124,6 +191,9 @@ class ChatCompletionRequest(BaseModel):
     metadata: dict[str, str] | None = None
     ignore_eos: bool = False
     """vLLM's extension, which its benchmark client sends: generate to the token limit, past end-of-sequence."""
+    tools: list[Tool] | None = Field(None, max_length=MAX_TOOLS)
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -156,6 +226,15 @@ class ChatCompletionRequest(BaseModel):
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
     @property
+    def tool_mode(self) -> Literal["none", "auto", "required", "named"]:
+        """What the answer may hold: text only, text or calls (the default with tools), calls, or one named call."""
+        if not self.tools or self.tool_choice == "none":
+            return "none"
+        if isinstance(self.tool_choice, NamedToolChoice):
+            return "named"
+        return self.tool_choice or "auto"
+
+    @property
     def include_usage_in_stream(self) -> bool:
         return self.stream_options is not None and self.stream_options.include_usage
 
@@ -182,7 +261,8 @@ class Usage(BaseModel):
 
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    tool_calls: list[ToolCall] = Field(default_factory=list)
 
 
 class Choice(BaseModel):
@@ -202,9 +282,22 @@ class ChatCompletion(BaseModel):
     usage: Usage
 
 
+class DeltaFunctionCall(BaseModel):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class DeltaToolCall(BaseModel):
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: DeltaFunctionCall
+
+
 class Delta(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[DeltaToolCall] | None = None
 
 
 class ChunkChoice(BaseModel):

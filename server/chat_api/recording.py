@@ -3,7 +3,10 @@ before it is generated, the record written when it ends.
 
 ``ChatService`` calls ``record`` before the answer's last byte leaves (the last chunk before ``[DONE]``, or the JSON
 body), so a client that rates an answer right after reading it finds the record in place. Recording never fails a
-chat: a Redis error is logged and counted.
+chat: a record that Redis does not take is logged, counted and kept in memory, and written once Redis answers
+again, so that an answer that ended during an outage can still be rated (its in-flight mark, set before the
+outage, says "in progress" until then). The backlog is bounded; past it the oldest record is dropped, with an
+error.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
+from dataclasses import dataclass
 
 from redis.exceptions import RedisError
 
@@ -24,6 +29,9 @@ from server.chat_api.protocol import ChatCompletionRequest
 log = logging.getLogger(__name__)
 
 IN_FLIGHT_TTL_S = 3600
+MAX_WAITING_RECORDS = 10_000
+"""Records kept while Redis is away: at a few kB each, tens of MB at most, an outage of minutes at full load."""
+WAITING_RETRY_S = 2.0
 RECORDED_PARAMS = {
     "n",
     "temperature",
@@ -36,11 +44,13 @@ RECORDED_PARAMS = {
     "top_logprobs",
     "response_format",
     "ignore_eos",
+    "tool_choice",
+    "parallel_tool_calls",
 }
 
 
 def recorded_conversation(request: ChatCompletionRequest) -> list[RecordedMessage]:
-    return [RecordedMessage(role=m.template_role(), content=m.text()) for m in request.messages]
+    return [RecordedMessage.model_validate(m.template_message()) for m in request.messages]
 
 
 class ChatRecorder:
@@ -48,6 +58,8 @@ class ChatRecorder:
         self.gestures = gestures
         self.records = gestures.records
         self._background: set[asyncio.Task[None]] = set()
+        self._waiting: deque[Unwritten] = deque()
+        self._retrying: asyncio.Task[None] | None = None
 
     async def before_generation(self, chat: PreparedChat) -> None:
         """Check a regeneration's link and mark the answer in flight. Redis being down fails neither: the chat
@@ -79,20 +91,72 @@ class ChatRecorder:
         if chat.request.store is False:
             return
         try:
-            record = _build_record(chat, status)
-            await self.records.save(record)
-            if chat.replaces_version is not None and status == "complete":
-                await self.gestures.link_regeneration(record, chat.replaces_version)
+            unwritten = Unwritten(_build_record(chat, status), chat.replaces_version if status == "complete" else None)
+            await unwritten.write(self.gestures)
+        except RedisError:
+            metrics.RECORD_FAILURES.inc()
+            log.warning(
+                "completion record not written; kept until Redis is back", extra={"completion_id": chat.completion_id}
+            )
+            self._keep(unwritten)
         except Exception:
             metrics.RECORD_FAILURES.inc()
-            log.warning("completion record not written", exc_info=True, extra={"completion_id": chat.completion_id})
+            log.error("completion record not written", exc_info=True, extra={"completion_id": chat.completion_id})
+
+    def _keep(self, unwritten: Unwritten) -> None:
+        if len(self._waiting) >= MAX_WAITING_RECORDS:
+            dropped = self._waiting.popleft()
+            metrics.RECORDS_DROPPED.inc()
+            log.error("completion record dropped: too many wait for Redis", extra={"completion_id": dropped.record.id})
+        self._waiting.append(unwritten)
+        metrics.RECORDS_WAITING.set(len(self._waiting))
+        if self._retrying is None or self._retrying.done():
+            self._retrying = asyncio.get_running_loop().create_task(self._write_waiting())
+
+    async def _write_waiting(self) -> None:
+        """Oldest first, until none is left; Redis failing again waits for the next try."""
+        while self._waiting:
+            await asyncio.sleep(WAITING_RETRY_S)
+            try:
+                while self._waiting:
+                    await self._waiting[0].write(self.gestures)
+                    self._waiting.popleft()
+                    metrics.RECORDS_WAITING.set(len(self._waiting))
+            except RedisError:
+                continue
+            except Exception:
+                dropped = self._waiting.popleft()
+                metrics.RECORDS_DROPPED.inc()
+                log.error("completion record dropped", exc_info=True, extra={"completion_id": dropped.record.id})
+        log.info("completion records kept during an outage are written")
+
+
+@dataclass
+class Unwritten:
+    """A record on its way to Redis: saved, then linked to the answer it regenerates, each step done once."""
+
+    record: CompletionRecord
+    replaces: str | None
+    saved: bool = False
+
+    async def write(self, gestures: Gestures) -> None:
+        if not self.saved:
+            await gestures.records.save(self.record)
+            self.saved = True
+        if self.replaces is not None:
+            await gestures.link_regeneration(self.record, self.replaces)
+            self.replaces = None
 
 
 def _build_record(chat: PreparedChat, status: str) -> CompletionRecord:
     request, acc, caller = chat.request, chat.acc, chat.caller
     params = request.model_dump(include=RECORDED_PARAMS, exclude_none=True, mode="json")
     params["max_tokens"] = chat.params.max_tokens
-    ineligible = ineligible_reasons(params, pinned=chat.pinned, by_admin=caller.is_admin, may_teach=caller.may_teach)
+    tools = [tool.model_dump(exclude_none=True) for tool in request.tools] if request.tools else None
+    with_tools = tools is not None or any(m.role == "tool" or m.tool_calls for m in request.messages)
+    ineligible = ineligible_reasons(
+        params, pinned=chat.pinned, by_admin=caller.is_admin, may_teach=caller.may_teach, tools=with_tools
+    )
     return CompletionRecord(
         id=chat.completion_id,
         created=chat.created,
@@ -116,5 +180,6 @@ def _build_record(chat: PreparedChat, status: str) -> CompletionRecord:
         completion_tokens=acc.completion_tokens,
         weight_changes=chat.weight_changes,
         ineligible=ineligible,
+        tools=tools,
         canary_period=None if ineligible else chat.canary_period,
     )

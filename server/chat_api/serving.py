@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from vllm import SamplingParams
 from vllm.exceptions import VLLMClientError
@@ -18,14 +18,15 @@ from vllm.inputs.engine import tokens_input
 from vllm.outputs import RequestOutput
 from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 from vllm.tokenizers import TokenizerLike
+from vllm.tool_parsers import ToolParserManager
 from vllm.v1.engine.async_llm import AsyncLLM
 
-from core.config import Settings
+from core.config import Settings, ToolSettings
 from core.policy import split_model_name
 from feedback.records import WeightChange
 from server import metrics
 from server.auth import Caller
-from server.chat_api.answer import ChoiceAccumulator, PreparedChat
+from server.chat_api.answer import ChoiceAccumulator, ChoiceState, PreparedChat
 from server.chat_api.protocol import (
     AssistantMessage,
     ChatCompletion,
@@ -36,11 +37,28 @@ from server.chat_api.protocol import (
     ChoiceLogprobs,
     ChunkChoice,
     Delta,
+    Tool,
     Usage,
 )
 from server.chat_api.recording import ChatRecorder
+from server.chat_api.tools import ToolCalls, ToolCallStream, check_tool_choice, forced_calls, tool_template
 from server.errors import ApiError
 from server.versions.manager import VersionManager
+
+
+def _chunk_choice(
+    stream: ToolCallStream, index: int, text: str, token_ids: Sequence[int], finish_reason: str | None
+) -> ChunkChoice | None:
+    """One engine step of a choice as a chunk's choice, or None when it has nothing to send yet (a tool call the
+    parser holds back)."""
+    content, calls = stream.step(text, token_ids)
+    if finish_reason is not None:
+        more_content, more_calls, finish_reason = stream.end(finish_reason)
+        content = content + more_content if content and more_content else content or more_content
+        calls = [*(calls or []), *(more_calls or [])] or None
+    if content is None and calls is None and finish_reason is None:
+        return None
+    return ChunkChoice(index=index, delta=Delta(content=content, tool_calls=calls), finish_reason=finish_reason)
 
 
 async def _prepend(first: RequestOutput, rest: AsyncIterator[RequestOutput]) -> AsyncIterator[RequestOutput]:
@@ -79,15 +97,21 @@ def pinned_version(model: str, alias: str) -> str | None:
 def render_chat(
     tokenizer: TokenizerLike,
     messages: list[ChatMessage],
+    tools: list[Tool] | None = None,
+    tool_settings: ToolSettings | None = None,
     add_generation_prompt: bool = True,
     continue_final_message: bool = False,
     add_special_tokens: bool = False,
 ) -> list[int]:
-    """The prompt's token ids through the model's chat template: what the engine sees, and what ``/tokenize``
-    counts. The template adds the special tokens it needs; encoding adds none unless asked."""
-    conversation = [{"role": m.template_role(), "content": m.text()} for m in messages]
+    """The prompt's token ids through the chat template: what the engine sees, and what ``/tokenize`` counts. A
+    conversation with tools or tool calls goes through the tool template (``tools.py``), any other through the
+    model's own. The template adds the special tokens it needs; encoding adds none unless asked."""
+    with_tools = bool(tools) or any(m.role == "tool" or m.tool_calls for m in messages)
+    template = tool_template((tool_settings or ToolSettings()).chat_template) if with_tools else None
     text = tokenizer.apply_chat_template(
-        conversation,
+        [m.template_message() for m in messages],
+        tools=[tool.model_dump(exclude_none=True) for tool in tools] if tools else None,
+        chat_template=template,
         add_generation_prompt=add_generation_prompt,
         continue_final_message=continue_final_message,
         tokenize=False,
@@ -102,6 +126,7 @@ class ChatService:
         self.recorder = recorder
         self.versions = versions
         self.tokenizer = engine.get_tokenizer()
+        ToolParserManager.get_tool_parser(settings.tools.parser)  # an unknown name fails the start, not a request
         self._in_flight: set[PreparedChat] = set()
         versions.loaded.on_swap.append(self._note_swap)
 
@@ -117,7 +142,7 @@ class ChatService:
         owner = self.versions.ids.user_id(caller.key_id, request.user)
         route = self.versions.route(pinned, owner, admin=caller.is_admin)
         self._check_limits(request)
-        prompt_ids = render_chat(self.tokenizer, request.messages)
+        prompt_ids = render_chat(self.tokenizer, request.messages, request.tools, self.settings.tools)
         max_tokens = self._answer_budget(len(prompt_ids), request.answer_token_limit)
         params = self._sampling_params(request, max_tokens)
         return PreparedChat(
@@ -133,9 +158,11 @@ class ChatService:
             prompt_ids=prompt_ids,
             params=params,
             acc=ChoiceAccumulator(request.n, params.logprobs),
+            tool_calls=ToolCalls(request, self.tokenizer, self.settings.tools),
         )
 
     def _check_limits(self, request: ChatCompletionRequest) -> None:
+        check_tool_choice(request)
         if request.n > self.settings.max_n:
             raise ApiError(400, f"n must be at most {self.settings.max_n}.", param="n")
         if request.top_logprobs is not None:
@@ -183,7 +210,7 @@ class ChatService:
             presence_penalty=request.presence_penalty or 0.0,
             frequency_penalty=request.frequency_penalty or 0.0,
             logprobs=(request.top_logprobs or 0) if request.logprobs else None,
-            structured_outputs=_structured_outputs(request),
+            structured_outputs=forced_calls(request) or _structured_outputs(request),
             ignore_eos=request.ignore_eos,
             output_kind=RequestOutputKind.DELTA,
         )
@@ -224,16 +251,18 @@ class ChatService:
             created=chat.created,
             model=chat.request.model,
             system_fingerprint=chat.version,
-            choices=[
-                Choice(
-                    index=index,
-                    message=AssistantMessage(content="".join(state.text)),
-                    logprobs=ChoiceLogprobs(content=state.logprobs) if chat.request.logprobs else None,
-                    finish_reason=state.finish_reason,
-                )
-                for index, state in enumerate(acc.choices)
-            ],
+            choices=[self._choice(chat, index, state) for index, state in enumerate(acc.choices)],
             usage=self._usage(chat),
+        )
+
+    @staticmethod
+    def _choice(chat: PreparedChat, index: int, state: ChoiceState) -> Choice:
+        answer = chat.tool_calls.parse("".join(state.text), state.finish_reason)
+        return Choice(
+            index=index,
+            message=AssistantMessage(content=answer.content, tool_calls=answer.tool_calls),
+            logprobs=ChoiceLogprobs(content=state.logprobs) if chat.request.logprobs else None,
+            finish_reason=answer.finish_reason,
         )
 
     async def stream(self, chat: PreparedChat) -> AsyncIterator[str]:
@@ -243,6 +272,7 @@ class ChatService:
     async def _stream_chunks(self, chat: PreparedChat, outputs: AsyncIterator[RequestOutput]) -> AsyncIterator[str]:
         acc = chat.acc
         with_usage = chat.request.include_usage_in_stream
+        streams = [chat.tool_calls.stream() for _ in range(chat.request.n)]
         for index in range(chat.request.n):
             role = ChunkChoice(index=index, delta=Delta(role="assistant", content=""))
             yield self._chunk(chat, [role], with_usage=with_usage)
@@ -250,12 +280,13 @@ class ChatService:
             async for out in outputs:
                 for output in out.outputs:  # one choice a chunk, as OpenAI streams: clients read choices[0]
                     step_logprobs = acc.add(output)
-                    choice = ChunkChoice(
-                        index=output.index,
-                        delta=Delta(content=output.text),
-                        logprobs=ChoiceLogprobs(content=step_logprobs) if step_logprobs is not None else None,
-                        finish_reason=output.finish_reason,
+                    choice = _chunk_choice(
+                        streams[output.index], output.index, output.text, output.token_ids, output.finish_reason
                     )
+                    if choice is None and step_logprobs is None:
+                        continue
+                    choice = choice or ChunkChoice(index=output.index, delta=Delta())
+                    choice.logprobs = ChoiceLogprobs(content=step_logprobs) if step_logprobs is not None else None
                     yield self._chunk(chat, [choice], with_usage=with_usage)
         except asyncio.CancelledError:
             self._aborted(chat)

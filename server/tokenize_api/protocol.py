@@ -7,9 +7,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from server.chat_api.protocol import ChatMessage, refuse_unsupported
+from server.chat_api.protocol import MAX_TOOLS, ChatMessage, Tool, refuse_unsupported
 
-UNSUPPORTED_PARAMETERS = ("tools", "chat_template", "chat_template_kwargs", "mm_processor_kwargs", "media_io_kwargs")
+UNSUPPORTED_PARAMETERS = ("chat_template", "chat_template_kwargs", "mm_processor_kwargs", "media_io_kwargs")
 """vLLM's parameters that change the rendering, which chatloop does not honour yet: ignored, they would give a
 count that the chat endpoint does not charge."""
 
@@ -30,6 +30,7 @@ class TokenizeChatRequest(BaseModel):
 
     model: str | None = None
     messages: list[ChatMessage] = Field(min_length=1)
+    tools: list[Tool] | None = Field(None, max_length=MAX_TOOLS)
     add_generation_prompt: bool = True
     continue_final_message: bool = False
     add_special_tokens: bool = False

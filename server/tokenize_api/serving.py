@@ -29,9 +29,11 @@ class Tokenization:
             tokens = render_chat(
                 self.tokenizer,
                 request.messages,
-                request.add_generation_prompt,
-                request.continue_final_message,
-                request.add_special_tokens,
+                request.tools,
+                self.settings.tools,
+                add_generation_prompt=request.add_generation_prompt,
+                continue_final_message=request.continue_final_message,
+                add_special_tokens=request.add_special_tokens,
             )
         else:
             tokens = self.tokenizer.encode(request.prompt, add_special_tokens=request.add_special_tokens)

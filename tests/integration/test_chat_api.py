@@ -19,6 +19,7 @@ from prometheus_client.samples import Sample
 from core import keys
 from server.auth import key_id
 from server.identity.api_keys import ApiKeys, ManagedKey
+from tests.factories import WEATHER_TOOL
 from tests.helpers import ServerHandle
 
 pytestmark = pytest.mark.integration
@@ -218,11 +219,22 @@ BAD_REQUESTS = {
     "seed beyond int64": ({"seed": 2**64}, 400, None),
     "stop too long": ({"stop": "x" * 257}, 400, None),
     "metadata value too long": ({"metadata": {"k": "v" * 513}}, 400, None),
-    "tools": (
-        {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]},
+    "tool_choice naming no tool": (
+        {"tools": [WEATHER_TOOL], "tool_choice": {"type": "function", "function": {"name": "get_time"}}},
         400,
-        "unsupported_parameter",
+        None,
     ),
+    "tool arguments not JSON": (
+        {
+            "messages": [
+                *QUESTION,
+                {"role": "assistant", "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": "{x"}}]},
+            ]
+        },
+        400,
+        None,
+    ),
+    "functions (deprecated)": ({"functions": [WEATHER_TOOL["function"]]}, 400, "unsupported_parameter"),
     "logit_bias": ({"logit_bias": {"1": 5}}, 400, "unsupported_parameter"),
 }
 
@@ -372,11 +384,22 @@ def test_redis_outage_does_not_fail_chat_and_loses_nothing(server: ServerHandle,
         during = client.chat.completions.create(model="chatloop", messages=QUESTION, max_tokens=3)
         assert during.choices[0].message.content is not None
         assert metric(server, "chatloop_record_failures_total") == failures_before + 1
+        assert metric(server, "chatloop_records_waiting") == 1
     finally:
         server.redis.restart()
     assert record(server, kept.id)["id"] == kept.id, "a record written before the outage was lost"
     after = client.chat.completions.create(model="chatloop", messages=QUESTION, max_tokens=3)
     assert record(server, after.id)["status"] == "complete"
+    # The answer that ended while Redis was away is written once it is back, and can then be rated.
+    deadline = time.monotonic() + 10
+    while server.redis.client().get(keys.completion_key(during.id)) is None:
+        assert time.monotonic() < deadline, "the record of an answer that ended during the outage was never written"
+        time.sleep(0.2)
+    assert record(server, during.id)["choices"][0]["text"] == during.choices[0].message.content
+    assert metric(server, "chatloop_records_waiting") == 0
+    with server.http() as http:
+        rated = http.post("/v1/feedback", json={"completion_id": during.id, "choice_index": 0, "rating": "up"})
+    assert rated.status_code == 200, rated.text
 
 
 async def managed_key(server: ServerHandle, key: ManagedKey) -> str:

@@ -6,6 +6,7 @@ import pytest
 from openai import OpenAI
 
 from core.config import Settings
+from tests.factories import WEATHER_TOOL
 from tests.helpers import ServerHandle
 
 pytestmark = pytest.mark.integration
@@ -21,13 +22,15 @@ def client(server: ServerHandle) -> OpenAI:
     return OpenAI(base_url=f"{server.base_url}/v1", api_key=server.user_key, max_retries=0, timeout=120)
 
 
-def test_a_chat_counts_what_the_chat_endpoint_charges(server: ServerHandle, client: OpenAI) -> None:
+@pytest.mark.parametrize("extra", [{}, {"tools": [WEATHER_TOOL]}], ids=["plain", "with tools"])
+def test_a_chat_counts_what_the_chat_endpoint_charges(server: ServerHandle, client: OpenAI, extra: dict) -> None:
     with server.http() as http:
-        counted = http.post("/tokenize", json={"model": "chatloop", "messages": MESSAGES, "return_token_strs": True})
+        body = {"model": "chatloop", "messages": MESSAGES, "return_token_strs": True, **extra}
+        counted = http.post("/tokenize", json=body)
     assert counted.status_code == 200, counted.text
     assert counted.headers["x-ratelimit-limit-requests"]
     body = counted.json()
-    answer = client.chat.completions.create(model="chatloop", messages=MESSAGES, max_tokens=1)
+    answer = client.chat.completions.create(model="chatloop", messages=MESSAGES, max_tokens=1, **extra)
     assert body["count"] == len(body["tokens"]) == answer.usage.prompt_tokens
     assert body["max_model_len"] == Settings(_env_file=None).max_model_len
     assert len(body["token_strs"]) == body["count"]
@@ -56,7 +59,7 @@ def test_text_round_trips_and_a_chat_can_leave_its_last_message_open(server: Ser
         ("/tokenize", {"model": "gpt-4o", "prompt": "hi"}, 404, "model"),
         ("/tokenize", {"messages": MESSAGES, "continue_final_message": True}, 400, None),
         ("/tokenize", {"messages": []}, 400, None),
-        ("/tokenize", {"messages": MESSAGES, "tools": [{"type": "function", "function": {"name": "f"}}]}, 400, "tools"),
+        ("/tokenize", {"messages": MESSAGES, "chat_template": "{{ messages }}"}, 400, "chat_template"),
         ("/detokenize", {"tokens": [10**9]}, 400, "tokens"),
         ("/detokenize", {"tokens": [-1]}, 400, None),
         ("/detokenize", {"tokens": [1] * 100_000}, 400, "tokens"),

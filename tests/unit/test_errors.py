@@ -121,7 +121,7 @@ def test_a_chat_body_out_of_bounds_is_400_naming_its_parameter(change: dict, par
     assert error["message"].startswith(f"Invalid value for '{param}'")
 
 
-@pytest.mark.parametrize("name", ["tools", "tool_choice", "functions", "logit_bias", "service_tier"])
+@pytest.mark.parametrize("name", ["functions", "function_call", "logit_bias", "service_tier"])
 def test_an_unsupported_parameter_is_400_unsupported_parameter(name: str) -> None:
     error = chat_body_error(**{name: [{"type": "function"}]})
     assert error == {
