@@ -290,6 +290,12 @@ class Settings(BaseSettings):
         "connection just as a client reuses it.",
     )
     log_level: str = Field("INFO", description="Log level.")
+    loop_stall_s: float = Field(
+        2.0,
+        gt=0,
+        description="When the server's event loop stands still this long (every request waits meanwhile), a warning "
+        "logs where it is stuck (`server/loop_watchdog.py`).",
+    )
     max_body_mb: float = Field(
         8,
         gt=0,

@@ -58,6 +58,7 @@ from server.health_api import api_router as health_api
 from server.identity.signin import SigninAttempts
 from server.identity.stores import Identity
 from server.limits import ChatLimiter
+from server.loop_watchdog import LoopWatchdog
 from server.metrics import MetricsMiddleware
 from server.models_api import api_router as models_api
 from server.rollouts_api import api_router as rollouts_api
@@ -167,6 +168,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         asyncio.create_task(_every(period, "autopilot", autopilot.check, registry_client, client, settings.rollout)),
         asyncio.create_task(_every(STATS_SNAPSHOT_S, "stats snapshot", snapshot_counters, client, STATS_SNAPSHOT_S)),
         asyncio.create_task(_every(RETENTION_TRIM_S, "retention", trim_streams, client, settings, RETENTION_TRIM_S)),
+        asyncio.create_task(LoopWatchdog(settings.loop_stall_s).tick()),
     ]
     try:
         yield

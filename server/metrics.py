@@ -26,6 +26,7 @@ PROMPT_TOKENS = Counter("chatloop_prompt_tokens_total", "Prompt tokens of chat c
 COMPLETION_TOKENS = Counter("chatloop_completion_tokens_total", "Generated tokens of chat completions")
 ABORTED = Counter("chatloop_completions_aborted_total", "Chat completions stopped because the client went away")
 RECORD_FAILURES = Counter("chatloop_record_failures_total", "Completion records that could not be written to Redis")
+LOOP_STALLS = Counter("chatloop_event_loop_stalls_total", "Times the API's event loop stood still past the threshold")
 RECORDS_WAITING = Gauge("chatloop_records_waiting", "Completion records kept in memory until Redis takes them")
 RECORDS_DROPPED = Counter("chatloop_records_dropped_total", "Completion records never written: memory's backlog full")
 
