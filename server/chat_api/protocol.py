@@ -91,7 +91,7 @@ class ChatMessage(BaseModel):
         for call in self.tool_calls or []:
             try:
                 json.loads(call.function.arguments)
-            except ValueError:
+            except (ValueError, RecursionError):
                 raise ValueError(f"the arguments of tool call '{call.id}' are not JSON") from None
         return self
 

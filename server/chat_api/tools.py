@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
+from pydantic import ValidationError
 from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest as VllmChatRequest
+from vllm.exceptions import VLLMClientError
 from vllm.sampling_params import StructuredOutputsParams
 from vllm.tokenizers import TokenizerLike
 from vllm.tool_parsers import ToolParser, ToolParserManager
@@ -55,17 +57,19 @@ def call_id() -> str:
 
 def _vllm_request(request: ChatCompletionRequest) -> VllmChatRequest:
     """vLLM's own request type, which its tool helpers and parsers take."""
-    return VllmChatRequest.model_validate(
-        {
-            "model": request.model,
-            "messages": [],
-            "tools": [tool.model_dump(exclude_none=True) for tool in request.tools or []],
-            "tool_choice": request.tool_choice.model_dump()
-            if isinstance(request.tool_choice, NamedToolChoice)
-            else request.tool_choice,
-            "parallel_tool_calls": request.parallel_tool_calls,
-        }
-    )
+    choice = request.tool_choice
+    try:
+        return VllmChatRequest.model_validate(
+            {
+                "model": request.model,
+                "messages": [],
+                "tools": [tool.model_dump(exclude_none=True) for tool in request.tools or []],
+                "tool_choice": choice.model_dump() if isinstance(choice, NamedToolChoice) else choice,
+                "parallel_tool_calls": request.parallel_tool_calls,
+            }
+        )
+    except ValidationError as exc:
+        raise ApiError(400, f"Invalid tools: {exc.errors()[0]['msg']}", param="tools") from exc
 
 
 def check_tool_choice(request: ChatCompletionRequest) -> None:
@@ -87,7 +91,7 @@ def forced_calls(request: ChatCompletionRequest) -> StructuredOutputsParams | No
     vllm_request = _vllm_request(request)
     try:
         schema = get_json_schema_from_tools(vllm_request.tool_choice, vllm_request.tools, request.parallel_tool_calls)
-    except ValueError as exc:
+    except (VLLMClientError, ValueError) as exc:
         raise ApiError(400, f"Invalid tools: {exc}", param="tools") from exc
     return StructuredOutputsParams(json=schema)
 
