@@ -19,7 +19,7 @@ from core.config import Settings
 from feedback.records import CompletionRecords
 from server.auth import key_id
 from tests.factories import completion_record
-from tests.helpers import IDS, SECRET_KEY, RedisHandle, in_process
+from tests.helpers import IDS, SECRET_KEY, RedisHandle, in_process, run_async
 
 pytestmark = pytest.mark.integration
 
@@ -67,7 +67,7 @@ def test_acknowledged_feedback_outlives_a_kill_9_but_for_the_fsync_window(own_re
                 await rate(completion_id, user)
             return killed_at
 
-    killed_at = asyncio.run(load())
+    killed_at = run_async(load())
     assert 503 in statuses and set(statuses) <= {200, 503}, "the outage was seen, and only as a retryable 503"
     assert statuses[-ANSWERS // 4 :] == [200] * (ANSWERS // 4), "the app did not reconnect by itself"
     stored = {json.loads(fields["event"])["id"] for _, fields in own_redis.client().xrange(keys.EVENTS_STREAM)}

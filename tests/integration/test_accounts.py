@@ -18,7 +18,7 @@ from feedback.records import CompletionRecords
 from server.identity.first_admin import FIRST_ADMIN, first_admin_link
 from server.identity.sessions import COOKIE
 from tests.factories import completion_record
-from tests.helpers import IDS, SECRET_KEY, InProcess, in_process
+from tests.helpers import IDS, SECRET_KEY, InProcess, in_process, run_async
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +55,7 @@ def run(redis_url: str) -> Callable[..., None]:
         async with in_process(settings_for(redis_url, **accounts), ORIGIN) as app:
             await scenario(app)
 
-    return lambda scenario, **accounts: asyncio.run(go(scenario, accounts))
+    return lambda scenario, **accounts: run_async(go(scenario, accounts))
 
 
 def error_of(response: httpx.Response, status: int) -> dict:
@@ -341,7 +341,7 @@ def test_a_revocation_reaches_another_replica_within_the_reconcile_period(redis_
 
     with redis.Redis.from_url(redis_url) as client:
         client.flushdb()
-    asyncio.run(scenario())
+    run_async(scenario())
 
 
 def test_a_personal_key_speaks_for_its_account_and_cannot_make_keys(run: Callable[..., None]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import socket
@@ -20,7 +19,7 @@ from core import keys
 from server.auth import key_id
 from server.identity.api_keys import ApiKeys, ManagedKey
 from tests.factories import WEATHER_TOOL
-from tests.helpers import ServerHandle
+from tests.helpers import ServerHandle, run_async
 
 pytestmark = pytest.mark.integration
 
@@ -415,7 +414,7 @@ def test_answers_carry_rate_headers_and_a_key_over_its_concurrency_gets_429(serv
     plain = client.chat.completions.with_raw_response.create(model="chatloop", messages=QUESTION, max_tokens=3)
     assert plain.headers["x-ratelimit-limit-requests"] == "600"
     assert int(plain.headers["x-ratelimit-remaining-requests"]) < 600
-    key = asyncio.run(managed_key(server, ManagedKey(name="one-at-a-time", max_concurrent=1, created=time.time())))
+    key = run_async(managed_key(server, ManagedKey(name="one-at-a-time", max_concurrent=1, created=time.time())))
     # ignore_eos: the first answer must still be streaming when the second asks, however soon the model would stop.
     body = {"model": "chatloop", "messages": LONG_TASK, "max_tokens": 500, "stream": True, "ignore_eos": True}
     with server.http(key) as http:

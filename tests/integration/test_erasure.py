@@ -3,7 +3,6 @@ holds the person's ids or text; what others stored is untouched; versions traine
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +19,7 @@ from feedback.pairs import read_all
 from feedback.records import CompletionRecord, CompletionRecords
 from server.auth import account_key_id, key_id
 from tests.factories import completion_record
-from tests.helpers import IDS, SECRET_KEY, InProcess, in_process
+from tests.helpers import IDS, SECRET_KEY, InProcess, in_process, run_async
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +41,7 @@ def run(redis_url: str) -> Callable[..., None]:
         async with in_process(settings, ORIGIN) as app:
             await scenario(app)
 
-    return lambda scenario: asyncio.run(go(scenario))
+    return lambda scenario: run_async(go(scenario))
 
 
 async def taught(app: InProcess, http: httpx.AsyncClient, key_id_: str, user: str, text: str) -> CompletionRecord:

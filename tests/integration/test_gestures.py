@@ -17,7 +17,7 @@ from feedback.gestures import Gestures
 from feedback.pairs import read_all
 from feedback.records import CompletionRecords
 from tests.factories import completion_record
-from tests.helpers import IDS, RedisHandle
+from tests.helpers import IDS, RedisHandle, run_async
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +40,7 @@ def test_racing_ratings_count_once_and_pair_once(redis_server: RedisHandle) -> N
         await asyncio.gather(*(gestures.rate(RACER, record.id, i, r, None) for i, r in ratings))
         await client.aclose()
 
-    asyncio.run(race())
+    run_async(race())
     counts = redis_server.client().hgetall(keys.version_stats_key(version))
     assert (counts.get("up"), counts.get("down")) == ("1", "1")
     pairs = [p for _, p in read_all(redis_server.client()) if p.chosen.completion_id == record.id]
@@ -61,7 +61,7 @@ def test_conditional_commit_writes_nothing_once_the_state_changed(redis_server: 
         await client.aclose()
         return stale, current
 
-    assert asyncio.run(attempts()) == (False, True)
+    assert run_async(attempts()) == (False, True)
     assert redis_server.client().get(target) == "1"
 
 
@@ -79,7 +79,7 @@ def test_a_commit_of_ten_thousand_fields_applies_them_all(redis_server: RedisHan
         await client.aclose()
         return applied
 
-    assert asyncio.run(commit())
+    assert run_async(commit())
     client = redis_server.client()
     assert (client.hlen(conversation), client.scard(members)) == (10_000, 10_000)
 
@@ -104,4 +104,4 @@ def test_a_regeneration_names_its_choice_in_ascii_digits(redis_server: RedisHand
         finally:
             await client.aclose()
 
-    asyncio.run(check())
+    run_async(check())

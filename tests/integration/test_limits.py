@@ -30,7 +30,7 @@ from server.errors import ApiError
 from server.identity.api_keys import ApiKeys, ManagedKey
 from server.limits import ChatLimiter, reset_duration
 from tests.factories import completion_record
-from tests.helpers import IDS, SECRET_KEY
+from tests.helpers import IDS, SECRET_KEY, run_async
 
 pytestmark = pytest.mark.integration
 
@@ -103,7 +103,7 @@ def run_with_limiter(redis_url: str, scenario: Callable[..., Awaitable[None]], *
         finally:
             await client.aclose()
 
-    asyncio.run(main())
+    run_async(main())
 
 
 # ---- the limiter --------------------------------------------------------------------------------------------
@@ -221,7 +221,7 @@ def test_redis_away_admits_without_limits():
         assert limiter.active == 2, "this server's queue bound still counts them"
         await client.aclose()
 
-    asyncio.run(scenario())
+    run_async(scenario())
 
 
 # ---- the chat route -------------------------------------------------------------------------------------
@@ -305,7 +305,7 @@ def serve_chat(redis_url: str, scenario: Callable[[ChatApi], Awaitable[None]], *
             await client.aclose()
             store.close()
 
-    asyncio.run(main())
+    run_async(main())
 
 
 def openai_error(response: httpx.Response, status: int, code: str) -> dict:

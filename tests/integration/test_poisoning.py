@@ -7,7 +7,6 @@ the last ones ask the real engine for forced and pinned answers through the sess
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -27,7 +26,7 @@ from feedback.records import CompletionRecord, CompletionRecords
 from server.auth import key_id
 from server.identity.api_keys import ApiKeys, ManagedKey
 from tests.factories import completion_record
-from tests.helpers import IDS, SECRET_KEY, InProcess, ServerHandle, in_process
+from tests.helpers import IDS, SECRET_KEY, InProcess, ServerHandle, in_process, run_async
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +54,7 @@ def run(redis_url: str) -> Callable[..., None]:
         async with in_process(settings) as app:
             await scenario(app)
 
-    return lambda scenario, **limits: asyncio.run(go(scenario, limits))
+    return lambda scenario, **limits: run_async(go(scenario, limits))
 
 
 async def recorded(app: InProcess, key: str, user: str | None, **fields: object) -> CompletionRecord:

@@ -37,7 +37,7 @@ from server.app import attach_redis, create_app
 from server.auth import key_id
 from server.unicode_body import UnicodeBodyRoute
 from tests.factories import completion_record
-from tests.helpers import IDS, SECRET_KEY, fill_to_maxmemory
+from tests.helpers import IDS, SECRET_KEY, fill_to_maxmemory, run_async
 
 pytestmark = pytest.mark.integration
 
@@ -128,7 +128,7 @@ def serve(redis_url: str) -> Serve:
     """Run a scenario against an app on an empty Redis; keyword arguments override the limits (feedback, body)."""
     with redis.Redis.from_url(redis_url) as client:
         client.flushdb()
-    return lambda scenario, **limits: asyncio.run(_serve(redis_url, scenario, limits))
+    return lambda scenario, **limits: run_async(_serve(redis_url, scenario, limits))
 
 
 def error_of(response: httpx.Response, status: int) -> dict:

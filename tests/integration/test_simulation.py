@@ -5,7 +5,6 @@ The full experiment is a benchmark (bench/loop.py), not a test."""
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import os
@@ -23,7 +22,7 @@ from client.simulation.prompt_set import load_prompts
 from client.simulation.users import Behaviour, Turn, simulate
 from core.config import LOCAL_ADMIN_KEY, LOCAL_API_KEY
 from core.registry import Registry
-from tests.helpers import REPO, SMALL_ROUND, RedisHandle, start_server, stop_server
+from tests.helpers import REPO, SMALL_ROUND, RedisHandle, run_async, start_server, stop_server
 
 pytestmark = pytest.mark.integration
 
@@ -65,7 +64,7 @@ def test_users_teach_a_round_whose_version_goes_live(tmp_path: Path, model_path:
     process, url, _ = start_server(tmp_path, redis_handle.url, model_path, AUTOPILOT)
     try:
         turns: list[Turn] = []
-        asyncio.run(simulate(url, LOCAL_API_KEY, resolve(PREFERENCE), load_prompts(), BEHAVIOUR, 30, turns.extend))
+        run_async(simulate(url, LOCAL_API_KEY, resolve(PREFERENCE), load_prompts(), BEHAVIOUR, 30, turns.extend))
         assert turns and {turn.version for turn in turns} == {"base"}
         assert any(turn.regeneration for turn in turns), "no answer was disliked: the preference is too easy"
 

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from server.loop_watchdog import LoopWatchdog
+from tests.helpers import run_async
 
 
 def block_the_loop(seconds: float) -> None:
@@ -24,6 +25,6 @@ def test_a_blocked_loop_is_reported_once_with_its_stack(caplog: pytest.LogCaptur
         watchdog.cancel()
 
     with caplog.at_level(logging.WARNING, logger="server.loop_watchdog"):
-        asyncio.run(scenario())
+        run_async(scenario())
     (stall,) = [r for r in caplog.records if r.getMessage() == "event loop stalled"]
     assert "block_the_loop" in stall.stack and stall.stalled_s > 0.5
