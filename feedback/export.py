@@ -19,7 +19,7 @@ from feedback.pairs import Pair, read_all
 
 def trl_row(pair: Pair) -> dict[str, object]:
     return {
-        "prompt": [message.model_dump(exclude_none=True) for message in pair.prompt],
+        "prompt": [message.model_dump() for message in pair.prompt],
         "chosen": [{"role": "assistant", "content": pair.chosen.text}],
         "rejected": [{"role": "assistant", "content": pair.rejected.text}],
         "pair_id": pair.pair_id,

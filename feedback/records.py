@@ -15,7 +15,7 @@ from functools import cached_property
 from typing import Any
 
 import redis.asyncio as aioredis
-from pydantic import BaseModel
+from pydantic import BaseModel, SerializerFunctionWrapHandler, model_serializer
 from redis.asyncio.client import Pipeline
 
 from core import keys
@@ -34,6 +34,12 @@ class RecordedMessage(BaseModel):
     """An assistant message's calls, in the chat template's shape (arguments as objects)."""
     tool_call_id: str | None = None
 
+    @model_serializer(mode="wrap")
+    def _without_absent_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A message without tool fields reads as before they existed: in records, pairs, exports and the hashes
+        that name conversations."""
+        return {key: value for key, value in handler(self).items() if value is not None}
+
 
 class RecordedChoice(BaseModel):
     index: int
@@ -44,7 +50,7 @@ class RecordedChoice(BaseModel):
 
 def conversation_id(user: str, messages: list[RecordedMessage]) -> str:
     """Answers of one user to the same messages share it: the scope of the pair rules (feedback/rules.py)."""
-    canonical = json.dumps([m.model_dump(exclude_none=True) for m in messages], sort_keys=True)
+    canonical = json.dumps([m.model_dump() for m in messages], sort_keys=True)
     return hashlib.sha256(f"{user}\0{canonical}".encode()).hexdigest()[:24]
 
 

@@ -31,7 +31,7 @@ def is_held_out(messages: Sequence[dict], share: float) -> bool:
 
 
 def pair_prompt(pair: Pair) -> list[dict]:
-    return [m.model_dump(exclude_none=True) for m in pair.prompt]
+    return [m.model_dump() for m in pair.prompt]
 
 
 def split_held_out(pairs: Sequence[Pair], share: float) -> tuple[list[Pair], list[Pair]]:

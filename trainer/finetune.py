@@ -36,7 +36,7 @@ def answer_example(
     tokenizer: PreTrainedTokenizerBase, prompt: Sequence[RecordedMessage], answer: PairAnswer
 ) -> Example:
     """The conversation as the policy saw it and the answer as the engine wrote it (``trainer/chat_text.py``)."""
-    messages = [m.model_dump(exclude_none=True) for m in prompt]
+    messages = [m.model_dump() for m in prompt]
     full_text = conversation_text(tokenizer, messages, answer.text, answer.ended)
     ids = tokenizer(full_text, return_tensors="pt", add_special_tokens=False).input_ids.to(get_accelerator().device)
     labels = ids.clone()
