@@ -96,7 +96,12 @@ class PPOSettings(BaseModel):
         "difference to the active one).",
     )
     lora_alpha: int = Field(32, ge=1, description="LoRA alpha of a fresh policy adapter.")
-    rollouts: int = Field(2, ge=0, description="Rollout batches per round (0: PPO is off).")
+    rollouts: int = Field(
+        0,
+        ge=0,
+        description="Rollout batches per round; 0, the default, turns PPO off (on a CPU the preference stage alone "
+        "teaches as much in shorter rounds: README, \"What each stage adds\"); 2 or more where rollouts are cheap.",
+    )
     batch_prompts: int = Field(8, ge=1, description="Prompts per rollout batch, all processes together.")
     samples_per_prompt: int = Field(
         4, ge=1, description="Answers sampled to each prompt of a batch: the group of the `group` advantage."
