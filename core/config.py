@@ -100,7 +100,7 @@ class PPOSettings(BaseModel):
         0,
         ge=0,
         description="Rollout batches per round; 0, the default, turns PPO off (on a CPU the preference stage alone "
-        "teaches as much in shorter rounds: README, \"What each stage adds\"); 2 or more where rollouts are cheap.",
+        'teaches as much in shorter rounds: README, "What each stage adds"); 2 or more where rollouts are cheap.',
     )
     batch_prompts: int = Field(8, ge=1, description="Prompts per rollout batch, all processes together.")
     samples_per_prompt: int = Field(
