@@ -119,11 +119,11 @@ class ToolCalls:
         if self.mode == "auto":
             extracted = self._parser().extract_tool_calls(text, self.vllm_request)
             calls = [_call(c.function.name, c.function.arguments) for c in extracted.tool_calls]
-            return ParsedAnswer(extracted.content if calls else text, calls, _finish(calls, finish_reason))
+            return ParsedAnswer(extracted.content if calls else text, calls, _finish(bool(calls), finish_reason))
         calls = self._forced(text)
         if calls is None:
             return ParsedAnswer(text, [], finish_reason)
-        return ParsedAnswer(None, calls, finish_reason if self.mode == "named" else _finish(calls, finish_reason))
+        return ParsedAnswer(None, calls, finish_reason if self.mode == "named" else _finish(True, finish_reason))
 
     def _forced(self, text: str) -> list[ToolCall] | None:
         """The calls in a constrained answer; None if it does not parse (cut off by its token limit)."""
@@ -131,7 +131,7 @@ class ToolCalls:
             value = json.loads(text)
             if self.mode == "named":
                 assert isinstance(self.request.tool_choice, NamedToolChoice)
-                return [_call(self.request.tool_choice.function.name, json.dumps(value, ensure_ascii=False))]
+                return [_call(self.request.tool_choice.function.name, text)]  # as generated, as it streams
             return [_call(item["name"], json.dumps(item["parameters"], ensure_ascii=False)) for item in value]
         except (ValueError, KeyError, TypeError):
             return None
@@ -220,7 +220,7 @@ class ToolCallStream:
             rest = self.parser.get_remaining_unstreamed_args()
             index = len(self.parser.prev_tool_call_arr) - 1
             deltas = [DeltaToolCall(index=index, function=DeltaFunctionCall(arguments=rest))] if rest else None
-            return None, deltas, _finish([True], finish_reason)
+            return None, deltas, _finish(True, finish_reason)
         return None, None, finish_reason
 
 
@@ -228,5 +228,5 @@ def _call(name: str, arguments: str) -> ToolCall:
     return ToolCall(id=call_id(), function=FunctionCall(name=name, arguments=arguments))
 
 
-def _finish(calls: Sequence[object], finish_reason: str | None) -> str | None:
-    return "tool_calls" if calls and finish_reason == "stop" else finish_reason
+def _finish(called: bool, finish_reason: str | None) -> str | None:
+    return "tool_calls" if called and finish_reason == "stop" else finish_reason
