@@ -9,8 +9,10 @@ insides (and, in pytest's importlib import mode, loads a second copy of them).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -194,18 +196,32 @@ def start_server(
             env=env,
             stdout=log_file,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stop_server stops the engine's processes with it
         )
     base_url = f"http://127.0.0.1:{port}"
-    wait_ready(base_url, process, log_path, until)
+    try:
+        wait_ready(base_url, process, log_path, until)
+    except BaseException:
+        stop_server(process)
+        raise
     return process, base_url, log_path
 
 
 def stop_server(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
+    """The server and every process it started: stopped alone while its engine was still starting, the engine's
+    worker outlived it and kept its gigabytes."""
+    _signal_group(process, signal.SIGTERM)
     try:
         process.wait(timeout=30)
     except subprocess.TimeoutExpired:
-        process.kill()
+        pass
+    _signal_group(process, signal.SIGKILL)
+    process.wait()
+
+
+def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signum)
 
 
 @dataclass

@@ -470,7 +470,7 @@ def test_a_replica_killed_during_a_swap_serves_the_stored_active_version_once_re
         assert time.monotonic() < deadline, "the replica never started the swap"
         time.sleep(0.01)
     cluster.processes[1].kill()
-    cluster.processes[1].wait()
+    stop_server(cluster.processes[1])  # the engine's processes, which outlive the server's kill -9
     process, url, _ = start_server(cluster.shared, cluster.redis.url, cluster.model_path, FAST, engine_loaded)
     cluster.processes[1], cluster.urls[1] = process, url
     deadline = time.monotonic() + 60
