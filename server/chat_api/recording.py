@@ -24,7 +24,7 @@ from feedback.gestures import Gestures
 from feedback.records import CompletionRecord, RecordedChoice, RecordedMessage, conversation_id
 from server import metrics
 from server.chat_api.answer import PreparedChat
-from server.chat_api.protocol import ChatCompletionRequest
+from server.chat_api.protocol import ChatCompletionRequest, uses_tools
 
 log = logging.getLogger(__name__)
 
@@ -153,9 +153,12 @@ def _build_record(chat: PreparedChat, status: str) -> CompletionRecord:
     params = request.model_dump(include=RECORDED_PARAMS, exclude_none=True, mode="json")
     params["max_tokens"] = chat.params.max_tokens
     tools = [tool.model_dump(exclude_none=True) for tool in request.tools] if request.tools else None
-    with_tools = tools is not None or any(m.role == "tool" or m.tool_calls for m in request.messages)
     ineligible = ineligible_reasons(
-        params, pinned=chat.pinned, by_admin=caller.is_admin, may_teach=caller.may_teach, tools=with_tools
+        params,
+        pinned=chat.pinned,
+        by_admin=caller.is_admin,
+        may_teach=caller.may_teach,
+        tools=uses_tools(request.messages, request.tools),
     )
     return CompletionRecord(
         id=chat.completion_id,

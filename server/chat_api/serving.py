@@ -39,6 +39,7 @@ from server.chat_api.protocol import (
     Delta,
     Tool,
     Usage,
+    uses_tools,
 )
 from server.chat_api.recording import ChatRecorder
 from server.chat_api.tools import ToolCalls, ToolCallStream, check_tool_choice, forced_calls, tool_template
@@ -106,8 +107,7 @@ def render_chat(
     """The prompt's token ids through the chat template: what the engine sees, and what ``/tokenize`` counts. A
     conversation with tools or tool calls goes through the tool template (``tools.py``), any other through the
     model's own. The template adds the special tokens it needs; encoding adds none unless asked."""
-    with_tools = bool(tools) or any(m.role == "tool" or m.tool_calls for m in messages)
-    template = tool_template((tool_settings or ToolSettings()).chat_template) if with_tools else None
+    template = tool_template((tool_settings or ToolSettings()).chat_template) if uses_tools(messages, tools) else None
     text = tokenizer.apply_chat_template(
         [m.template_message() for m in messages],
         tools=[tool.model_dump(exclude_none=True) for tool in tools] if tools else None,

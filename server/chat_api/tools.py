@@ -158,12 +158,12 @@ class ToolCallStream:
 
     def step(self, delta_text: str, delta_ids: Sequence[int]) -> tuple[str | None, list[DeltaToolCall] | None]:
         """The content and tool call deltas to send for one step of the engine."""
+        mode = self.calls.mode
+        if mode == "none":  # plain streaming, every chunk: nothing to keep
+            return delta_text, None
         previous_text, previous_ids = self.text, list(self.token_ids)
         self.text += delta_text
         self.token_ids.extend(delta_ids)
-        mode = self.calls.mode
-        if mode == "none":
-            return delta_text, None
         if mode == "required":
             return None, None
         if mode == "named":
