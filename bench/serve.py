@@ -72,7 +72,7 @@ def lora_flags(settings: Settings) -> list[str]:
         "--max-loras",
         str(settings.rollout.max_adapters),
         "--worker-extension-cls",
-        "server.cpu.lora.SkipIdleLoRA",
+        "server.worker_extension.ChatloopWorker",
     ]
 
 

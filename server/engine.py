@@ -64,7 +64,7 @@ def engine_args(settings: Settings) -> AsyncEngineArgs:
         enable_lora=True,
         max_lora_rank=max_lora_rank(settings),
         max_loras=settings.rollout.max_adapters,
-        worker_extension_cls="server.cpu.lora.SkipIdleLoRA",
+        worker_extension_cls="server.worker_extension.ChatloopWorker",
     )
 
 

@@ -5,8 +5,8 @@ adapter or not (only its prefill path checks), which cut plain generation from 4
 (docs/benchmarks.md). The active policy version is served merged, with no adapter, so that cost would fall on
 nearly every request just so that a canary can run beside it. vLLM's GPU kernels already skip such steps.
 
-vLLM imports this module in its worker process when ``worker_extension_cls`` names the class below; the import
-applies the patch there (the server process itself runs no model). It touches ``PunicaWrapperCPU`` and the linear
+vLLM imports this module in its worker process through ``server/worker_extension.py``; the import applies the patch
+there (the server process itself runs no model). It touches ``PunicaWrapperCPU`` and the linear
 layers' LoRA wrappers, which consult the CPU wrapper's flag: on GPUs the flag is never set and they run as shipped.
 """
 
@@ -61,7 +61,3 @@ def _patch() -> None:
 
 
 _patch()
-
-
-class SkipIdleLoRA:
-    """Named in ``worker_extension_cls``; it adds no methods, importing it is the point."""

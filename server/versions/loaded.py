@@ -91,6 +91,15 @@ class LoadedVersions:
                 await self.engine.resume_generation()
             paused = time.perf_counter() - started
         log.info("active version swapped", extra={"version": version, "paused_s": round(paused, 3)})
+        await self._release_freed_memory()
+
+    async def _release_freed_memory(self) -> None:
+        """After the old weights or an adapter were dropped, outside the pause (``server/worker_extension.py``). A
+        failure costs memory, not the swap, so it is logged and nothing more."""
+        try:
+            await self.engine.collective_rpc("release_freed_memory")
+        except Exception:  # the engine's RPC fails in many ways; none of them undoes the swap
+            log.warning("the engine worker did not release freed memory", exc_info=True)
 
     @asynccontextmanager
     async def trainee(self, folder: Path) -> AsyncIterator[tuple[int, LoRARequest]]:
@@ -114,6 +123,7 @@ class LoadedVersions:
                 await self.engine.remove_lora(request.lora_int_id)
             finally:
                 shutil.rmtree(out, ignore_errors=True)
+            await self._release_freed_memory()
 
     async def lora_for(self, version: str) -> LoRARequest | None:
         """What a request for ``version`` must carry: nothing for the active version, else its adapter,
