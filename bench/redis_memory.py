@@ -40,7 +40,7 @@ def text(chars: int) -> str:
 
 
 def completion(args: argparse.Namespace) -> CompletionRecord:
-    """A one-choice chat answer, as server/chat_api/recording.py records it."""
+    """A one-choice chat answer, as server/answers/recording.py records it."""
     return CompletionRecord(
         id=f"chatcmpl-{uuid.uuid4().hex}",
         created=time.time(),

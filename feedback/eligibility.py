@@ -20,6 +20,9 @@ or a stop string shaped the text."""
 TOOLS = "tool_calling"
 """The prompt held tools or tool calls, which the trainer does not render into its prompts yet: trained on, the
 answer would be taught for a prompt the model never saw."""
+RAW_PROMPT = "raw_prompt"
+"""A completion of raw text (``/v1/completions``), which no chat template rendered: the trainer learns chat
+prompts, and would teach the answer for a prompt the model never saw."""
 PINNED = "pinned_version"
 """A non-admin caller chose the version (``chatloop@vN``) instead of the routing."""
 NOT_A_TEACHER = "principal_may_not_teach"
@@ -35,7 +38,13 @@ def constrained(params: Mapping[str, object]) -> bool:
 
 
 def ineligible_reasons(
-    params: Mapping[str, object], *, pinned: bool, by_admin: bool, may_teach: bool, tools: bool = False
+    params: Mapping[str, object],
+    *,
+    pinned: bool,
+    by_admin: bool,
+    may_teach: bool,
+    tools: bool = False,
+    raw_prompt: bool = False,
 ) -> list[str]:
     """Why an answer may not be training data; empty when it may."""
     reasons = []
@@ -43,6 +52,8 @@ def ineligible_reasons(
         reasons.append(CONSTRAINED)
     if tools:
         reasons.append(TOOLS)
+    if raw_prompt:
+        reasons.append(RAW_PROMPT)
     if pinned and not by_admin:
         reasons.append(PINNED)
     if not may_teach:

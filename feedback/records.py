@@ -92,6 +92,9 @@ class CompletionRecord(BaseModel):
     canary_period: str | None = None
     """The canary period it was routed in, when a canary was running and it counts as a vote there
     (``feedback/canary.py``)."""
+    response: dict[str, Any] | None = None
+    """An answer of ``/v1/responses``: the response object as returned, which ``GET /v1/responses/{id}`` returns
+    and ``previous_response_id`` continues from."""
 
     # Cached: a gesture reads it several times, and the hash serializes every message.
     @cached_property
@@ -131,6 +134,14 @@ class CompletionRecords:
             named = keys.user_name_key(self.ids.user_name_id(record.user))
             pipe.sadd(named, record.user_id)
             pipe.expire(named, self.index_s)
+
+    async def delete(self, record: CompletionRecord) -> None:
+        """The record and its place in its user's index; pairs and events already made from it stay, until its
+        user's data is erased (``feedback/erasure.py``)."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(keys.completion_key(record.id))
+        pipe.srem(keys.user_completions_key(record.user_id), record.id)
+        await pipe.execute()
 
     async def get(self, completion_id: str) -> CompletionRecord | None:
         raw = await self.client.get(keys.completion_key(completion_id))

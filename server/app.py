@@ -43,11 +43,14 @@ from server.accounts_api import api_router as accounts_api
 from server.accounts_api.serving import AccountService
 from server.admin_api import api_router as admin_api
 from server.admin_api.serving import AdminService
+from server.answers.generation import Generation
+from server.answers.recording import AnswerRecorder
 from server.auth import Authenticator
 from server.body_limit import BodyLimitMiddleware
 from server.chat_api import api_router as chat_api
-from server.chat_api.recording import ChatRecorder
 from server.chat_api.serving import ChatService
+from server.completions_api import api_router as completions_api
+from server.completions_api.serving import CompletionService
 from server.conversations_api import api_router as conversations_api
 from server.cpu.pinning import keep_off_engine_cores
 from server.engine import build_engine
@@ -61,6 +64,8 @@ from server.limits import ChatLimiter
 from server.loop_watchdog import LoopWatchdog
 from server.metrics import MetricsMiddleware
 from server.models_api import api_router as models_api
+from server.responses_api import api_router as responses_api
+from server.responses_api.serving import ResponseService
 from server.rollouts_api import api_router as rollouts_api
 from server.rollouts_api.serving import RolloutService
 from server.security_headers import SecurityHeadersMiddleware
@@ -91,8 +96,11 @@ async def _load_engine(app: FastAPI, settings: Settings, client: aioredis.Redis)
         versions = VersionManager(loaded, client, settings, app.state.ids)
         await _first_reconcile(versions)
         app.state.versions = versions
-        app.state.chat = ChatService(app.state.engine, settings, ChatRecorder(app.state.gestures), versions)
+        generation = Generation(app.state.engine, settings, AnswerRecorder(app.state.gestures), versions)
+        app.state.chat = ChatService(generation)
+        app.state.responses = ResponseService(app.state.chat, app.state.gestures.records)
         vocab_size = app.state.engine.model_config.get_vocab_size()
+        app.state.completions = CompletionService(generation, vocab_size)
         app.state.rollouts = RolloutService(app.state.engine, versions.loaded, settings, vocab_size)
         app.state.tokenization = Tokenization(app.state.chat.tokenizer, settings, vocab_size)
         # As vLLM's own server does: importing torch and vLLM leaves ~600,000 objects that a full collection
@@ -192,6 +200,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.chat = None
     app.state.rollouts = None
     app.state.tokenization = None
+    app.state.responses = None
+    app.state.completions = None
     app.state.versions = None
     app.add_middleware(BodyLimitMiddleware, max_body_mb=settings.max_body_mb)
     app.add_middleware(SecurityHeadersMiddleware)
@@ -200,6 +210,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.web_root = WEB_UI
     for router in (
         chat_api.router,
+        responses_api.router,
+        completions_api.router,
         feedback_api.router,
         admin_api.router,
         admin_api.page,

@@ -23,10 +23,12 @@ from server.accounts_api.serving import AccountService
 from server.admin_api.serving import AdminService
 from server.auth import Authenticator, Caller, require_admin
 from server.chat_api.serving import ChatService
+from server.completions_api.serving import CompletionService
 from server.erasures import Erasures
 from server.errors import ApiError
 from server.identity.conversations import Conversations
 from server.limits import ChatLimiter
+from server.responses_api.serving import ResponseService
 from server.rollouts_api.serving import RolloutService
 from server.tokenize_api.serving import Tokenization
 from server.versions.manager import VersionManager
@@ -85,6 +87,20 @@ async def get_chat_service(service: ChatServiceIfLoadedDep) -> ChatService:
 
 
 ChatServiceDep = Annotated[ChatService, Depends(get_chat_service)]
+
+
+async def get_completion_service(request: Request) -> CompletionService:
+    return _loaded(request.app.state.completions)
+
+
+CompletionServiceDep = Annotated[CompletionService, Depends(get_completion_service)]
+
+
+async def get_response_service(request: Request) -> ResponseService:
+    return _loaded(request.app.state.responses)
+
+
+ResponseServiceDep = Annotated[ResponseService, Depends(get_response_service)]
 
 
 async def get_tokenization(request: Request) -> Tokenization:

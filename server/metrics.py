@@ -33,6 +33,8 @@ RECORDS_DROPPED = Counter("chatloop_records_dropped_total", "Completion records 
 KNOWN_ENDPOINTS = frozenset(
     {
         "/v1/chat/completions",
+        "/v1/responses",
+        "/v1/completions",
         "/tokenize",
         "/detokenize",
         "/v1/feedback",
@@ -46,8 +48,13 @@ KNOWN_ENDPOINTS = frozenset(
 
 
 def endpoint_label(path: str) -> str:
-    """Bound the label's values: unknown paths (scanners, typos) share one label."""
-    return path if path in KNOWN_ENDPOINTS else "other"
+    """Bound the label's values: unknown paths (scanners, typos) share one label, and a stored response's routes
+    one each whatever its id."""
+    if path in KNOWN_ENDPOINTS:
+        return path
+    if path.startswith("/v1/responses/"):
+        return "/v1/responses/{id}/cancel" if path.endswith("/cancel") else "/v1/responses/{id}"
+    return "other"
 
 
 class MetricsMiddleware:

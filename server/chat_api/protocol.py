@@ -57,6 +57,27 @@ def refuse_unsupported(values: Any, names: tuple[str, ...]) -> Any:
     return values
 
 
+def checked_stop(value: str | list[str] | None) -> list[str] | None:
+    """Stop sequences as a list, within OpenAI's bounds."""
+    if value is None:
+        return None
+    stops = [value] if isinstance(value, str) else value
+    if len(stops) > MAX_STOP_SEQUENCES or any(not 0 < len(stop) <= MAX_STOP_CHARS for stop in stops):
+        raise ValueError(
+            f"stop takes at most {MAX_STOP_SEQUENCES} non-empty sequences of at most {MAX_STOP_CHARS} characters"
+        )
+    return stops
+
+
+def checked_metadata(value: dict[str, str] | None) -> dict[str, str] | None:
+    """Metadata within OpenAI's bounds."""
+    if value is not None and (
+        len(value) > MAX_METADATA_KEYS or any(len(k) > 64 or len(v) > 512 for k, v in value.items())
+    ):
+        raise ValueError(f"metadata takes at most {MAX_METADATA_KEYS} keys of 64 chars, values of 512")
+    return value
+
+
 class TextPart(BaseModel):
     type: Literal["text"]
     text: str
@@ -209,23 +230,12 @@ class ChatCompletionRequest(BaseModel):
     @field_validator("stop")
     @classmethod
     def _stop_list(cls, value: str | list[str] | None) -> list[str] | None:
-        if value is None:
-            return None
-        stops = [value] if isinstance(value, str) else value
-        if len(stops) > MAX_STOP_SEQUENCES or any(not 0 < len(stop) <= MAX_STOP_CHARS for stop in stops):
-            raise ValueError(
-                f"stop takes at most {MAX_STOP_SEQUENCES} non-empty sequences of at most {MAX_STOP_CHARS} characters"
-            )
-        return stops
+        return checked_stop(value)
 
     @field_validator("metadata")
     @classmethod
     def _metadata_size(cls, value: dict[str, str] | None) -> dict[str, str] | None:
-        if value is not None and (
-            len(value) > MAX_METADATA_KEYS or any(len(k) > 64 or len(v) > 512 for k, v in value.items())
-        ):
-            raise ValueError(f"metadata takes at most {MAX_METADATA_KEYS} keys of 64 chars, values of 512")
-        return value
+        return checked_metadata(value)
 
     @property
     def answer_token_limit(self) -> int | None:

@@ -1,32 +1,27 @@
-"""Chat completions on the embedded vLLM engine: validation against the model, generation and streaming.
+"""Chat completions on the embedded vLLM engine: validation against the model, and the answer in chat's shape.
 
 A request is checked and turned into engine inputs (``prepare``), then answered as one JSON body (``complete``) or
-as SSE chunks (``stream``); both fold the engine's outputs with the same ``ChoiceAccumulator`` (``answer.py``).
-The completion record is ``recording.py``'s: this module tells it when an answer starts and ends.
+as SSE chunks (``stream``); both fold the engine's outputs with the same ``ChoiceAccumulator``. Routing,
+generation and the completion record are ``server/answers/``'s, shared with the other APIs.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
-import uuid
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 
 from vllm import SamplingParams
-from vllm.exceptions import VLLMClientError
-from vllm.inputs.engine import tokens_input
 from vllm.outputs import RequestOutput
 from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 from vllm.tokenizers import TokenizerLike
 from vllm.tool_parsers import ToolParserManager
-from vllm.v1.engine.async_llm import AsyncLLM
 
-from core.config import Settings, ToolSettings
-from core.policy import split_model_name
-from feedback.records import WeightChange
-from server import metrics
+from core.config import ToolSettings
+from feedback.records import RecordedMessage
+from server.answers.generation import Generation
+from server.answers.prepared import ChoiceAccumulator, ChoiceState, PreparedAnswer, RecordedRequest
 from server.auth import Caller
-from server.chat_api.answer import ChoiceAccumulator, ChoiceState, PreparedChat
 from server.chat_api.protocol import (
     AssistantMessage,
     ChatCompletion,
@@ -41,10 +36,45 @@ from server.chat_api.protocol import (
     Usage,
     uses_tools,
 )
-from server.chat_api.recording import ChatRecorder
 from server.chat_api.tools import ToolCalls, ToolCallStream, check_tool_choice, forced_calls, tool_template
 from server.errors import ApiError
-from server.versions.manager import VersionManager
+
+RECORDED_PARAMS = {
+    "n",
+    "temperature",
+    "top_p",
+    "seed",
+    "stop",
+    "presence_penalty",
+    "frequency_penalty",
+    "logprobs",
+    "top_logprobs",
+    "response_format",
+    "ignore_eos",
+    "tool_choice",
+    "parallel_tool_calls",
+}
+
+
+@dataclass(eq=False, kw_only=True)
+class PreparedChat(PreparedAnswer):
+    request: ChatCompletionRequest
+    tool_calls: ToolCalls
+    """How its answers are read for tool calls (``tools.py``)."""
+
+
+def recorded_request(request: ChatCompletionRequest) -> RecordedRequest:
+    return RecordedRequest(
+        model=request.model,
+        user=request.user,
+        metadata=request.metadata or {},
+        store=request.store is not False,
+        stream=request.stream,
+        conversation=[RecordedMessage.model_validate(m.template_message()) for m in request.messages],
+        params=request.model_dump(include=RECORDED_PARAMS, exclude_none=True, mode="json"),
+        tools=[tool.model_dump(exclude_none=True) for tool in request.tools] if request.tools else None,
+        uses_tools=uses_tools(request.messages, request.tools),
+    )
 
 
 def _chunk_choice(
@@ -52,20 +82,10 @@ def _chunk_choice(
 ) -> ChunkChoice | None:
     """One engine step of a choice as a chunk's choice, or None when it has nothing to send yet (a tool call the
     parser holds back)."""
-    content, calls = stream.step(text, token_ids)
-    if finish_reason is not None:
-        more_content, more_calls, finish_reason = stream.end(finish_reason)
-        content = content + more_content if content and more_content else content or more_content
-        calls = [*(calls or []), *(more_calls or [])] or None
+    content, calls, finish_reason = stream.advance(text, token_ids, finish_reason)
     if content is None and calls is None and finish_reason is None:
         return None
     return ChunkChoice(index=index, delta=Delta(content=content, tool_calls=calls), finish_reason=finish_reason)
-
-
-async def _prepend(first: RequestOutput, rest: AsyncIterator[RequestOutput]) -> AsyncIterator[RequestOutput]:
-    yield first
-    async for out in rest:
-        yield out
 
 
 def _structured_outputs(request: ChatCompletionRequest) -> StructuredOutputsParams | None:
@@ -80,19 +100,6 @@ def _structured_outputs(request: ChatCompletionRequest) -> StructuredOutputsPara
             400, "response_format of type json_schema needs json_schema.schema.", param="response_format.json_schema"
         )
     return StructuredOutputsParams(json=spec.json_schema)
-
-
-def pinned_version(model: str, alias: str) -> str | None:
-    """The version named after ``alias@``, or None for the routed alias."""
-    name, version = split_model_name(model)
-    if name != alias:
-        raise ApiError(
-            404,
-            f"The model '{model}' does not exist or you do not have access to it.",
-            param="model",
-            code="model_not_found",
-        )
-    return version
 
 
 def render_chat(
@@ -120,41 +127,35 @@ def render_chat(
 
 
 class ChatService:
-    def __init__(self, engine: AsyncLLM, settings: Settings, recorder: ChatRecorder, versions: VersionManager):
-        self.engine = engine
-        self.settings = settings
-        self.recorder = recorder
-        self.versions = versions
-        self.tokenizer = engine.get_tokenizer()
-        ToolParserManager.get_tool_parser(settings.tools.parser)  # an unknown name fails the start, not a request
-        self._in_flight: set[PreparedChat] = set()
-        versions.loaded.on_swap.append(self._note_swap)
-
-    def _note_swap(self, active: str) -> None:
-        for chat in self._in_flight:
-            chat.weight_changes.append(WeightChange(after_tokens=chat.acc.completion_tokens, active=active))
+    def __init__(self, generation: Generation):
+        self.generation = generation
+        self.settings = generation.settings
+        self.tokenizer = generation.tokenizer
+        ToolParserManager.get_tool_parser(self.settings.tools.parser)  # an unknown name fails the start, not a request
 
     # ---- validation -------------------------------------------------------------------------------------
 
-    def prepare(self, request: ChatCompletionRequest, caller: Caller) -> PreparedChat:
-        pinned = pinned_version(request.model, self.settings.model_alias)
+    def prepare(self, request: ChatCompletionRequest, caller: Caller, id_prefix: str = "chatcmpl-") -> PreparedChat:
+        """The request checked and turned into engine inputs; ``id_prefix`` names the API it came through, whose
+        answer's id is the record's (``resp_`` for ``/v1/responses``)."""
         request.user = caller.end_user(request.user)
-        owner = self.versions.ids.user_id(caller.key_id, request.user)
-        route = self.versions.route(pinned, owner, admin=caller.is_admin)
+        routed = self.generation.route(request.model, caller, request.user)
         self._check_limits(request)
         prompt_ids = render_chat(self.tokenizer, request.messages, request.tools, self.settings.tools)
-        max_tokens = self._answer_budget(len(prompt_ids), request.answer_token_limit)
-        params = self._sampling_params(request, max_tokens)
+        max_tokens = self.generation.answer_budget(len(prompt_ids), request.answer_token_limit, "messages")
+        params = self.generation.sampling_params(lambda: self._sampling_params(request, max_tokens))
+        completion_id, created = self.generation.new_id(id_prefix)
         return PreparedChat(
+            recorded=recorded_request(request),
             request=request,
             caller=caller,
-            completion_id=f"chatcmpl-{uuid.uuid4().hex}",
-            created=int(time.time()),
-            owner=owner,
-            principal_id=self.versions.ids.principal_id(caller.key_id),
-            version=route.version,
-            pinned=route.pinned,
-            canary_period=route.canary_period,
+            completion_id=completion_id,
+            created=created,
+            owner=routed.owner,
+            principal_id=routed.principal_id,
+            version=routed.route.version,
+            pinned=routed.route.pinned,
+            canary_period=routed.route.canary_period,
             prompt_ids=prompt_ids,
             params=params,
             acc=ChoiceAccumulator(request.n, params.logprobs),
@@ -172,34 +173,8 @@ class ChatService:
                 limit = self.settings.max_top_logprobs
                 raise ApiError(400, f"top_logprobs must be at most {limit}.", param="top_logprobs")
 
-    def _answer_budget(self, prompt_tokens: int, requested: int | None) -> int:
-        limit = self.settings.max_model_len
-        if prompt_tokens >= limit:
-            raise ApiError(
-                400,
-                f"This model's maximum context length is {limit} tokens. However, your messages resulted in "
-                f"{prompt_tokens} tokens. Please reduce the length of the messages.",
-                param="messages",
-                code="context_length_exceeded",
-            )
-        if requested is not None and prompt_tokens + requested > limit:
-            raise ApiError(
-                400,
-                f"This model's maximum context length is {limit} tokens. However, you requested "
-                f"{prompt_tokens + requested} tokens ({prompt_tokens} in the messages, {requested} in the "
-                "completion). Please reduce the length of the messages or completion.",
-                param="max_tokens",
-                code="context_length_exceeded",
-            )
-        return requested if requested is not None else limit - prompt_tokens
-
-    def _sampling_params(self, request: ChatCompletionRequest, max_tokens: int) -> SamplingParams:
-        try:
-            return self._build_sampling_params(request, max_tokens)
-        except (VLLMClientError, ValueError) as exc:
-            raise ApiError(400, f"Invalid sampling parameters: {exc}") from exc
-
-    def _build_sampling_params(self, request: ChatCompletionRequest, max_tokens: int) -> SamplingParams:
+    @staticmethod
+    def _sampling_params(request: ChatCompletionRequest, max_tokens: int) -> SamplingParams:
         return SamplingParams(
             n=request.n,
             max_tokens=max_tokens,
@@ -215,44 +190,19 @@ class ChatService:
             output_kind=RequestOutputKind.DELTA,
         )
 
-    # ---- generation ---------------------------------------------------------------------------------------
-
-    async def _open(self, chat: PreparedChat) -> AsyncIterator[RequestOutput]:
-        """Start generating and wait for the first output, so that a request the engine refuses (a JSON schema
-        it cannot compile, say) still gets a 400 before any byte of the answer has been sent."""
-        await self.recorder.before_generation(chat)
-        chat.version, lora = await self.versions.adapter(chat.version, chat.pinned)
-        self._in_flight.add(chat)
-        outputs = self.engine.generate(
-            tokens_input(chat.prompt_ids), chat.params, chat.completion_id, lora_request=lora
-        )
-        try:
-            first = await anext(outputs)
-        except (VLLMClientError, ValueError) as exc:
-            self._in_flight.discard(chat)
-            raise ApiError(400, f"The engine refused this request: {exc}") from exc
-        metrics.TIME_TO_FIRST_TOKEN.observe(time.perf_counter() - chat.started)
-        return _prepend(first, outputs)
+    # ---- answering ----------------------------------------------------------------------------------------
 
     async def complete(self, chat: PreparedChat) -> ChatCompletion:
         """The whole answer as one JSON body."""
-        outputs = await self._open(chat)
-        acc = chat.acc
-        try:
-            async for out in outputs:
-                for output in out.outputs:
-                    acc.add(output)
-        except asyncio.CancelledError:
-            self._aborted(chat)
-            raise
-        await self._completed(chat)
+        await self.generation.generate(chat)
+        await self.generation.finish(chat)
         return ChatCompletion(
             id=chat.completion_id,
             created=chat.created,
             model=chat.request.model,
             system_fingerprint=chat.version,
-            choices=[self._choice(chat, index, state) for index, state in enumerate(acc.choices)],
-            usage=self._usage(chat),
+            choices=[self._choice(chat, index, state) for index, state in enumerate(chat.acc.choices)],
+            usage=chat.usage(),
         )
 
     @staticmethod
@@ -267,7 +217,7 @@ class ChatService:
 
     async def stream(self, chat: PreparedChat) -> AsyncIterator[str]:
         """The answer as SSE ``data`` payloads: role chunks, content deltas, finish chunks, usage, ``[DONE]``."""
-        return self._stream_chunks(chat, await self._open(chat))
+        return self._stream_chunks(chat, await self.generation.open(chat))
 
     async def _stream_chunks(self, chat: PreparedChat, outputs: AsyncIterator[RequestOutput]) -> AsyncIterator[str]:
         acc = chat.acc
@@ -289,27 +239,12 @@ class ChatService:
                     choice.logprobs = ChoiceLogprobs(content=step_logprobs) if step_logprobs is not None else None
                     yield self._chunk(chat, [choice], with_usage=with_usage)
         except asyncio.CancelledError:
-            self._aborted(chat)
+            self.generation.abort(chat)
             raise
-        await self._completed(chat)
+        await self.generation.finish(chat)
         if with_usage:
-            yield self._chunk(chat, [], usage=self._usage(chat))
+            yield self._chunk(chat, [], usage=chat.usage())
         yield "[DONE]"
-
-    def _ended(self, chat: PreparedChat) -> None:
-        self._in_flight.discard(chat)
-        metrics.PROMPT_TOKENS.inc(len(chat.prompt_ids))
-        metrics.COMPLETION_TOKENS.inc(chat.acc.completion_tokens)
-
-    def _aborted(self, chat: PreparedChat) -> None:
-        """A cancelled request (its client hung up) has its record written in the background."""
-        self._ended(chat)
-        metrics.ABORTED.inc()
-        self.recorder.record_in_background(chat, status="aborted")
-
-    async def _completed(self, chat: PreparedChat) -> None:
-        self._ended(chat)
-        await self.recorder.record(chat, status="complete")
 
     def _chunk(
         self, chat: PreparedChat, choices: list[ChunkChoice], *, with_usage: bool = False, usage: Usage | None = None
@@ -325,7 +260,3 @@ class ChatService:
         # OpenAI sends `"usage": null` on every chunk but the last when usage was asked for, and omits it otherwise.
         exclude = None if (with_usage or usage is not None) else {"usage"}
         return chunk.model_dump_json(exclude=exclude)
-
-    def _usage(self, chat: PreparedChat) -> Usage:
-        prompt, completion = len(chat.prompt_ids), chat.acc.completion_tokens
-        return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)

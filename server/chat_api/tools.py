@@ -202,6 +202,17 @@ class ToolCallStream:
             return [head, DeltaToolCall(index=0, function=DeltaFunctionCall(arguments=delta_text))]
         return [DeltaToolCall(index=0, function=DeltaFunctionCall(arguments=delta_text))]
 
+    def advance(
+        self, delta_text: str, delta_ids: Sequence[int], finish_reason: str | None
+    ) -> tuple[str | None, list[DeltaToolCall] | None, str | None]:
+        """One engine step (``step``), and what ``end`` releases when the choice finished with it."""
+        content, calls = self.step(delta_text, delta_ids)
+        if finish_reason is not None:
+            more_content, more_calls, finish_reason = self.end(finish_reason)
+            content = content + more_content if content and more_content else content or more_content
+            calls = [*(calls or []), *(more_calls or [])] or None
+        return content, calls, finish_reason
+
     def end(self, finish_reason: str | None) -> tuple[str | None, list[DeltaToolCall] | None, str | None]:
         """What is still to send once the choice has finished, and its finish reason."""
         mode = self.calls.mode

@@ -27,7 +27,7 @@ async def ready(chat: ChatServiceIfLoadedDep) -> dict[str, str] | Response:
     says when it does not)."""
     if chat is None:
         return error_response(503, "The model is still loading.", code="engine_loading")
-    if unready := chat.versions.unready_reason():
+    if unready := chat.generation.versions.unready_reason():
         code, message = unready
         return error_response(503, message, code=code)
     return {"status": "ready"}

@@ -6,7 +6,8 @@ from __future__ import annotations
 from vllm.tokenizers import TokenizerLike
 
 from core.config import Settings
-from server.chat_api.serving import pinned_version, render_chat
+from server.answers.generation import pinned_version
+from server.chat_api.serving import render_chat
 from server.errors import ApiError
 from server.tokenize_api.protocol import (
     DetokenizeRequest,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from vllm.logprobs import Logprob
 
-from server.chat_api.answer import MIN_LOGPROB, token_logprobs
+from server.answers.prepared import MIN_LOGPROB, token_logprobs
 
 
 def test_sampled_token_and_ranked_alternatives() -> None:

@@ -1,10 +1,10 @@
-"""The completion record of a chat answer in Redis: a regeneration's link checked and the answer marked in flight
-before it is generated, the record written when it ends.
+"""The completion record of an answer in Redis, whatever API it came through: a regeneration's link checked and
+the answer marked in flight before it is generated, the record written when it ends.
 
-``ChatService`` calls ``record`` before the answer's last byte leaves (the last chunk before ``[DONE]``, or the JSON
-body), so a client that rates an answer right after reading it finds the record in place. Recording never fails a
-chat: a record that Redis does not take is logged, counted and kept in memory, and written once Redis answers
-again, so that an answer that ended during an outage can still be rated (its in-flight mark, set before the
+``Generation.finish`` calls ``record`` before the answer's last byte leaves (the last chunk before ``[DONE]``, or
+the JSON body), so a client that rates an answer right after reading it finds the record in place. Recording never
+fails an answer: a record that Redis does not take is logged, counted and kept in memory, and written once Redis
+answers again, so that an answer that ended during an outage can still be rated (its in-flight mark, set before the
 outage, says "in progress" until then). The backlog is bounded; past it the oldest record is dropped, with an
 error.
 """
@@ -21,10 +21,9 @@ from redis.exceptions import RedisError
 
 from feedback.eligibility import ineligible_reasons
 from feedback.gestures import Gestures
-from feedback.records import CompletionRecord, RecordedChoice, RecordedMessage, conversation_id
+from feedback.records import CompletionRecord, RecordedChoice, conversation_id
 from server import metrics
-from server.chat_api.answer import PreparedChat
-from server.chat_api.protocol import ChatCompletionRequest, uses_tools
+from server.answers.prepared import PreparedAnswer
 
 log = logging.getLogger(__name__)
 
@@ -32,28 +31,9 @@ IN_FLIGHT_TTL_S = 3600
 MAX_WAITING_RECORDS = 10_000
 """Records kept while Redis is away: at a few kB each, tens of MB at most, an outage of minutes at full load."""
 WAITING_RETRY_S = 2.0
-RECORDED_PARAMS = {
-    "n",
-    "temperature",
-    "top_p",
-    "seed",
-    "stop",
-    "presence_penalty",
-    "frequency_penalty",
-    "logprobs",
-    "top_logprobs",
-    "response_format",
-    "ignore_eos",
-    "tool_choice",
-    "parallel_tool_calls",
-}
 
 
-def recorded_conversation(request: ChatCompletionRequest) -> list[RecordedMessage]:
-    return [RecordedMessage.model_validate(m.template_message()) for m in request.messages]
-
-
-class ChatRecorder:
+class AnswerRecorder:
     def __init__(self, gestures: Gestures):
         self.gestures = gestures
         self.records = gestures.records
@@ -61,47 +41,47 @@ class ChatRecorder:
         self._waiting: deque[Unwritten] = deque()
         self._retrying: asyncio.Task[None] | None = None
 
-    async def before_generation(self, chat: PreparedChat) -> None:
+    async def before_generation(self, answer: PreparedAnswer) -> None:
         """Check a regeneration's link and mark the answer in flight. Redis being down fails neither: the chat
         is served, unlinked and unmarked, and the problem logged."""
-        if chat.request.store is False:
+        asked = answer.recorded
+        if not asked.store:
             return
-        metadata = chat.request.metadata or {}
-        user = chat.request.user
         try:
-            if "regenerate_of" in metadata:
-                chat.replaces_version = await self.gestures.check_regeneration(
-                    chat.caller.key_id,
-                    user,
-                    metadata["regenerate_of"],
-                    metadata.get("regenerate_choice"),
-                    conversation_id(chat.owner, recorded_conversation(chat.request)),
+            if "regenerate_of" in asked.metadata:
+                answer.replaces_version = await self.gestures.check_regeneration(
+                    answer.caller.key_id,
+                    asked.user,
+                    asked.metadata["regenerate_of"],
+                    asked.metadata.get("regenerate_choice"),
+                    conversation_id(answer.owner, asked.conversation),
                 )
-            await self.records.mark_in_flight(chat.completion_id, chat.owner, IN_FLIGHT_TTL_S)
+            await self.records.mark_in_flight(answer.completion_id, answer.owner, IN_FLIGHT_TTL_S)
         except RedisError:
-            log.warning("redis unavailable before generation", extra={"completion_id": chat.completion_id})
+            log.warning("redis unavailable before generation", extra={"completion_id": answer.completion_id})
 
-    def record_in_background(self, chat: PreparedChat, *, status: str) -> None:
+    def record_in_background(self, answer: PreparedAnswer, *, status: str) -> None:
         """For a request being cancelled, whose task cannot wait for Redis any more."""
-        task = asyncio.get_running_loop().create_task(self.record(chat, status=status))
+        task = asyncio.get_running_loop().create_task(self.record(answer, status=status))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def record(self, chat: PreparedChat, *, status: str) -> None:
-        if chat.request.store is False:
+    async def record(self, answer: PreparedAnswer, *, status: str) -> None:
+        if not answer.recorded.store:
             return
         try:
-            unwritten = Unwritten(_build_record(chat, status), chat.replaces_version if status == "complete" else None)
+            replaces = answer.replaces_version if status == "complete" else None
+            unwritten = Unwritten(_build_record(answer, status), replaces)
             await unwritten.write(self.gestures)
         except RedisError:
             metrics.RECORD_FAILURES.inc()
             log.warning(
-                "completion record not written; kept until Redis is back", extra={"completion_id": chat.completion_id}
+                "completion record not written; kept until Redis is back", extra={"completion_id": answer.completion_id}
             )
             self._keep(unwritten)
         except Exception:
             metrics.RECORD_FAILURES.inc()
-            log.error("completion record not written", exc_info=True, extra={"completion_id": chat.completion_id})
+            log.error("completion record not written", exc_info=True, extra={"completion_id": answer.completion_id})
 
     def _keep(self, unwritten: Unwritten) -> None:
         if len(self._waiting) >= MAX_WAITING_RECORDS:
@@ -148,41 +128,41 @@ class Unwritten:
             self.replaces = None
 
 
-def _build_record(chat: PreparedChat, status: str) -> CompletionRecord:
-    request, acc, caller = chat.request, chat.acc, chat.caller
-    params = request.model_dump(include=RECORDED_PARAMS, exclude_none=True, mode="json")
-    params["max_tokens"] = chat.params.max_tokens
-    tools = [tool.model_dump(exclude_none=True) for tool in request.tools] if request.tools else None
+def _build_record(answer: PreparedAnswer, status: str) -> CompletionRecord:
+    asked, acc, caller = answer.recorded, answer.acc, answer.caller
+    params = {**asked.params, "max_tokens": answer.params.max_tokens}
     ineligible = ineligible_reasons(
         params,
-        pinned=chat.pinned,
+        pinned=answer.pinned,
         by_admin=caller.is_admin,
         may_teach=caller.may_teach,
-        tools=uses_tools(request.messages, request.tools),
+        tools=asked.uses_tools,
+        raw_prompt=asked.raw_prompt,
     )
     return CompletionRecord(
-        id=chat.completion_id,
-        created=chat.created,
+        id=answer.completion_id,
+        created=answer.created,
         finished=time.time(),
         status=status,
-        model=request.model,
-        version=chat.version,
+        model=asked.model,
+        version=answer.version,
         key_id=caller.key_id,
-        user=request.user,
-        user_id=chat.owner,
-        principal_id=chat.principal_id,
-        metadata=request.metadata or {},
-        stream=request.stream,
-        conversation=recorded_conversation(request),
+        user=asked.user,
+        user_id=answer.owner,
+        principal_id=answer.principal_id,
+        metadata=asked.metadata,
+        stream=asked.stream,
+        conversation=asked.conversation,
         choices=[
             RecordedChoice(index=i, text="".join(s.text), finish_reason=s.finish_reason, completion_tokens=s.tokens)
             for i, s in enumerate(acc.choices)
         ],
         params=params,
-        prompt_tokens=len(chat.prompt_ids),
+        prompt_tokens=len(answer.prompt_ids),
         completion_tokens=acc.completion_tokens,
-        weight_changes=chat.weight_changes,
+        weight_changes=answer.weight_changes,
         ineligible=ineligible,
-        tools=tools,
-        canary_period=None if ineligible else chat.canary_period,
+        tools=asked.tools,
+        canary_period=None if ineligible else answer.canary_period,
+        response=answer.stored_response,
     )

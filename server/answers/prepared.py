@@ -1,8 +1,9 @@
-"""A chat request on its way to an answer: the request checked and turned into engine inputs (``PreparedChat``),
-and the choices folded together from the engine's outputs (``ChoiceAccumulator``).
+"""A request on its way to an answer, whatever API it came through: checked and turned into engine inputs
+(``PreparedAnswer``), what its record keeps of it (``RecordedRequest``), and the choices folded together from the
+engine's outputs (``ChoiceAccumulator``).
 
-Both the generation (``serving.py``) and the completion record (``recording.py``) read them; one accumulator
-serves the streamed and the plain answer, so that the two cannot drift apart.
+The generation (``generation.py``) and the completion record (``recording.py``) read them; one accumulator serves
+the streamed and the plain answer, so that the two cannot drift apart.
 """
 
 from __future__ import annotations
@@ -15,19 +16,36 @@ from typing import Any
 from vllm import SamplingParams
 from vllm.outputs import CompletionOutput
 
-from feedback.records import WeightChange
+from feedback.records import RecordedMessage, WeightChange
 from server.auth import Caller
-from server.chat_api.protocol import ChatCompletionRequest, TokenLogprob, TopLogprob
-from server.chat_api.tools import ToolCalls
+from server.chat_api.protocol import TokenLogprob, TopLogprob, Usage
 
 MIN_LOGPROB = -9999.0  # JSON has no -inf; OpenAI clients expect a finite float
 
 
-@dataclass(eq=False)  # hashed by identity: the service keeps a set of those in flight
-class PreparedChat:
+@dataclass
+class RecordedRequest:
+    """What the completion record keeps of a request (``recording.py``), in the same shape for every API."""
+
+    model: str
+    user: str | None
+    metadata: dict[str, str]
+    store: bool
+    stream: bool
+    conversation: list[RecordedMessage]
+    """The prompt as messages: a chat's messages, or a raw prompt as one message of role ``prompt``."""
+    params: dict[str, Any]
+    """The sampling parameters asked for, as the API names them (the token limit is added when recorded)."""
+    tools: list[dict[str, Any]] | None = None
+    uses_tools: bool = False
+    raw_prompt: bool = False
+
+
+@dataclass(eq=False, kw_only=True)  # hashed by identity: the generation keeps a set of those in flight
+class PreparedAnswer:
     """A request checked against the model and turned into engine inputs, ready to generate."""
 
-    request: ChatCompletionRequest
+    recorded: RecordedRequest
     caller: Caller
     completion_id: str
     created: int
@@ -41,13 +59,17 @@ class PreparedChat:
     prompt_ids: list[int]
     params: SamplingParams
     acc: ChoiceAccumulator
-    tool_calls: ToolCalls
-    """How its answers are read for tool calls (``tools.py``)."""
     started: float = field(default_factory=time.perf_counter)
     weight_changes: list[WeightChange] = field(default_factory=list)
-    """Swaps of the active version's weights while this answer was generated (server/versions/loaded.py)."""
+    """Swaps of the active version's weights while this answer was generated (``server/versions/loaded.py``)."""
     replaces_version: str | None = None
     """For a regeneration whose link was checked: the version that wrote the answer it replaces."""
+    stored_response: dict[str, Any] | None = None
+    """For ``/v1/responses``: the response object as returned, kept in the record for retrieval and chaining."""
+
+    def usage(self) -> Usage:
+        prompt, completion = len(self.prompt_ids), self.acc.completion_tokens
+        return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
 
 
 @dataclass
