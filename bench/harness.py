@@ -158,6 +158,14 @@ def cpu_seconds(process: psutil.Process) -> float:
     return times.user + times.system
 
 
+APIS = {
+    "chat": ("openai-chat", "/v1/chat/completions"),
+    "completions": ("openai", "/v1/completions"),
+    "responses": ("openai-responses", "/v1/responses"),
+}
+"""The APIs both servers speak: vLLM's benchmark backend for each, and its endpoint."""
+
+
 def drive_chat(
     server: Server,
     settings: Settings,
@@ -166,10 +174,11 @@ def drive_chat(
     input_len: int = 128,
     output_len: int = 128,
     seed: int = 0,
+    api: str = "chat",
 ) -> dict:
-    """One run of vLLM's own benchmark client (openai-chat, random prompts, ignore_eos): its figures (``pooled``),
-    with the samples they come from, so that several runs' figures can be pooled. The CPU time of the server's API
-    process is among them (HTTP, tokenizing, detokenizing: the engine core is a child process)."""
+    """One run of vLLM's own benchmark client (an API of ``APIS``, chat by default; random prompts, ignore_eos): its
+    figures (``pooled``), with the samples they come from, so that several runs' figures can be pooled. The CPU time
+    of the server's API process is among them (HTTP, tokenizing, detokenizing: the engine core is a child process)."""
     from vllm.benchmarks.serve import add_cli_args, main
     from vllm.utils.argparse_utils import FlexibleArgumentParser
 
@@ -179,11 +188,11 @@ def drive_chat(
     args: argparse.Namespace = parser.parse_args(
         [
             "--backend",
-            "openai-chat",
+            APIS[api][0],
             "--base-url",
             server.url,
             "--endpoint",
-            "/v1/chat/completions",
+            APIS[api][1],
             "--model",
             str(settings.model_path.resolve()),
             "--served-model-name",

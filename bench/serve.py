@@ -1,12 +1,12 @@
 """Our HTTP layer against vLLM's own OpenAI server, on the same model and the same engine settings.
 
-Each server is started on a free port and driven by vLLM's own benchmark client
-(``vllm.benchmarks.serve``, openai-chat backend, random prompts of --input-len tokens, --output-len answer tokens
-with ignore_eos) at each concurrency. vLLM's server runs as shipped (``vllm``) and, on request (``--order``), with
-our engine's settings as well (``vllm-our-engine``: the LoRA mode that serves canaries as adapters, with its worker
-extension, and our vLLM plugin, ``server/cpu/plugin.py``), so that only the HTTP layers differ. ``chatloop-unlimited``
-is our server with the per-principal chat limits off (``CHATLOOP_LIMITS__ENABLED=false``): beside ``chatloop`` it
-prices the limits' round trip to Redis on every request.
+Each server is started on a free port and driven by vLLM's own benchmark client (``vllm.benchmarks.serve``, the
+chat API by default, or ``--api completions`` / ``responses``; random prompts of --input-len tokens, --output-len
+answer tokens with ignore_eos) at each concurrency. vLLM's server runs as shipped (``vllm``) and, on request
+(``--order``), with our engine's settings as well (``vllm-our-engine``: the LoRA mode that serves canaries as
+adapters, with its worker extension, and our vLLM plugin, ``server/cpu/plugin.py``), so that only the HTTP layers
+differ. ``chatloop-unlimited`` is our server with the per-principal chat limits off
+(``CHATLOOP_LIMITS__ENABLED=false``): beside ``chatloop`` it prices the limits' round trip to Redis on every request.
 The script prints a table of all and the ratios ours / each other server's, and writes every figure as JSON into the
 output folder.
 
@@ -21,6 +21,7 @@ nothing measurable (its engine processes sleep). Run it with nothing else loadin
     .venv/bin/python bench/serve.py --concurrency 16 --num-prompts 32 --blocks 2   # a quicker look
     .venv/bin/python bench/serve.py --order vllm vllm-our-engine chatloop          # the HTTP layers alone too
     .venv/bin/python bench/serve.py --concurrency 16 --order chatloop-unlimited chatloop   # what the limits cost
+    .venv/bin/python bench/serve.py --api completions     # /v1/completions (or responses) instead of chat
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
 
-from harness import SERVED_NAME, Server, chatloop_command, drive_chat, pooled, running, vllm_plugins_but_ours
+from harness import APIS, SERVED_NAME, Server, chatloop_command, drive_chat, pooled, running, vllm_plugins_but_ours
 from report import default_out, write_results
 
 from core.config import LOCAL_API_KEY, Settings
@@ -112,7 +113,9 @@ def measure(servers: dict[str, Server], settings: Settings, args: argparse.Names
             time.sleep(SETTLE_S)
             seed = 1 + 100 * concurrency + block  # the same prompts for every server, new ones for each block
             runs[name].append(
-                drive_chat(servers[name], settings, concurrency, per_block, args.input_len, args.output_len, seed)
+                drive_chat(
+                    servers[name], settings, concurrency, per_block, args.input_len, args.output_len, seed, args.api
+                )
             )
     return {name: {**pooled([r["samples"] for r in blocks]), "blocks": blocks} for name, blocks in runs.items()}
 
@@ -173,6 +176,7 @@ def parse_args() -> argparse.Namespace:
         help="the servers to run, in this order (chatloop and at least one other; vllm-our-engine isolates the "
         "HTTP layers, chatloop-unlimited the chat limits)",
     )
+    parser.add_argument("--api", choices=sorted(APIS), default="chat", help="the API both servers are driven through")
     parser.add_argument("--blocks", type=int, default=4, help="turns of the servers at each concurrency")
     parser.add_argument("--warmup-prompts", type=int, default=8, help="sent at concurrency 4 before measuring")
     parser.add_argument("--out", type=Path, default=default_out("serve"))
@@ -195,7 +199,7 @@ def main() -> None:
             for name in args.order
         }
         for server in up.values():
-            drive_chat(server, settings, 4, args.warmup_prompts, args.input_len, args.output_len)
+            drive_chat(server, settings, 4, args.warmup_prompts, args.input_len, args.output_len, api=args.api)
         results = {name: {} for name in up}
         for c in args.concurrency:
             for name, figures in measure(up, settings, args, c).items():

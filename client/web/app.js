@@ -55,8 +55,25 @@ DOMPurify.addHook("afterSanitizeAttributes", (node) => {
 // A task list's boxes as characters: form inputs never reach the page.
 marked.use({ renderer: { checkbox: ({ checked }) => (checked ? "☑ " : "☐ ") } });
 
+// A tool call the model wrote in its own format (Hermes's <tool_call>, as the default model's family writes them)
+// shown as a call: the function's name, then its arguments laid out. One that does not parse stays as written.
+const TOOL_CALL = /<tool_call>\s*([\s\S]*?)\s*<\/tool_call>/g;
+
+function readableToolCalls(text) {
+  return text.replace(TOOL_CALL, (written, body) => {
+    try {
+      const call = JSON.parse(body);
+      const name = String(call.name ?? "").replace(/[^\w.-]/g, "");
+      const args = JSON.stringify(call.arguments ?? call.parameters ?? {}, null, 2).replaceAll("```", "`\u200b``");
+      return `\n\n**Tool call: \`${name}\`**\n\n\`\`\`json\n${args}\n\`\`\`\n\n`;
+    } catch {
+      return written;
+    }
+  });
+}
+
 function markdown(text) {
-  return DOMPurify.sanitize(marked.parse(text ?? ""), SANITIZE);
+  return DOMPurify.sanitize(marked.parse(readableToolCalls(text ?? "")), SANITIZE);
 }
 
 function element(tag, attrs = {}, ...children) {

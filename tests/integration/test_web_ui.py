@@ -284,6 +284,15 @@ def test_script_in_an_answer_does_not_run(person: Person) -> None:
     assert page.locator(".message.user .bubble").inner_text().startswith("<b>hi</b>")  # shown as text
 
 
+def test_a_tool_call_in_an_answer_is_shown_as_a_call(person: Person) -> None:
+    call = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+    show_answer(person, "Weather in Paris?", f"Let me check.\n{call}")
+    bubble = person.page.locator(".message.assistant .bubble")
+    expect(bubble).to_contain_text("Tool call: get_weather")
+    expect(bubble.locator("pre")).to_contain_text('"city": "Paris"')
+    assert "<tool_call>" not in bubble.inner_text()
+
+
 @pytest.mark.parametrize("path", ["/", "/admin"])
 def test_pages_send_a_strict_content_security_policy(server: ServerHandle, path: str) -> None:
     response = httpx.get(server.base_url + path, timeout=30)
