@@ -41,6 +41,10 @@ from core.config import LOCAL_API_KEY, Settings
 from server.engine import engine_dtype, max_lora_rank
 
 REFERENCES = ("vllm", "vllm-our-engine", "chatloop-unlimited")
+NO_PINGS = {"CHATLOOP_STREAM_PING_S": "0"}
+"""Our streams' keep-alive comments off, as vLLM's server sends none: vLLM's benchmark client drops the event that
+follows a comment sent on its own, so an answer that lasted past the first ping lost its usage and was counted
+short (up to a fifth of its tokens, 2026-12-07)."""
 
 
 def engine_flags(settings: Settings) -> list[str]:
@@ -190,8 +194,8 @@ def main() -> None:
     servers = {
         "vllm": (partial(vllm_command, settings, False), vllm_plugins_but_ours()),
         "vllm-our-engine": (partial(vllm_command, settings, True), {}),
-        "chatloop": (chatloop_command, {}),
-        "chatloop-unlimited": (chatloop_command, {"CHATLOOP_LIMITS__ENABLED": "false"}),
+        "chatloop": (chatloop_command, NO_PINGS),
+        "chatloop-unlimited": (chatloop_command, {**NO_PINGS, "CHATLOOP_LIMITS__ENABLED": "false"}),
     }
     with ExitStack() as stack:
         up = {

@@ -294,6 +294,13 @@ class Settings(BaseSettings):
         "one (httpx and the OpenAI SDK 5 s, cloud load balancers 60 s), so that the server never closes a "
         "connection just as a client reuses it.",
     )
+    stream_ping_s: float = Field(
+        15.0,
+        ge=0,
+        description="A streamed answer sends an SSE comment this often, so that proxies keep a connection open "
+        "while it waits for its first token; 0 sends none (vLLM's server sends none, and vLLM's benchmark client "
+        "loses the event after one, so `bench/serve.py` turns them off).",
+    )
     log_level: str = Field("INFO", description="Log level.")
     loop_stall_s: float = Field(
         2.0,

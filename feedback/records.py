@@ -135,13 +135,12 @@ class CompletionRecords:
             pipe.sadd(named, record.user_id)
             pipe.expire(named, self.index_s)
 
-    async def delete(self, record: CompletionRecord) -> None:
-        """The record and its place in its user's index; pairs and events already made from it stay, until its
-        user's data is erased (``feedback/erasure.py``)."""
-        pipe = self.client.pipeline(transaction=True)
-        pipe.delete(keys.completion_key(record.id))
-        pipe.srem(keys.user_completions_key(record.user_id), record.id)
-        await pipe.execute()
+    async def forget_response(self, record: CompletionRecord) -> None:
+        """A stored response deleted (``DELETE /v1/responses/{id}``): its response object goes, so it can no longer
+        be fetched or continued; the record stays, with its expiry, for the feedback given on it and for an
+        erasure to find its conversation."""
+        forgotten = record.model_copy(update={"response": None})
+        await self.client.set(keys.completion_key(record.id), forgotten.model_dump_json(), keepttl=True, xx=True)
 
     async def get(self, completion_id: str) -> CompletionRecord | None:
         raw = await self.client.get(keys.completion_key(completion_id))

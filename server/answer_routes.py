@@ -1,6 +1,6 @@
-"""What every route that generates an answer shares (chat, responses): the caller's place taken before the work
-(``server/limits.py``), the work cancelled when the client hangs up, and a stream that holds the place until its
-last byte."""
+"""What every route that generates an answer shares (chat, responses, completions): the caller's place taken
+before the work (``server/limits.py``), the work cancelled when the client hangs up, and a stream that holds the
+place until its last byte."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from fastapi import Request, Response
 from sse_starlette import EventSourceResponse
 from starlette.types import Receive, Scope, Send
 
+from core.config import Settings
 from server.auth import Caller
 from server.limits import Admission, ChatLimiter
 
@@ -44,8 +45,8 @@ class AdmittedStream(EventSourceResponse):
     """An SSE answer that holds its request's place until the last byte is sent or the stream is cut short: the
     response is what runs last, whether the answer ends, fails, or its client goes away."""
 
-    def __init__(self, events: AsyncIterator[Any], admission: Admission):
-        super().__init__(events, sep="\n", ping=15, headers=admission.headers)
+    def __init__(self, events: AsyncIterator[Any], admission: Admission, ping_s: float):
+        super().__init__(events, sep="\n", ping=ping_s, headers=admission.headers)
         self.admission = admission
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -62,6 +63,7 @@ async def answer(
     response: Response,
     caller: Caller,
     limiter: ChatLimiter,
+    settings: Settings,
     open_stream: Callable[[], Awaitable[AsyncIterator[Any]]],
     whole: Callable[[], Awaitable[T]],
 ) -> T | Response:
@@ -75,7 +77,7 @@ async def answer(
         except BaseException:
             admission.release()
             raise
-        return AdmittedStream(events, admission)
+        return AdmittedStream(events, admission, settings.stream_ping_s)
     async with limiter.admitted(caller, response):
         try:
             return await until_disconnected(request, whole())

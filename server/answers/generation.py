@@ -2,7 +2,7 @@
 its token budget within the context, generation, and the completion record at its end.
 
 Each API checks its own request and builds a ``PreparedAnswer`` with the helpers here, then streams or collects the
-engine's outputs in its own shape; starting, aborting and finishing are done here once, so that every answer is
+engine's outputs in its own shape, calling ``open``, then ``finish`` or ``abort`` from here, so that every answer is
 counted, recorded and told of weight swaps alike.
 """
 
@@ -134,6 +134,9 @@ class Generation:
         except (VLLMClientError, ValueError) as exc:
             self._in_flight.discard(answer)
             raise ApiError(400, f"The engine refused this request: {exc}") from exc
+        except BaseException:  # the client hung up before the first token: recorded as aborted, as later
+            self.abort(answer)
+            raise
         metrics.TIME_TO_FIRST_TOKEN.observe(time.perf_counter() - answer.started)
         return _prepend(first, outputs)
 

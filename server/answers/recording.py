@@ -1,12 +1,12 @@
 """The completion record of an answer in Redis, whatever API it came through: a regeneration's link checked and
 the answer marked in flight before it is generated, the record written when it ends.
 
-``Generation.finish`` calls ``record`` before the answer's last byte leaves (the last chunk before ``[DONE]``, or
-the JSON body), so a client that rates an answer right after reading it finds the record in place. Recording never
-fails an answer: a record that Redis does not take is logged, counted and kept in memory, and written once Redis
-answers again, so that an answer that ended during an outage can still be rated (its in-flight mark, set before the
-outage, says "in progress" until then). The backlog is bounded; past it the oldest record is dropped, with an
-error.
+``Generation.finish`` calls ``record`` before the answer's last byte leaves (the last chunk before ``[DONE]``, the
+``response.completed`` event, or the JSON body), so a client that rates an answer right after reading it finds the
+record in place. Recording never fails an answer: a record that Redis does not take is logged, counted and kept in
+memory, and written once Redis answers again, so that an answer that ended during an outage can still be rated (its
+in-flight mark, set before the outage, says "in progress" until then). The backlog is bounded; past it the oldest
+record is dropped, with an error.
 """
 
 from __future__ import annotations

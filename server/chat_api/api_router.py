@@ -8,7 +8,7 @@ from sse_starlette import EventSourceResponse
 
 from server.answer_routes import answer
 from server.chat_api.protocol import ChatCompletion, ChatCompletionRequest
-from server.dependencies import CallerDep, ChatLimiterDep, ChatServiceDep
+from server.dependencies import CallerDep, ChatLimiterDep, ChatServiceDep, SettingsDep
 from server.unicode_body import UnicodeBodyRoute
 
 router = APIRouter(route_class=UnicodeBodyRoute)
@@ -21,6 +21,7 @@ async def create_chat_completion(
     response: Response,
     caller: CallerDep,
     limiter: ChatLimiterDep,
+    settings: SettingsDep,
     service: ChatServiceDep,
 ) -> ChatCompletion | EventSourceResponse | Response:
     return await answer(
@@ -29,6 +30,7 @@ async def create_chat_completion(
         response=response,
         caller=caller,
         limiter=limiter,
+        settings=settings,
         open_stream=lambda: service.stream(service.prepare(body, caller)),
         whole=lambda: service.complete(service.prepare(body, caller)),
     )

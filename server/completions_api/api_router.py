@@ -7,7 +7,7 @@ from sse_starlette import EventSourceResponse
 
 from server.answer_routes import answer
 from server.completions_api.protocol import Completion, CompletionRequest
-from server.dependencies import CallerDep, ChatLimiterDep, CompletionServiceDep
+from server.dependencies import CallerDep, ChatLimiterDep, CompletionServiceDep, SettingsDep
 from server.unicode_body import UnicodeBodyRoute
 
 router = APIRouter(route_class=UnicodeBodyRoute)
@@ -20,6 +20,7 @@ async def create_completion(
     response: Response,
     caller: CallerDep,
     limiter: ChatLimiterDep,
+    settings: SettingsDep,
     service: CompletionServiceDep,
 ) -> Completion | EventSourceResponse | Response:
     return await answer(
@@ -28,6 +29,7 @@ async def create_completion(
         response=response,
         caller=caller,
         limiter=limiter,
+        settings=settings,
         open_stream=lambda: service.stream(service.prepare(body, caller)),
         whole=lambda: service.complete(service.prepare(body, caller)),
     )

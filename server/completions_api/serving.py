@@ -72,8 +72,8 @@ class CompletionService:
         routed = self.generation.route(request.model, caller, request.user)
         self._check_limits(request)
         prompt_ids = self._prompt_ids(request.prompt)
-        prompt_text = request.prompt if isinstance(request.prompt, str) else self.tokenizer.decode(prompt_ids)
         max_tokens = self.generation.answer_budget(len(prompt_ids), request.max_tokens, "prompt")
+        prompt_text = request.prompt if isinstance(request.prompt, str) else self.tokenizer.decode(prompt_ids)
         params = self.generation.sampling_params(lambda: self._sampling_params(request, max_tokens))
         completion_id, created = self.generation.new_id("cmpl-")
         return PreparedCompletion(

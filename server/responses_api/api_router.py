@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path, Request, Response
 from sse_starlette import EventSourceResponse
 
 from server.answer_routes import answer
-from server.dependencies import CallerDep, ChatLimiterDep, ResponseServiceDep
+from server.dependencies import CallerDep, ChatLimiterDep, ResponseServiceDep, SettingsDep
 from server.responses_api.protocol import MAX_ID_CHARS, ResponseRequest
 from server.unicode_body import UnicodeBodyRoute
 
@@ -25,6 +25,7 @@ async def create_response(
     response: Response,
     caller: CallerDep,
     limiter: ChatLimiterDep,
+    settings: SettingsDep,
     service: ResponseServiceDep,
 ) -> dict[str, Any] | EventSourceResponse | Response:
     async def open_stream() -> AsyncIterator[dict[str, str]]:
@@ -39,6 +40,7 @@ async def create_response(
         response=response,
         caller=caller,
         limiter=limiter,
+        settings=settings,
         open_stream=open_stream,
         whole=whole,
     )

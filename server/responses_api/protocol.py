@@ -30,9 +30,11 @@ from server.chat_api.protocol import (
 )
 
 UNSUPPORTED_PARAMETERS = (
+    "context_management",
     "conversation",
     "include",
     "max_tool_calls",
+    "moderation",
     "prompt",
     "reasoning",
     "safety_identifier",
@@ -144,6 +146,11 @@ class TextFormat(BaseModel):
 class TextConfig(BaseModel):
     format: TextFormat | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_verbosity(cls, values: Any) -> Any:
+        return refuse_unsupported(values, ("verbosity",))
+
 
 class ResponseRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -219,19 +226,24 @@ def items_to_messages(items: list[InputItem]) -> list[ChatMessage]:
     """Input items (or an earlier response's output items) as chat messages: calls join the assistant message
     before them, as chat sends them. Raises ``ValidationError`` for a call whose arguments are not JSON."""
     messages: list[ChatMessage] = []
+    calls: list[ToolCall] = []  # of the assistant message being gathered, built once its calls are all in
+
+    def close_calls() -> None:
+        if calls:
+            content = messages.pop().content if messages and messages[-1].role == "assistant" else None
+            messages.append(ChatMessage(role="assistant", content=content, tool_calls=list(calls)))
+            calls.clear()
+
     for item in items:
+        if isinstance(item, FunctionCallItem):
+            calls.append(ToolCall(id=item.call_id, function=FunctionCall(name=item.name, arguments=item.arguments)))
+            continue
+        close_calls()
         if isinstance(item, MessageItem):
             messages.append(ChatMessage(role=item.role, content=item.text()))
-        elif isinstance(item, FunctionCallOutputItem):
-            messages.append(ChatMessage(role="tool", content=item.text(), tool_call_id=item.call_id))
         else:
-            call = ToolCall(id=item.call_id, function=FunctionCall(name=item.name, arguments=item.arguments))
-            if not messages or messages[-1].role != "assistant":
-                messages.append(ChatMessage(role="assistant", content=None))
-            last = messages[-1]
-            messages[-1] = ChatMessage(
-                role="assistant", content=last.content, tool_calls=[*(last.tool_calls or []), call]
-            )
+            messages.append(ChatMessage(role="tool", content=item.text(), tool_call_id=item.call_id))
+    close_calls()
     return messages
 
 

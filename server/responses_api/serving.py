@@ -59,6 +59,7 @@ class _Item:
     text: str = ""
     name: str = ""
     call_id: str = ""
+    status: Literal["in_progress", "completed", "incomplete"] = "in_progress"
 
     def model(self, status: Literal["in_progress", "completed", "incomplete"]) -> BaseModel:
         if self.kind == "function_call":
@@ -174,6 +175,7 @@ class OutputItems:
             return []
         index, item = self.open, self.items[self.open]
         self.open = None
+        item.status = status
         if item.kind == "message":
             done = [
                 self.event(
@@ -209,9 +211,9 @@ class OutputItems:
         )
         return [*done, item_done]
 
-    def models(self, status: Status) -> list[BaseModel]:
-        item_status = "incomplete" if status in ("incomplete", "cancelled") else "completed"
-        return [item.model(item_status) for item in self.items]
+    def models(self) -> list[BaseModel]:
+        """The items as they were closed: only the last one is cut short when the answer was."""
+        return [item.model(item.status) for item in self.items]
 
 
 @dataclass
@@ -264,7 +266,7 @@ class ResponseService:
         return (await self.owned(response_id, caller)).response or {}
 
     async def delete(self, response_id: str, caller: Caller) -> dict[str, Any]:
-        await self.records.delete(await self.owned(response_id, caller))
+        await self.records.forget_response(await self.owned(response_id, caller))
         return {"id": response_id, "object": "response.deleted", "deleted": True}
 
     async def cancel(self, response_id: str, caller: Caller) -> None:
@@ -277,9 +279,12 @@ class ResponseService:
         record = await self.owned(previous_id, caller, param="previous_response_id")
         stored = record.response or {}
         conversation = record.conversation[1:] if stored.get("instructions") else record.conversation
-        return [_chat_message(m) for m in conversation] + items_to_messages(
-            InputItems.validate_python(stored.get("output", []))
-        )
+        try:
+            output = items_to_messages(InputItems.validate_python(stored.get("output", [])))
+        except ValidationError as exc:  # a call cut off mid-arguments (by its token limit) cannot be sent back
+            message = f"The response '{previous_id}' cannot be continued: {exc.errors()[0]['msg']}."
+            raise ApiError(400, message, param="previous_response_id") from exc
+        return [_chat_message(m) for m in conversation] + output
 
     # ---- answering ----------------------------------------------------------------------------------------
 
@@ -359,7 +364,7 @@ class ResponseService:
                 "completed_at": time.time() if status == "completed" else None,
                 "model": body.model,
                 "status": status,
-                "output": [item.model_dump(mode="json", by_alias=True) for item in prepared.output.models(status)]
+                "output": [item.model_dump(mode="json", by_alias=True) for item in prepared.output.models()]
                 if ended
                 else [],
                 "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
@@ -376,7 +381,7 @@ class ResponseService:
                 if body.text
                 else {"format": {"type": "text"}},
                 "metadata": body.metadata or {},
-                "user": body.user,
+                "user": chat.request.user,
                 "background": False,
                 "truncation": "disabled",
                 "usage": {

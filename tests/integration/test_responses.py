@@ -159,6 +159,25 @@ def test_a_streamed_function_call_arrives_in_pieces(client: OpenAI, user: str) -
     assert final.output[0].type == "function_call" and "city" in json.loads(final.output[0].arguments)
 
 
+def test_a_call_cut_off_mid_arguments_cannot_be_continued(client: OpenAI, user: str) -> None:
+    events = list(
+        client.responses.create(
+            model="chatloop",
+            input="What is the weather in Oslo?",
+            tools=[FUNCTION_TOOL],
+            tool_choice={"type": "function", "name": "get_weather"},
+            max_output_tokens=3,
+            stream=True,
+            user=user,
+        )
+    )
+    cut = events[-1].response
+    assert cut.status == "incomplete" and cut.output[0].type == "function_call"
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.responses.create(model="chatloop", input="Go on.", previous_response_id=cut.id, user=user)
+    assert refused.value.param == "previous_response_id"
+
+
 def test_a_json_schema_shapes_the_text(client: OpenAI, user: str) -> None:
     schema = {
         "type": "object",
@@ -189,6 +208,8 @@ def test_stored_responses_belong_to_their_principal(server: ServerHandle, client
     client.responses.delete(response.id)
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(response.id)
+    rated = rate(server, {"completion_id": response.id, "rating": "up", "user": user})
+    assert rated.status_code == 200, "a deleted response's answer keeps its record for feedback"
     chat = client.chat.completions.create(model="chatloop", messages=[{"role": "user", "content": "Hi"}], max_tokens=2)
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(chat.id)

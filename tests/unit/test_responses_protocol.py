@@ -77,7 +77,7 @@ def test_text_then_a_call_stream_as_two_items_with_numbered_events() -> None:
         "response.output_item.done",
     ]
     assert [e.sequence_number for e in events] == list(range(len(events)))
-    message, call = items.models("completed")
+    message, call = items.models()
     assert message.content[0].text == "Let me check." and message.status == "completed"
     assert (call.call_id, call.name, call.arguments) == ("call_1", "f", '{"a": 1}')
     assert events[-1].output_index == 1
@@ -87,4 +87,12 @@ def test_an_answer_cut_short_leaves_its_item_incomplete() -> None:
     items = OutputItems()
     items.add("Once upon", None)
     done = items.close("incomplete")
-    assert done[-1].item.status == "incomplete" and items.models("incomplete")[0].status == "incomplete"
+    assert done[-1].item.status == "incomplete" and items.models()[0].status == "incomplete"
+
+
+def test_only_the_item_cut_short_is_incomplete() -> None:
+    items = OutputItems()
+    items.add("Calling.", None)
+    items.add(None, [DeltaToolCall(index=0, id="call_1", function=DeltaFunctionCall(name="f", arguments='{"a"'))])
+    items.close("incomplete")
+    assert [item.status for item in items.models()] == ["completed", "incomplete"]
