@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from vllm import SamplingParams
 from vllm.exceptions import VLLMClientError
 from vllm.inputs.engine import tokens_input
 from vllm.outputs import RequestOutput
+from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 from vllm.v1.engine.async_llm import AsyncLLM
 
 from core.config import Settings
@@ -27,6 +28,7 @@ from server import metrics
 from server.answers.prepared import PreparedAnswer
 from server.answers.recording import AnswerRecorder
 from server.auth import Caller
+from server.chat_api.protocol import SampledRequest
 from server.errors import ApiError
 from server.versions.manager import Route, VersionManager
 
@@ -106,10 +108,28 @@ class Generation:
         return requested if requested is not None else limit - prompt_tokens
 
     @staticmethod
-    def sampling_params(build: Callable[[], SamplingParams]) -> SamplingParams:
-        """vLLM's parameters, its refusal of a combination a 400."""
+    def sampling_params(
+        request: SampledRequest,
+        max_tokens: int,
+        logprobs: int | None,
+        structured_outputs: StructuredOutputsParams | None = None,
+    ) -> SamplingParams:
+        """vLLM's parameters for what every API asks alike, its refusal of a combination a 400."""
         try:
-            return build()
+            return SamplingParams(
+                n=request.n,
+                max_tokens=max_tokens,
+                temperature=1.0 if request.temperature is None else request.temperature,
+                top_p=1.0 if request.top_p is None else request.top_p,
+                seed=request.seed,
+                stop=request.stop,
+                presence_penalty=request.presence_penalty or 0.0,
+                frequency_penalty=request.frequency_penalty or 0.0,
+                logprobs=logprobs,
+                structured_outputs=structured_outputs,
+                ignore_eos=request.ignore_eos,
+                output_kind=RequestOutputKind.DELTA,
+            )
         except (VLLMClientError, ValueError) as exc:
             raise ApiError(400, f"Invalid sampling parameters: {exc}") from exc
 

@@ -194,38 +194,28 @@ class ResponseFormat(BaseModel):
 Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
 
 
-class ChatCompletionRequest(BaseModel):
+class SampledRequest(BaseModel):
+    """What chat and text completions ask of the sampler alike, with the same bounds
+    (``server/answers/generation.py: Generation.sampling_params``)."""
+
     model_config = ConfigDict(extra="ignore")
 
     model: str
-    messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int = Field(1, ge=1)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     seed: int | None = Field(None, ge=INT64_MIN, le=INT64_MAX)
     stop: str | list[str] | None = None
     presence_penalty: Penalty | None = None
     frequency_penalty: Penalty | None = None
-    logprobs: bool = False
-    top_logprobs: int | None = Field(None, ge=0, le=20)
-    response_format: ResponseFormat | None = None
     user: str | None = Field(None, max_length=256)
     store: bool | None = None
     metadata: dict[str, str] | None = None
+    """Also chatloop's: ``regenerate_of`` links a regeneration."""
     ignore_eos: bool = False
     """vLLM's extension, which its benchmark client sends: generate to the token limit, past end-of-sequence."""
-    tools: list[Tool] | None = Field(None, max_length=MAX_TOOLS)
-    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
-    parallel_tool_calls: bool | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _refuse_unsupported(cls, values: Any) -> Any:
-        return refuse_unsupported(values, UNSUPPORTED_PARAMETERS)
 
     @field_validator("stop")
     @classmethod
@@ -236,6 +226,27 @@ class ChatCompletionRequest(BaseModel):
     @classmethod
     def _metadata_size(cls, value: dict[str, str] | None) -> dict[str, str] | None:
         return checked_metadata(value)
+
+    @property
+    def include_usage_in_stream(self) -> bool:
+        return self.stream_options is not None and self.stream_options.include_usage
+
+
+class ChatCompletionRequest(SampledRequest):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    response_format: ResponseFormat | None = None
+    tools: list[Tool] | None = Field(None, max_length=MAX_TOOLS)
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unsupported(cls, values: Any) -> Any:
+        return refuse_unsupported(values, UNSUPPORTED_PARAMETERS)
 
     @property
     def answer_token_limit(self) -> int | None:
@@ -249,10 +260,6 @@ class ChatCompletionRequest(BaseModel):
         if isinstance(self.tool_choice, NamedToolChoice):
             return "named"
         return self.tool_choice or "auto"
-
-    @property
-    def include_usage_in_stream(self) -> bool:
-        return self.stream_options is not None and self.stream_options.include_usage
 
 
 class TopLogprob(BaseModel):

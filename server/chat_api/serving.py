@@ -11,9 +11,8 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-from vllm import SamplingParams
 from vllm.outputs import RequestOutput
-from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
+from vllm.sampling_params import StructuredOutputsParams
 from vllm.tokenizers import TokenizerLike
 from vllm.tool_parsers import ToolParserManager
 
@@ -143,7 +142,9 @@ class ChatService:
         self._check_limits(request)
         prompt_ids = render_chat(self.tokenizer, request.messages, request.tools, self.settings.tools)
         max_tokens = self.generation.answer_budget(len(prompt_ids), request.answer_token_limit, "messages")
-        params = self.generation.sampling_params(lambda: self._sampling_params(request, max_tokens))
+        logprobs = (request.top_logprobs or 0) if request.logprobs else None
+        constraint = forced_calls(request) or _structured_outputs(request)
+        params = self.generation.sampling_params(request, max_tokens, logprobs, constraint)
         completion_id, created = self.generation.new_id(id_prefix)
         return PreparedChat(
             recorded=recorded_request(request),
@@ -172,23 +173,6 @@ class ChatService:
             if request.top_logprobs > self.settings.max_top_logprobs:
                 limit = self.settings.max_top_logprobs
                 raise ApiError(400, f"top_logprobs must be at most {limit}.", param="top_logprobs")
-
-    @staticmethod
-    def _sampling_params(request: ChatCompletionRequest, max_tokens: int) -> SamplingParams:
-        return SamplingParams(
-            n=request.n,
-            max_tokens=max_tokens,
-            temperature=1.0 if request.temperature is None else request.temperature,
-            top_p=1.0 if request.top_p is None else request.top_p,
-            seed=request.seed,
-            stop=request.stop,
-            presence_penalty=request.presence_penalty or 0.0,
-            frequency_penalty=request.frequency_penalty or 0.0,
-            logprobs=(request.top_logprobs or 0) if request.logprobs else None,
-            structured_outputs=forced_calls(request) or _structured_outputs(request),
-            ignore_eos=request.ignore_eos,
-            output_kind=RequestOutputKind.DELTA,
-        )
 
     # ---- answering ----------------------------------------------------------------------------------------
 

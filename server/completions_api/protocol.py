@@ -9,18 +9,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
-from server.chat_api.protocol import (
-    INT64_MAX,
-    INT64_MIN,
-    Penalty,
-    StreamOptions,
-    Usage,
-    checked_metadata,
-    checked_stop,
-    refuse_unsupported,
-)
+from server.chat_api.protocol import SampledRequest, Usage, refuse_unsupported
 
 UNSUPPORTED_PARAMETERS = ("logit_bias", "suffix")
 """OpenAI's completion parameters that change what is generated, which chatloop does not honour (``suffix``, text
@@ -30,30 +21,13 @@ DEFAULT_MAX_TOKENS = 16
 TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
 
 
-class CompletionRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    model: str
+class CompletionRequest(SampledRequest):
     prompt: str | TokenIds | list[str] | list[TokenIds]
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    n: int = Field(1, ge=1)
     best_of: int | None = Field(None, ge=1, le=1)
     """Only 1: sampling several answers and returning the best is not offered."""
     max_tokens: int | None = Field(DEFAULT_MAX_TOKENS, ge=1)
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
-    seed: int | None = Field(None, ge=INT64_MIN, le=INT64_MAX)
-    stop: str | list[str] | None = None
-    presence_penalty: Penalty | None = None
-    frequency_penalty: Penalty | None = None
     logprobs: int | None = Field(None, ge=0, le=20)
     echo: bool = False
-    user: str | None = Field(None, max_length=256)
-    store: bool | None = None
-    metadata: dict[str, str] | None = None
-    """chatloop's extension, as on chat: ``regenerate_of`` links a regeneration."""
-    ignore_eos: bool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -73,20 +47,6 @@ class CompletionRequest(BaseModel):
                 "send one request per prompt"
             )
         return value[0]
-
-    @field_validator("stop")
-    @classmethod
-    def _stop_list(cls, value: str | list[str] | None) -> list[str] | None:
-        return checked_stop(value)
-
-    @field_validator("metadata")
-    @classmethod
-    def _metadata_size(cls, value: dict[str, str] | None) -> dict[str, str] | None:
-        return checked_metadata(value)
-
-    @property
-    def include_usage_in_stream(self) -> bool:
-        return self.stream_options is not None and self.stream_options.include_usage
 
 
 class CompletionLogprobs(BaseModel):

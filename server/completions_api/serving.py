@@ -12,9 +12,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from vllm import SamplingParams
 from vllm.outputs import RequestOutput
-from vllm.sampling_params import RequestOutputKind
 
 from feedback.records import RecordedMessage
 from server.answers.generation import Generation
@@ -74,7 +72,7 @@ class CompletionService:
         prompt_ids = self._prompt_ids(request.prompt)
         max_tokens = self.generation.answer_budget(len(prompt_ids), request.max_tokens, "prompt")
         prompt_text = request.prompt if isinstance(request.prompt, str) else self.tokenizer.decode(prompt_ids)
-        params = self.generation.sampling_params(lambda: self._sampling_params(request, max_tokens))
+        params = self.generation.sampling_params(request, max_tokens, request.logprobs)
         completion_id, created = self.generation.new_id("cmpl-")
         return PreparedCompletion(
             recorded=RecordedRequest(
@@ -118,22 +116,6 @@ class CompletionService:
         if max(prompt) >= self.vocab_size:
             raise ApiError(400, f"Token ids must be below the vocabulary's size, {self.vocab_size}.", param="prompt")
         return prompt
-
-    @staticmethod
-    def _sampling_params(request: CompletionRequest, max_tokens: int) -> SamplingParams:
-        return SamplingParams(
-            n=request.n,
-            max_tokens=max_tokens,
-            temperature=1.0 if request.temperature is None else request.temperature,
-            top_p=1.0 if request.top_p is None else request.top_p,
-            seed=request.seed,
-            stop=request.stop,
-            presence_penalty=request.presence_penalty or 0.0,
-            frequency_penalty=request.frequency_penalty or 0.0,
-            logprobs=request.logprobs,
-            ignore_eos=request.ignore_eos,
-            output_kind=RequestOutputKind.DELTA,
-        )
 
     # ---- answering ----------------------------------------------------------------------------------------
 
