@@ -75,6 +75,49 @@ class Outcome:
     """The HTTP status, or what failed in transport."""
     code: str | None = None
     """An error's ``code`` in OpenAI's shape."""
+    detail: str | None = None
+    """For a transport failure: what the client's connection did before it (``RequestTrace``) and the error's causes."""
+
+
+class RequestTrace:
+    """httpcore's trace of one request (``extensions={"trace": ...}``): whether it opened a connection or reused an
+    idle one, and how far it got, so that a transport failure says where it happened."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.steps: list[str] = []
+        self.body_bytes = 0
+
+    async def __call__(self, event: str, info: dict) -> None:
+        self.steps.append(f"{event} at {1000 * (time.monotonic() - self.started):.0f} ms")
+
+    def describe(self, exc: BaseException) -> str:
+        causes = []
+        while (exc := exc.__cause__ or exc.__context__) is not None and len(causes) < 4:
+            causes.append(repr(exc))
+        connection = "new connection" if any("connect_tcp" in step for step in self.steps) else "reused connection"
+        return (
+            f"{connection}; {self.body_bytes} body bytes read; steps: {', '.join(self.steps)}; "
+            f"caused by: {' <- '.join(causes) or 'nothing'}"
+        )
+
+
+TCP_COUNTERS = {
+    "/proc/net/netstat": ("TCPAbortOnData", "TCPAbortOnClose", "TCPAbortOnTimeout"),
+    "/proc/net/snmp": ("OutRsts", "EstabResets"),
+}
+"""The kernel's counts of connections reset on this host: ``TCPAbortOnData`` is a socket closed with data unread,
+whose peer gets a reset (httpx's ``ReadError('')``)."""
+
+
+def tcp_counters() -> dict[str, int]:
+    counts = {}
+    for path, names in TCP_COUNTERS.items():
+        lines = Path(path).read_text().splitlines()
+        for header, values in zip(lines[::2], lines[1::2], strict=True):
+            pairs = zip(header.split()[1:], values.split()[1:], strict=True)
+            counts.update((name, int(value)) for name, value in pairs if name in names)
+    return counts
 
 
 def error_code(response: httpx.Response) -> str | None:
@@ -96,9 +139,13 @@ class Soak:
     outage: tuple[float, float] | None = None
     """When Redis was killed, and when it answered again."""
     rounds: list[dict] = field(default_factory=list)
+    tcp_at_start: dict[str, int] = field(default_factory=tcp_counters)
 
-    def saw(self, kind: str, status: object, code: str | None = None) -> None:
-        self.outcomes.append(Outcome(time.monotonic(), kind, str(status), code))
+    def saw(self, kind: str, status: object, code: str | None = None, detail: str | None = None) -> None:
+        self.outcomes.append(Outcome(time.monotonic(), kind, str(status), code, detail))
+
+    def failed(self, kind: str, exc: httpx.HTTPError, trace: RequestTrace) -> None:
+        self.saw(kind, type(exc).__name__, detail=f"{time.strftime('%H:%M:%S')}, {trace.describe(exc)}")
 
     def answered(self, kind: str, response: httpx.Response) -> None:
         self.saw(kind, response.status_code, None if response.is_success else error_code(response))
@@ -123,14 +170,16 @@ async def stream_answer(
     body = {"model": "chatloop", "messages": messages, "user": user, "stream": True, "max_tokens": MAX_TOKENS}
     if regenerate_of is not None:
         body["metadata"] = {"regenerate_of": regenerate_of}
+    trace = RequestTrace()
     try:
-        async with http.stream("POST", "/v1/chat/completions", json=body) as response:
+        async with http.stream("POST", "/v1/chat/completions", json=body, extensions={"trace": trace}) as response:
             if response.status_code != 200:
                 await response.aread()
                 soak.answered("chat", response)
                 return None
             completion_id, done = None, False
             async for line in response.aiter_lines():
+                trace.body_bytes += len(line) + 1
                 if line == "data: [DONE]":
                     done = True
                 elif line.startswith("data: "):
@@ -142,15 +191,16 @@ async def stream_answer(
             soak.saw("chat", 200 if done else "stream cut short")
             return completion_id if done else None
     except httpx.HTTPError as exc:
-        soak.saw("chat", type(exc).__name__)
+        soak.failed("chat", exc, trace)
         return None
 
 
 async def give_feedback(http: httpx.AsyncClient, soak: Soak, body: dict) -> None:
+    trace = RequestTrace()
     try:
-        response = await http.post("/v1/feedback", json=body)
+        response = await http.post("/v1/feedback", json=body, extensions={"trace": trace})
     except httpx.HTTPError as exc:
-        soak.saw("feedback", type(exc).__name__)
+        soak.failed("feedback", exc, trace)
         return
     soak.answered("feedback", response)
     if response.status_code == 200:
@@ -341,8 +391,10 @@ def summary(soak: Soak, client: redis.Redis) -> dict:
         "server_errors_outside_the_outage": len(server_errors),
         "transport_failures": len(failures),
         "unexpected": [
-            f"{soak.minute(o.at)} min: {o.kind} {o.status} {o.code or ''}" for o in server_errors + failures
+            f"{soak.minute(o.at)} min: {o.kind} {o.status} {o.code or ''} {o.detail or ''}".strip()
+            for o in server_errors + failures
         ],
+        "tcp_resets": {name: count - soak.tcp_at_start[name] for name, count in tcp_counters().items()},
         "outage_minutes": [soak.minute(at) for at in soak.outage or ()],
         "memory_series": [[round(at / 60, 1), m["server"], m["trainer"]] for at, m in soak.memory],
         "acknowledged_events": len(soak.acknowledged),
@@ -363,6 +415,7 @@ def table(results: dict) -> str:
         *((f"requests: {name}", str(count)) for name, count in results["requests"].items()),
         ("5xx outside the Redis outage", str(results["server_errors_outside_the_outage"])),
         ("requests failed in transport or cut short", str(results["transport_failures"])),
+        ("TCP resets on this host (kernel counters)", json.dumps(results["tcp_resets"])),
         *(("unexpected", what) for what in results["unexpected"]),
         ("Redis outage (killed, answering again), minutes", str(results["outage_minutes"])),
         ("feedback events acknowledged", str(results["acknowledged_events"])),
@@ -399,7 +452,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     soak = Soak()
     with running("soak", up_command, settings, args.out, {**SOAK, "CHATLOOP_LOG_LEVEL": "INFO"}) as server:
-        soak.started = time.monotonic()
+        soak.started, soak.tcp_at_start = time.monotonic(), tcp_counters()
         asyncio.run(soak_for(server, args.minutes, soak))
         results = summary(soak, redis.Redis.from_url(server.redis_url, decode_responses=True))
     write_results(args.out, args, results, table(results))
