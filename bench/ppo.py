@@ -25,6 +25,7 @@ from report import default_out, figure_table, write_results
 from client.simulation.preferences import resolve, satisfies
 from client.simulation.prompt_set import load_prompts
 from core.config import PPOSettings, Settings
+from trainer.chat_text import Prompt
 from trainer.models import load_policy, load_tokenizer
 from trainer.ppo import PPOTrainer
 from trainer.reward import ScoreScale
@@ -43,11 +44,11 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def measure(trainer: PPOTrainer, prompts: list[list[dict]], preference) -> dict[str, float]:
+def measure(trainer: PPOTrainer, prompts: list[Prompt], preference) -> dict[str, float]:
     """Satisfied share, mean score and KL to the base over one answer to each prompt, sampled with a fixed seed."""
     torch.manual_seed(1)
     rollout = trainer.rollout(prompts, "measure")
-    scores = [preference(p, a) for p, a in zip(rollout.prompts, rollout.answers, strict=True)]
+    scores = [preference(p.messages, a) for p, a in zip(rollout.prompts, rollout.answers, strict=True)]
     return {
         "scores": scores,
         "satisfied": statistics.fmean(satisfies(s) for s in scores),
@@ -67,10 +68,10 @@ def run_arm(advantage: str, args: argparse.Namespace, prompts: tuple[list, list]
     scale = ScoreScale()
 
     def reward(conversations, answers, ended) -> torch.Tensor:  # the user sees a cut-off answer in its text
-        raw = torch.tensor([preference(list(c), a) for c, a in zip(conversations, answers, strict=True)])
+        raw = torch.tensor([preference(c.messages, a) for c, a in zip(conversations, answers, strict=True)])
         return scale.apply(raw)
 
-    trainer = PPOTrainer(policy, load_tokenizer(settings.model_path), reward, ppo_settings, 0, sampling)
+    trainer = PPOTrainer(policy, load_tokenizer(settings.model_path, settings.tools), reward, ppo_settings, 0, sampling)
     before = measure(trainer, held_out, preference)
     fitted = ScoreScale.fit(before["scores"])  # on the base model's answers, as a round fits on its parent's
     scale.mean, scale.deviation = fitted.mean, fitted.deviation
@@ -91,7 +92,7 @@ def main() -> None:
     settings = Settings()
     texts = load_prompts()
     random.Random(0).shuffle(texts)
-    conversations = [[{"role": "user", "content": text}] for text in texts]
+    conversations = [Prompt.asking(text) for text in texts]
     prompts = (conversations[args.eval_prompts :], conversations[: args.eval_prompts])
     arms = {advantage: run_arm(advantage, args, prompts, settings) for advantage in args.advantages}
     rows = []

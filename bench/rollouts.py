@@ -24,6 +24,7 @@ from report import default_out, figure_table, write_results
 from client.simulation.prompt_set import load_prompts
 from core.config import LOCAL_ADMIN_KEY, Settings
 from core.policy import TRAINEES_DIRNAME
+from trainer.chat_text import Prompt
 from trainer.engine_rollouts import EngineSampler
 from trainer.models import load_policy, load_tokenizer
 from trainer.ppo import PPOTrainer
@@ -51,7 +52,7 @@ def trainee(settings: Settings) -> PPOTrainer:
         for name, parameter in policy.named_parameters():
             if "lora_B" in name:
                 parameter.normal_(std=1e-3)
-    return PPOTrainer(policy, load_tokenizer(settings.model_path), lambda *_: None, settings.ppo, 0)
+    return PPOTrainer(policy, load_tokenizer(settings.model_path, settings.tools), lambda *_: None, settings.ppo, 0)
 
 
 def timed_batch(trainer: PPOTrainer, prompts: list[list[dict]]) -> tuple[int, float]:
@@ -75,7 +76,7 @@ def main() -> None:
         engine = EngineSampler(server.url, LOCAL_ADMIN_KEY, trainees, settings.max_rollout_answers)
         for batch in range(args.batches):
             chosen = questions[batch * args.prompts : (batch + 1) * args.prompts]
-            prompts = [[{"role": "user", "content": q}] for q in chosen for _ in range(args.samples)]
+            prompts = [Prompt.asking(q) for q in chosen for _ in range(args.samples)]
             for arm in ARMS:
                 trainer.engine = engine if arm == "engine" else None
                 tokens, seconds = timed_batch(trainer, prompts)

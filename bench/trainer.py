@@ -18,6 +18,7 @@ from report import default_out, figure_table, write_results
 
 from core.config import Settings
 from tests.factories import short_over_long_pair
+from trainer.chat_text import Prompt
 from trainer.data import split_held_out
 from trainer.models import load_policy, load_tokenizer
 from trainer.ppo import PPOTrainer
@@ -45,7 +46,9 @@ def main() -> None:
     pairs = [short_over_long_pair(i) for i in range(args.pairs)]
     started = time.perf_counter()
     train, held_out = split_held_out(pairs, settings.reward.held_out_share)
-    _, reward_metrics = train_reward_model(settings.model_path, train, held_out, settings.reward, seed=0)
+    _, reward_metrics = train_reward_model(
+        settings.model_path, train, held_out, settings.reward, settings.tools, seed=0
+    )
     reward_seconds = time.perf_counter() - started
     trained_pairs = reward_metrics.train_pairs * settings.reward.epochs
 
@@ -53,8 +56,10 @@ def main() -> None:
     policy = load_policy(settings.model_path, None, ppo_settings)
     reward = lambda prompts, answers, ended: torch.tensor([-len(a.split()) / 20 for a in answers])  # noqa: E731
     sampling = Sampling.of(ppo_settings)
-    trainer = PPOTrainer(policy, load_tokenizer(settings.model_path), reward, ppo_settings, seed=0, sampling=sampling)
-    prompts = [[m.model_dump() for m in p.prompt] for p in pairs][: ppo_settings.batch_prompts]
+    trainer = PPOTrainer(
+        policy, load_tokenizer(settings.model_path, settings.tools), reward, ppo_settings, seed=0, sampling=sampling
+    )
+    prompts = [Prompt.of_pair(p) for p in pairs][: ppo_settings.batch_prompts]
     rollout_s, step_s = [], []
     for _ in range(args.batches):
         started = time.perf_counter()

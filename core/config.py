@@ -255,7 +255,7 @@ class ToolSettings(BaseModel):
     chat_template: Path | None = Field(
         None,
         description="The chat template for requests with tools; empty: ChatML with Hermes-format calls, shipped "
-        "for the default model's family (`server/chat_api/templates/chatml_tools.jinja`). Point it at a model's own "
+        "for the default model's family (`core/templates/chatml_tools.jinja`). Point it at a model's own "
         "template where that renders tools.",
     )
 

@@ -17,9 +17,6 @@ from collections.abc import Mapping
 CONSTRAINED = "constrained_decoding"
 """``response_format`` other than text, a forced ``tool_choice`` (``required`` or a named function), ``ignore_eos``
 or a stop string shaped the text."""
-TOOLS = "tool_calling"
-"""The prompt held tools or tool calls, which the trainer does not render into its prompts yet: trained on, the
-answer would be taught for a prompt the model never saw."""
 RAW_PROMPT = "raw_prompt"
 """A completion of raw text (``/v1/completions``), which no chat template rendered: the trainer learns chat
 prompts, and would teach the answer for a prompt the model never saw."""
@@ -43,15 +40,12 @@ def ineligible_reasons(
     pinned: bool,
     by_admin: bool,
     may_teach: bool,
-    tools: bool = False,
     raw_prompt: bool = False,
 ) -> list[str]:
     """Why an answer may not be training data; empty when it may."""
     reasons = []
     if constrained(params):
         reasons.append(CONSTRAINED)
-    if tools:
-        reasons.append(TOOLS)
     if raw_prompt:
         reasons.append(RAW_PROMPT)
     if pinned and not by_admin:

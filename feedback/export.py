@@ -1,7 +1,8 @@
 """Export preference pairs as JSON lines in TRL's conversational preference format.
 
 Each line: ``prompt`` (the conversation's messages), ``chosen`` and ``rejected`` (each a list holding the one
-assistant message), and flat metadata columns, so that ``datasets.load_dataset("json", data_files=...)`` and TRL's
+assistant message), ``tools`` where the model was given tools (as TRL's conversational datasets hold them), and flat
+metadata columns, so that ``datasets.load_dataset("json", data_files=...)`` and TRL's
 ``RewardTrainer`` read the file as it is. Export reads the stream directly and acknowledges nothing: it never
 takes pairs away from the trainer.
 """
@@ -18,8 +19,10 @@ from feedback.pairs import Pair, read_all
 
 
 def trl_row(pair: Pair) -> dict[str, object]:
+    tools = {"tools": pair.tools} if pair.tools else {}
     return {
         "prompt": [message.model_dump() for message in pair.prompt],
+        **tools,
         "chosen": [{"role": "assistant", "content": pair.chosen.text}],
         "rejected": [{"role": "assistant", "content": pair.rejected.text}],
         "pair_id": pair.pair_id,

@@ -322,6 +322,7 @@ class Gestures:
                     user_id=record.user_id,
                     principal_id=record.principal_id,
                     prompt=record.conversation,
+                    tools=record.tools,
                     chosen=chosen,
                     rejected=rejected,
                     rule=draft.rule,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis
 from pydantic import BaseModel
@@ -48,6 +48,9 @@ class Pair(BaseModel):
     """The API key or account that taught it (keyed, ``core/keyed_ids.py``); empty in pairs stored before this
     field, which the trainer's share cap then counts by ``user_id``."""
     prompt: list[RecordedMessage]
+    tools: list[dict[str, Any]] | None = None
+    """The tools the model was given, which its prompt rendered (``core/chat_template.py``): the trainer renders
+    them alike."""
     chosen: PairAnswer
     rejected: PairAnswer
     rule: str

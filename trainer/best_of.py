@@ -23,11 +23,12 @@ from collections.abc import Sequence
 
 import torch
 
+from trainer.chat_text import Prompt
 from trainer.finetune import IGNORE, Example
 from trainer.ppo import PPOTrainer
 
 
-def best_of_n(trainer: PPOTrainer, prompts: Sequence[Sequence[dict]], n: int, seed: int) -> tuple[list[Example], dict]:
+def best_of_n(trainer: PPOTrainer, prompts: Sequence[Prompt], n: int, seed: int) -> tuple[list[Example], dict]:
     """One example per prompt, and the mean reward of the kept answers against that of all sampled ones."""
     torch.manual_seed(seed)
     repeated = [prompt for prompt in prompts for _ in range(n)]

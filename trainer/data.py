@@ -15,28 +15,28 @@ import redis
 
 from core import keys
 from feedback.pairs import Pair, read_newest
+from trainer.chat_text import Prompt
 from trainer.sampling import Served
 
 
-def prompt_key(messages: Sequence[dict]) -> str:
-    return json.dumps([[m["role"], m["content"]] for m in messages], ensure_ascii=False)
+def prompt_key(prompt: Prompt) -> str:
+    """The prompt's text: its messages' roles and contents, and their calls and the tools where there are any (a
+    prompt without them keeps the key it had before tools were trained on, and so its side of the split)."""
+    messages = [[m["role"], m["content"], *([m["tool_calls"]] if m.get("tool_calls") else [])] for m in prompt.messages]
+    return json.dumps([*messages, *([prompt.tools] if prompt.tools else [])], ensure_ascii=False)
 
 
-def is_held_out(messages: Sequence[dict], share: float) -> bool:
+def is_held_out(prompt: Prompt, share: float) -> bool:
     """Whether a prompt is kept out of all training: by a hash of its text, so the same prompt lands on the same
     side in every round and for every user (split by conversation, one prompt asked by two users would be on both
     sides, and a warm-started reward model would have trained on last round's held-out pairs)."""
-    digest = hashlib.sha256(prompt_key(messages).encode()).digest()
+    digest = hashlib.sha256(prompt_key(prompt).encode()).digest()
     return int.from_bytes(digest[:8], "big") < share * 2**64
-
-
-def pair_prompt(pair: Pair) -> list[dict]:
-    return [m.model_dump() for m in pair.prompt]
 
 
 def split_held_out(pairs: Sequence[Pair], share: float) -> tuple[list[Pair], list[Pair]]:
     """Pairs to train on, and pairs held out, by their prompt (``is_held_out``), each in its given order."""
-    held = [is_held_out(pair_prompt(pair), share) for pair in pairs]
+    held = [is_held_out(Prompt.of_pair(pair), share) for pair in pairs]
     return [p for p, h in zip(pairs, held, strict=True) if not h], [p for p, h in zip(pairs, held, strict=True) if h]
 
 
@@ -60,15 +60,16 @@ def newest_held_out(client: redis.Redis, share: float, wanted: int) -> list[Pair
         if not page:
             break
         budget -= len(page)
-        found += [pair for _, pair in page if is_held_out(pair_prompt(pair), share)]
+        found += [pair for _, pair in page if is_held_out(Prompt.of_pair(pair), share)]
         before = f"({page[-1][0]}"
     return found
 
 
 @dataclass
 class RecentPrompts:
-    prompts: list[list[dict]] = field(default_factory=list)
-    """Conversations ending with a user turn, newest first, each once."""
+    prompts: list[Prompt] = field(default_factory=list)
+    """Conversations the model answers next (ending with a user turn or a tool's result), newest first, each
+    once."""
     served: list[Served] = field(default_factory=list)
     """How the answers to them were sampled."""
 
@@ -87,13 +88,14 @@ def recent_prompts(client: redis.Redis, limit: int) -> RecentPrompts:
             continue  # expired
         record = json.loads(raw)
         conversation = record["conversation"]
-        if record.get("ineligible") or not conversation or conversation[-1]["role"] != "user":
+        if record.get("ineligible") or not conversation or conversation[-1]["role"] not in ("user", "tool"):
             continue
         params = record.get("params", {})
         recent.served.append(Served(params.get("temperature"), int(params.get("max_tokens", 0)) or 1))
-        if (key := prompt_key(conversation)) not in seen:
+        prompt = Prompt(conversation, record.get("tools"))
+        if (key := prompt_key(prompt)) not in seen:
             seen.add(key)
-            recent.prompts.append(conversation)
+            recent.prompts.append(prompt)
         if len(recent.prompts) == limit:
             break
     return recent

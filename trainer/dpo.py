@@ -20,6 +20,7 @@ from transformers import PreTrainedTokenizerBase
 
 from core.config import PPOSettings, PreferenceSettings
 from feedback.pairs import Pair
+from trainer.chat_text import Prompt
 from trainer.finetune import IGNORE, answer_example, answer_logprobs, run_epochs
 from trainer.losses import dpo_loss
 from trainer.progress import progress
@@ -70,7 +71,8 @@ def _padded(rows: Sequence[torch.Tensor], value: int) -> torch.Tensor:
 
 def pair_tensors(tokenizer: PreTrainedTokenizerBase, pair: Pair) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Ids, attention and labels of a pair's chosen (row 0) and rejected (row 1) conversation, right-padded."""
-    examples = [answer_example(tokenizer, pair.prompt, answer) for answer in (pair.chosen, pair.rejected)]
+    prompt = Prompt.of_pair(pair)
+    examples = [answer_example(tokenizer, prompt, answer) for answer in (pair.chosen, pair.rejected)]
     ids = _padded([ids for ids, _ in examples], tokenizer.pad_token_id)
     attention = _padded([torch.ones_like(ids) for ids, _ in examples], 0)
     labels = _padded([labels for _, labels in examples], IGNORE)

@@ -18,8 +18,7 @@ from transformers import PreTrainedTokenizerBase
 
 from core.config import FinetuneSettings, PPOSettings
 from feedback.pairs import PairAnswer
-from feedback.records import RecordedMessage
-from trainer.chat_text import conversation_text, prompt_text
+from trainer.chat_text import Prompt, conversation_text, prompt_text
 from trainer.distributed import get_accelerator, mean_across_processes, process_share
 from trainer.losses import token_logprobs
 from trainer.progress import progress
@@ -32,15 +31,12 @@ Example = tuple[torch.Tensor, torch.Tensor]
 Item = TypeVar("Item")
 
 
-def answer_example(
-    tokenizer: PreTrainedTokenizerBase, prompt: Sequence[RecordedMessage], answer: PairAnswer
-) -> Example:
+def answer_example(tokenizer: PreTrainedTokenizerBase, prompt: Prompt, answer: PairAnswer) -> Example:
     """The conversation as the policy saw it and the answer as the engine wrote it (``trainer/chat_text.py``)."""
-    messages = [m.model_dump() for m in prompt]
-    full_text = conversation_text(tokenizer, messages, answer.text, answer.ended)
+    full_text = conversation_text(tokenizer, prompt, answer.text, answer.ended)
     ids = tokenizer(full_text, return_tensors="pt", add_special_tokens=False).input_ids.to(get_accelerator().device)
     labels = ids.clone()
-    labels[:, : len(tokenizer(prompt_text(tokenizer, messages), add_special_tokens=False).input_ids)] = IGNORE
+    labels[:, : len(tokenizer(prompt_text(tokenizer, prompt), add_special_tokens=False).input_ids)] = IGNORE
     return ids, labels
 
 

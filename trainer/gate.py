@@ -41,6 +41,7 @@ from pydantic import BaseModel, computed_field
 
 from core.config import GateSettings
 from feedback.pairs import Pair
+from trainer.chat_text import Prompt
 from trainer.distributed import gather_real, process_seed, process_share
 from trainer.dpo import pair_tensors
 from trainer.finetune import answer_logprobs
@@ -111,7 +112,7 @@ def repetition(text: str, n: int = 3) -> float:
 
 
 def evaluate_policy(
-    trainer: PPOTrainer, prompts: list[list[dict]], seed: int, desc: str = "gate", parent: AdapterWeights | None = None
+    trainer: PPOTrainer, prompts: list[Prompt], seed: int, desc: str = "gate", parent: AdapterWeights | None = None
 ) -> PolicyEval:
     """The policy's answers to the prompts, scored, and their KL to the base (and to the ``parent`` adapter)."""
     torch.manual_seed(process_seed(seed))

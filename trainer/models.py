@@ -13,7 +13,8 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from core.config import PPOSettings
+from core.chat_template import tool_template
+from core.config import PPOSettings, ToolSettings
 from trainer.distributed import get_accelerator
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -30,10 +31,12 @@ def load_backbone(base: Path) -> PreTrainedModel:
     return AutoModel.from_pretrained(base, dtype=torch.float32)
 
 
-def load_tokenizer(base: Path) -> PreTrainedTokenizerBase:
+def load_tokenizer(base: Path, tools: ToolSettings) -> PreTrainedTokenizerBase:
     """Padding and truncation on the left: a batch's last position is always a real token (where the reward model
-    reads its score and generation continues), and truncation keeps the answer, the part being judged."""
+    reads its score and generation continues), and truncation keeps the answer, the part being judged. The tool
+    template the server renders tools with is the tokenizer's ``tool_use`` template (``trainer/chat_text.py``)."""
     tokenizer = AutoTokenizer.from_pretrained(base)
+    tokenizer.chat_template = {"default": tokenizer.chat_template, "tool_use": tool_template(tools.chat_template)}
     tokenizer.padding_side = "left"
     tokenizer.truncation_side = "left"
     if tokenizer.pad_token is None:

@@ -28,7 +28,7 @@ from peft import PeftModel, get_peft_model_state_dict, set_peft_model_state_dict
 from transformers import PreTrainedTokenizerBase
 
 from core.config import PPOSettings
-from trainer.chat_text import prompt_text
+from trainer.chat_text import Prompt, prompt_text
 from trainer.distributed import get_accelerator, mean_across_processes
 from trainer.engine_rollouts import EngineSampler, EngineUnavailable
 from trainer.losses import (
@@ -47,8 +47,8 @@ from trainer.sampling import Sampling
 
 log = logging.getLogger(__name__)
 
-RewardFn = Callable[[Sequence[Sequence[dict]], Sequence[str], Sequence[bool]], torch.Tensor]
-"""Scores answers (texts) to prompts (lists of chat messages); the flags say which answers ended (the others ran into
+RewardFn = Callable[[Sequence[Prompt], Sequence[str], Sequence[bool]], torch.Tensor]
+"""Scores answers (texts) to prompts; the flags say which answers ended (the others ran into
 the token limit)."""
 
 AdapterWeights = dict[str, torch.Tensor]
@@ -56,7 +56,7 @@ AdapterWeights = dict[str, torch.Tensor]
 
 @dataclass
 class Rollout:
-    prompts: list[list[dict]]
+    prompts: list[Prompt]
     answers: list[str]
     groups: torch.Tensor  # [B]: which prompt each answer answers
     sequences: torch.Tensor  # [B, Q + T]: left-padded prompt, then the answer
@@ -167,7 +167,7 @@ class PPOTrainer:
     # ---- rollouts ---------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def generate(self, prompts: Sequence[Sequence[dict]], desc: str) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def generate(self, prompts: Sequence[Prompt], desc: str) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Answers to the prompts, sampled as users are served, by the serving engine when there is one; ``desc``
         names the progress bar."""
         texts = [prompt_text(self.tokenizer, p) for p in prompts]
@@ -230,7 +230,7 @@ class PPOTrainer:
         return (sequences[:, prompt_length:] == self.tokenizer.eos_token_id).any(dim=1).tolist()
 
     def score(
-        self, prompts: Sequence[Sequence[dict]], sequences: torch.Tensor, prompt_length: int
+        self, prompts: Sequence[Prompt], sequences: torch.Tensor, prompt_length: int
     ) -> tuple[list[str], torch.Tensor]:
         """The generated answers' texts and rewards."""
         answers = self.decode(sequences, prompt_length)
@@ -238,10 +238,10 @@ class PPOTrainer:
         return answers, rewards.float().to(self.device)
 
     @torch.no_grad()
-    def rollout(self, prompts: Sequence[Sequence[dict]], desc: str = "ppo rollout", samples: int = 1) -> Rollout:
+    def rollout(self, prompts: Sequence[Prompt], desc: str = "ppo rollout", samples: int = 1) -> Rollout:
         """``samples`` answers to each of these prompts (this process's share under ``accelerate launch``),
         scored."""
-        repeated = [list(prompt) for prompt in prompts for _ in range(samples)]
+        repeated = [prompt for prompt in prompts for _ in range(samples)]
         sequences, attention, prompt_length = self.generate(repeated, desc)
         mask = attention[:, prompt_length:].float()
         logprobs, values, _ = self.unwrapped(sequences, attention, prompt_length)

@@ -36,9 +36,9 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from pydantic import BaseModel
 from transformers import AutoConfig, PreTrainedTokenizerBase
 
-from core.config import RewardSettings
+from core.config import RewardSettings, ToolSettings
 from feedback.pairs import Pair, PairAnswer
-from trainer.chat_text import conversation_text
+from trainer.chat_text import Prompt, conversation_text
 from trainer.distributed import gather_real, get_accelerator, mean_across_processes, process_share
 from trainer.losses import bradley_terry_loss
 from trainer.models import load_backbone, load_tokenizer
@@ -105,16 +105,18 @@ class RewardModel(torch.nn.Module):
         self.scale = ScoreScale()
 
     @classmethod
-    def create(cls, base: Path, settings: RewardSettings) -> RewardModel:
+    def create(cls, base: Path, settings: RewardSettings, tools: ToolSettings) -> RewardModel:
         backbone = load_backbone(base)
         lora = lora_config(backbone.config.num_hidden_layers, settings)
-        model = cls(get_peft_model(backbone, lora), load_tokenizer(base), settings.max_length)
+        model = cls(get_peft_model(backbone, lora), load_tokenizer(base, tools), settings.max_length)
         return model.to(get_accelerator().device)
 
     @classmethod
-    def load(cls, base: Path, folder: Path, max_length: int, trainable: bool = False) -> RewardModel:
+    def load(
+        cls, base: Path, folder: Path, max_length: int, tools: ToolSettings, trainable: bool = False
+    ) -> RewardModel:
         backbone = PeftModel.from_pretrained(load_backbone(base), folder, is_trainable=trainable)
-        model = cls(backbone, load_tokenizer(base), max_length)
+        model = cls(backbone, load_tokenizer(base, tools), max_length)
         model.head.load_state_dict(torch.load(folder / HEAD_FILE, weights_only=True))
         if (folder / SCALE_FILE).exists():
             model.scale = ScoreScale.model_validate_json((folder / SCALE_FILE).read_text())
@@ -135,9 +137,9 @@ class RewardModel(torch.nn.Module):
 
     @torch.no_grad()
     def score(
-        self, prompts: Sequence[Sequence[dict]], answers: Sequence[str], ended: Sequence[bool], batch_size: int = 8
+        self, prompts: Sequence[Prompt], answers: Sequence[str], ended: Sequence[bool], batch_size: int = 8
     ) -> torch.Tensor:
-        """Rewards of answers to prompts (lists of chat messages), on the model's ``scale``; an answer that did not
+        """Rewards of answers to prompts, on the model's ``scale``; an answer that did not
         end was cut off by its token limit."""
         self.eval()
         rows = zip(prompts, answers, ended, strict=True)
@@ -155,7 +157,7 @@ class _PairTexts:
 
 def _texts(tokenizer: PreTrainedTokenizerBase, pairs: Sequence[Pair]) -> _PairTexts:
     def text(pair: Pair, answer: PairAnswer) -> str:
-        return conversation_text(tokenizer, [m.model_dump() for m in pair.prompt], answer.text, answer.ended)
+        return conversation_text(tokenizer, Prompt.of_pair(pair), answer.text, answer.ended)
 
     return _PairTexts(
         chosen=[text(pair, pair.chosen) for pair in pairs],
@@ -207,7 +209,9 @@ def evaluate(model: RewardModel, pairs: Sequence[Pair]) -> HeldOut:
     return held_out_figures(gather_real(model.forward(texts.chosen) - model.forward(texts.rejected), share))
 
 
-def previous_model(base: Path, folder: Path | None, settings: RewardSettings) -> RewardModel | None:
+def previous_model(
+    base: Path, folder: Path | None, settings: RewardSettings, tools: ToolSettings
+) -> RewardModel | None:
     """The previous round's reward model to continue, if it was trained on this base model and the same layers."""
     if folder is None or not settings.warm_start or not (folder / HEAD_FILE).exists():
         return None
@@ -220,7 +224,7 @@ def previous_model(base: Path, folder: Path | None, settings: RewardSettings) ->
     ):
         log.info("reward model made afresh: the previous one was for another model", extra={"folder": str(folder)})
         return None
-    model = RewardModel.load(base, folder, settings.max_length, trainable=True)
+    model = RewardModel.load(base, folder, settings.max_length, tools, trainable=True)
     model.scale = ScoreScale()  # fitted to the previous model's scores: the round fits its own
     return model
 
@@ -230,6 +234,7 @@ def train_reward_model(
     train: Sequence[Pair],
     held_out: Sequence[Pair],
     settings: RewardSettings,
+    tools: ToolSettings,
     seed: int,
     previous: Path | None = None,
 ) -> tuple[RewardModel, RewardMetrics]:
@@ -238,9 +243,9 @@ def train_reward_model(
     previous round's reward model folder, continued when it fits."""
     accelerator = get_accelerator()
     torch.manual_seed(seed)
-    model = previous_model(base, previous, settings)
+    model = previous_model(base, previous, settings, tools)
     warm = model is not None
-    model = model or RewardModel.create(base, settings)
+    model = model or RewardModel.create(base, settings, tools)
     epochs = settings.warm_epochs if warm else settings.epochs
     trainable = [p for p in model.parameters() if p.requires_grad]
     wrapped, optimizer = accelerator.prepare(model, torch.optim.AdamW(trainable, lr=settings.learning_rate))

@@ -36,12 +36,12 @@ from core.registry import Registry, Version
 from feedback.pairs import Pair, read_entries, sample_over_time
 from trainer.artifacts import REWARD_MODEL, highest_version, remove_partials, write_version
 from trainer.best_of import best_of_n
+from trainer.chat_text import Prompt
 from trainer.context import RedisSide, TrainerContext
 from trainer.data import (
     capped,
     is_held_out,
     newest_held_out,
-    pair_prompt,
     recent_prompts,
     round_pairs,
     split_held_out,
@@ -88,9 +88,9 @@ class RoundInputs:
     """The same, to the reward model's larger limit."""
     held_out_pairs: list[Pair]
     """Pairs with a held-out prompt, newest first: the reward model's and the gate's evaluation."""
-    prompts: list[list[dict]]
+    prompts: list[Prompt]
     """PPO's prompts: recent ones no round holds out."""
-    eval_prompts: list[list[dict]]
+    eval_prompts: list[Prompt]
     """The gate's prompts: recent held-out ones."""
     sampling: Sampling
     parent: str
@@ -99,8 +99,8 @@ class RoundInputs:
 
 
 def _split_prompts(
-    prompts: list[list[dict]], held_out_share: float, eval_count: int, seed: int
-) -> tuple[list[list[dict]], list[list[dict]]]:
+    prompts: list[Prompt], held_out_share: float, eval_count: int, seed: int
+) -> tuple[list[Prompt], list[Prompt]]:
     """PPO's prompts and the gate's, apart by ``is_held_out``; with none on one side (a young deployment), the
     other side's serve both rather than leave PPO or the gate with nothing, and the gate then judges prompts PPO
     practised on."""
@@ -146,7 +146,7 @@ def _read_inputs(settings: Settings, side: RedisSide) -> RoundInputs | None:
     new_train = [pair for pair in new if pair.pair_id in trainable]
     recent = recent_prompts(side.client, PROMPT_POOL)
     prompts, eval_prompts = _split_prompts(
-        recent.prompts or [pair_prompt(p) for p in pool], share, settings.gate.eval_prompts, loop.seed
+        recent.prompts or [Prompt.of_pair(p) for p in pool], share, settings.gate.eval_prompts, loop.seed
     )
     return RoundInputs(
         version_id=version_id,
@@ -187,7 +187,7 @@ def _timed(seconds: dict[str, float], stage: str) -> Iterator[None]:
 
 
 def _supervised(
-    trainer: TrainerContext, ppo: PPOTrainer, pairs: list[Pair], train_prompts: list[list[dict]], rng: random.Random
+    trainer: TrainerContext, ppo: PPOTrainer, pairs: list[Pair], train_prompts: list[Prompt], rng: random.Random
 ) -> tuple[list[float], dict]:
     """The supervised stage's losses, and the best-of-n figures (none without best-of-n)."""
     settings, seed = trainer.settings.supervised, trainer.settings.trainer.seed
@@ -201,7 +201,7 @@ def _supervised(
     return supervised_stage(ppo.policy, examples, settings, trainer.settings.ppo, seed), best_of
 
 
-def _ppo_steps(settings: Settings, ppo: PPOTrainer, train_prompts: list[list[dict]], rng: random.Random) -> list[dict]:
+def _ppo_steps(settings: Settings, ppo: PPOTrainer, train_prompts: list[Prompt], rng: random.Random) -> list[dict]:
     steps = []
     for _ in progress(range(settings.ppo.rollouts), "ppo rollouts"):
         batch = rng.sample(train_prompts, min(settings.ppo.batch_prompts, len(train_prompts)))
@@ -233,10 +233,16 @@ def _train(trainer: TrainerContext, inputs: RoundInputs, started: float) -> Trai
     seconds: dict[str, float] = {}
     with _timed(seconds, "reward_model"):
         reward_model, reward_metrics = train_reward_model(
-            base, inputs.reward_pairs, inputs.held_out_pairs, settings.reward, seed, inputs.previous_reward_model
+            base,
+            inputs.reward_pairs,
+            inputs.held_out_pairs,
+            settings.reward,
+            settings.tools,
+            seed,
+            inputs.previous_reward_model,
         )
     parent_adapter = adapter_path(settings.versions_dir, inputs.parent)
-    tokenizer = load_tokenizer(base)
+    tokenizer = load_tokenizer(base, settings.tools)
     policy = load_policy(base, parent_adapter, settings.ppo)
     ppo = PPOTrainer(policy, tokenizer, reward_model.score, settings.ppo, seed, inputs.sampling, _engine(settings))
     parent_weights = ppo.adapter_weights()

@@ -17,11 +17,12 @@ from transformers import PreTrainedTokenizerBase
 
 from core.config import PPOSettings, SupervisedSettings
 from feedback.pairs import Pair
+from trainer.chat_text import Prompt
 from trainer.finetune import Example, answer_example, run_epochs
 
 
 def chosen_example(tokenizer: PreTrainedTokenizerBase, pair: Pair) -> Example:
-    return answer_example(tokenizer, pair.prompt, pair.chosen)
+    return answer_example(tokenizer, Prompt.of_pair(pair), pair.chosen)
 
 
 def _cross_entropy(model: torch.nn.Module, example: Example) -> torch.Tensor:

@@ -46,6 +46,21 @@ def pinned_version(model: str, alias: str) -> str | None:
     return version
 
 
+@dataclass(frozen=True)
+class ApiNames:
+    """What an API calls its answers' ids, its prompt and its answers' token limit: a refusal names the parameter
+    the caller sent, whichever API translated it (``/v1/responses`` answers through the chat service)."""
+
+    id_prefix: str
+    prompt: str
+    token_limit: str
+
+
+CHAT = ApiNames("chatcmpl-", "messages", "max_tokens")
+COMPLETIONS = ApiNames("cmpl-", "prompt", "max_tokens")
+RESPONSES = ApiNames("resp_", "input", "max_output_tokens")
+
+
 @dataclass
 class Routed:
     """Who asks, and the version that answers them."""
@@ -85,24 +100,24 @@ class Generation:
         route = self.versions.route(pinned, owner, admin=caller.is_admin)
         return Routed(owner, self.versions.ids.principal_id(caller.key_id), route)
 
-    def answer_budget(self, prompt_tokens: int, requested: int | None, prompt_param: str) -> int:
+    def answer_budget(self, prompt_tokens: int, requested: int | None, names: ApiNames) -> int:
         """The answer's token limit: as requested, or what the context leaves; a 400 past the context."""
         limit = self.settings.max_model_len
         if prompt_tokens >= limit:
             raise ApiError(
                 400,
-                f"This model's maximum context length is {limit} tokens. However, your {prompt_param} resulted in "
-                f"{prompt_tokens} tokens. Please reduce the length of the {prompt_param}.",
-                param=prompt_param,
+                f"This model's maximum context length is {limit} tokens. However, your {names.prompt} resulted in "
+                f"{prompt_tokens} tokens. Please reduce the length of the {names.prompt}.",
+                param=names.prompt,
                 code="context_length_exceeded",
             )
         if requested is not None and prompt_tokens + requested > limit:
             raise ApiError(
                 400,
                 f"This model's maximum context length is {limit} tokens. However, you requested "
-                f"{prompt_tokens + requested} tokens ({prompt_tokens} in the {prompt_param}, {requested} in the "
-                f"completion). Please reduce the length of the {prompt_param} or completion.",
-                param="max_tokens",
+                f"{prompt_tokens + requested} tokens ({prompt_tokens} in the {names.prompt}, {requested} in the "
+                f"completion). Please reduce the length of the {names.prompt} or {names.token_limit}.",
+                param=names.token_limit,
                 code="context_length_exceeded",
             )
         return requested if requested is not None else limit - prompt_tokens
@@ -134,9 +149,9 @@ class Generation:
             raise ApiError(400, f"Invalid sampling parameters: {exc}") from exc
 
     @staticmethod
-    def new_id(prefix: str) -> tuple[str, int]:
+    def new_id(names: ApiNames) -> tuple[str, int]:
         """An answer's id under its API's prefix, and its creation time."""
-        return f"{prefix}{uuid.uuid4().hex}", int(time.time())
+        return f"{names.id_prefix}{uuid.uuid4().hex}", int(time.time())
 
     # ---- generating ----------------------------------------------------------------------------------------
 

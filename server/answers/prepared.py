@@ -37,7 +37,6 @@ class RecordedRequest:
     params: dict[str, Any]
     """The sampling parameters asked for, as the API names them (the token limit is added when recorded)."""
     tools: list[dict[str, Any]] | None = None
-    uses_tools: bool = False
     raw_prompt: bool = False
 
 

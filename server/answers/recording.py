@@ -136,7 +136,6 @@ def _build_record(answer: PreparedAnswer, status: str) -> CompletionRecord:
         pinned=answer.pinned,
         by_admin=caller.is_admin,
         may_teach=caller.may_teach,
-        tools=asked.uses_tools,
         raw_prompt=asked.raw_prompt,
     )
     return CompletionRecord(

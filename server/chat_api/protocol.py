@@ -167,12 +167,6 @@ class NamedToolChoice(BaseModel):
     function: NamedFunction
 
 
-def uses_tools(messages: list[ChatMessage], tools: list[Tool] | None) -> bool:
-    """Whether a conversation involves tools: given ones, or calls and results in its messages. Such a prompt is
-    rendered by the tool template, and its answer is no training data yet."""
-    return bool(tools) or any(m.role == "tool" or m.tool_calls for m in messages)
-
-
 class StreamOptions(BaseModel):
     include_usage: bool = False
 

@@ -16,9 +16,10 @@ from vllm.sampling_params import StructuredOutputsParams
 from vllm.tokenizers import TokenizerLike
 from vllm.tool_parsers import ToolParserManager
 
+from core.chat_template import involves_tools, tool_template
 from core.config import ToolSettings
 from feedback.records import RecordedMessage
-from server.answers.generation import Generation
+from server.answers.generation import CHAT, ApiNames, Generation
 from server.answers.prepared import ChoiceAccumulator, ChoiceState, PreparedAnswer, RecordedRequest
 from server.auth import Caller
 from server.chat_api.protocol import (
@@ -33,9 +34,8 @@ from server.chat_api.protocol import (
     Delta,
     Tool,
     Usage,
-    uses_tools,
 )
-from server.chat_api.tools import ToolCalls, ToolCallStream, check_tool_choice, forced_calls, tool_template
+from server.chat_api.tools import ToolCalls, ToolCallStream, check_tool_choice, forced_calls
 from server.errors import ApiError
 
 RECORDED_PARAMS = {
@@ -72,7 +72,6 @@ def recorded_request(request: ChatCompletionRequest) -> RecordedRequest:
         conversation=[RecordedMessage.model_validate(m.template_message()) for m in request.messages],
         params=request.model_dump(include=RECORDED_PARAMS, exclude_none=True, mode="json"),
         tools=[tool.model_dump(exclude_none=True) for tool in request.tools] if request.tools else None,
-        uses_tools=uses_tools(request.messages, request.tools),
     )
 
 
@@ -111,12 +110,16 @@ def render_chat(
     add_special_tokens: bool = False,
 ) -> list[int]:
     """The prompt's token ids through the chat template: what the engine sees, and what ``/tokenize`` counts. A
-    conversation with tools or tool calls goes through the tool template (``tools.py``), any other through the
-    model's own. The template adds the special tokens it needs; encoding adds none unless asked."""
-    template = tool_template((tool_settings or ToolSettings()).chat_template) if uses_tools(messages, tools) else None
+    conversation with tools or tool calls goes through the tool template, any other through the model's own, as
+    the trainer renders them (``core/chat_template.py``). The template adds the special tokens it needs; encoding
+    adds none unless asked."""
+    template_messages = [m.template_message() for m in messages]
+    template_tools = [tool.model_dump(exclude_none=True) for tool in tools] if tools else None
+    uses_tools = involves_tools(template_messages, template_tools)
+    template = tool_template((tool_settings or ToolSettings()).chat_template) if uses_tools else None
     text = tokenizer.apply_chat_template(
-        [m.template_message() for m in messages],
-        tools=[tool.model_dump(exclude_none=True) for tool in tools] if tools else None,
+        template_messages,
+        tools=template_tools,
         chat_template=template,
         add_generation_prompt=add_generation_prompt,
         continue_final_message=continue_final_message,
@@ -134,18 +137,18 @@ class ChatService:
 
     # ---- validation -------------------------------------------------------------------------------------
 
-    def prepare(self, request: ChatCompletionRequest, caller: Caller, id_prefix: str = "chatcmpl-") -> PreparedChat:
-        """The request checked and turned into engine inputs; ``id_prefix`` names the API it came through, whose
-        answer's id is the record's (``resp_`` for ``/v1/responses``)."""
+    def prepare(self, request: ChatCompletionRequest, caller: Caller, api: ApiNames = CHAT) -> PreparedChat:
+        """The request checked and turned into engine inputs; ``api`` is the API it came through, whose answer's id
+        is the record's (``resp_`` for ``/v1/responses``) and whose parameters a refusal names."""
         request.user = caller.end_user(request.user)
         routed = self.generation.route(request.model, caller, request.user)
         self._check_limits(request)
         prompt_ids = render_chat(self.tokenizer, request.messages, request.tools, self.settings.tools)
-        max_tokens = self.generation.answer_budget(len(prompt_ids), request.answer_token_limit, "messages")
+        max_tokens = self.generation.answer_budget(len(prompt_ids), request.answer_token_limit, api)
         logprobs = (request.top_logprobs or 0) if request.logprobs else None
         constraint = forced_calls(request) or _structured_outputs(request)
         params = self.generation.sampling_params(request, max_tokens, logprobs, constraint)
-        completion_id, created = self.generation.new_id(id_prefix)
+        completion_id, created = self.generation.new_id(api)
         return PreparedChat(
             recorded=recorded_request(request),
             request=request,

@@ -8,7 +8,7 @@ back out of the answer, whole or as streamed deltas.
   ``{"name", "parameters"}``, for a named function its arguments), and that JSON is the call.
 - ``auto`` lets the model write text or calls in its own format, which a vLLM tool parser (``tools.parser``,
   Hermes's ``<tool_call>`` by default) reads back, as vLLM's server does. The chat template must render the tools
-  in the same format: ``templates/chatml_tools.jinja`` does for the default model's family.
+  in the same format: ``core/templates/chatml_tools.jinja`` does for the default model's family.
 
 As OpenAI answers: calls come with ``finish_reason`` ``tool_calls``, except a named function's, which ends as
 ``stop``; an answer cut off by its token limit keeps ``length``. A forced answer that does not parse (cut off
@@ -21,8 +21,6 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import cache
-from pathlib import Path
 
 from pydantic import ValidationError
 from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest as VllmChatRequest
@@ -42,13 +40,6 @@ from server.chat_api.protocol import (
     ToolCall,
 )
 from server.errors import ApiError
-
-SHIPPED_TEMPLATE = Path(__file__).resolve().parent / "templates" / "chatml_tools.jinja"
-
-
-@cache
-def tool_template(path: Path | None) -> str:
-    return (path or SHIPPED_TEMPLATE).read_text()
 
 
 def call_id() -> str:

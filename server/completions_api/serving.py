@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from vllm.outputs import RequestOutput
 
 from feedback.records import RecordedMessage
-from server.answers.generation import Generation
+from server.answers.generation import COMPLETIONS, Generation
 from server.answers.prepared import ChoiceAccumulator, ChoiceState, PreparedAnswer, RecordedRequest
 from server.auth import Caller
 from server.chat_api.protocol import TokenLogprob, Usage
@@ -70,10 +70,10 @@ class CompletionService:
         routed = self.generation.route(request.model, caller, request.user)
         self._check_limits(request)
         prompt_ids = self._prompt_ids(request.prompt)
-        max_tokens = self.generation.answer_budget(len(prompt_ids), request.max_tokens, "prompt")
+        max_tokens = self.generation.answer_budget(len(prompt_ids), request.max_tokens, COMPLETIONS)
         prompt_text = request.prompt if isinstance(request.prompt, str) else self.tokenizer.decode(prompt_ids)
         params = self.generation.sampling_params(request, max_tokens, request.logprobs)
-        completion_id, created = self.generation.new_id("cmpl-")
+        completion_id, created = self.generation.new_id(COMPLETIONS)
         return PreparedCompletion(
             recorded=RecordedRequest(
                 model=request.model,

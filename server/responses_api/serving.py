@@ -40,13 +40,13 @@ from pydantic import BaseModel, ValidationError
 from vllm.outputs import RequestOutput
 
 from feedback.records import CompletionRecord, CompletionRecords, RecordedMessage
+from server.answers.generation import RESPONSES
 from server.auth import Caller
 from server.chat_api.protocol import ChatMessage, DeltaFunctionCall, DeltaToolCall, FunctionCall, ToolCall
 from server.chat_api.serving import ChatService, PreparedChat
 from server.errors import ApiError
 from server.responses_api.protocol import InputItems, ResponseRequest, items_to_messages
 
-ID_PREFIX = "resp_"
 Status = Literal["in_progress", "completed", "incomplete", "cancelled"]
 
 
@@ -294,7 +294,7 @@ class ResponseService:
             chat_request = body.chat_request(context)
         except ValidationError as exc:
             raise ApiError(400, f"Invalid input: {exc.errors()[0]['msg']}", param="input") from exc
-        return PreparedResponse(body, self.chat.prepare(chat_request, caller, id_prefix=ID_PREFIX))
+        return PreparedResponse(body, self.chat.prepare(chat_request, caller, RESPONSES))
 
     async def create(self, prepared: PreparedResponse) -> dict[str, Any]:
         """The whole response as one JSON body."""

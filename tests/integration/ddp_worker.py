@@ -14,8 +14,9 @@ from pathlib import Path
 
 import torch
 
-from core.config import PPOSettings, PreferenceSettings, RewardSettings, SupervisedSettings
+from core.config import PPOSettings, PreferenceSettings, RewardSettings, SupervisedSettings, ToolSettings
 from tests.factories import short_over_long_pair
+from trainer.chat_text import Prompt
 from trainer.distributed import get_accelerator, process_share
 from trainer.dpo import References, preference_stage
 from trainer.gate import evaluate_policy
@@ -34,7 +35,9 @@ PREFERENCE = PreferenceSettings(epochs=1, learning_rate=1e-2)
 
 def prompt_reward(prompts: list[list[dict]], answers: list[str], ended: list[bool]) -> torch.Tensor:
     """Depends on the prompt, so that processes answering different prompts see different rewards."""
-    return torch.tensor([len(p[-1]["content"]) / 10 - len(a) / 100 for p, a in zip(prompts, answers, strict=True)])
+    return torch.tensor(
+        [len(p.messages[-1]["content"]) / 10 - len(a) / 100 for p, a in zip(prompts, answers, strict=True)]
+    )
 
 
 def trainable(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -45,12 +48,14 @@ def main(model: Path, out: Path) -> None:
     accelerator = get_accelerator()
     pairs = [short_over_long_pair(i, weight=1.0 if i % 2 else 0.5) for i in range(7)]
     reward_settings = RewardSettings(epochs=1, top_layers=1, batch_size=3, max_length=64, held_out_share=0.3)
-    reward_model, reward_metrics = train_reward_model(model, pairs[:5], pairs[5:], reward_settings, seed=0)
+    reward_model, reward_metrics = train_reward_model(
+        model, pairs[:5], pairs[5:], reward_settings, ToolSettings(), seed=0
+    )
 
     torch.manual_seed(0)
-    tokenizer = load_tokenizer(model)
+    tokenizer = load_tokenizer(model, ToolSettings())
     ppo = PPOTrainer(load_policy(model, None, PPO), tokenizer, prompt_reward, PPO, seed=0)
-    prompts = [[{"role": "user", "content": f"Tell me about {topic}."}] for topic in TOPICS]
+    prompts = [Prompt.asking(f"Tell me about {topic}.") for topic in TOPICS]
     initial = trainable(ppo.policy)
     parent_eval = evaluate_policy(ppo, prompts[:3], seed=0)
     sft_losses = supervised_stage(ppo.policy, [chosen_example(tokenizer, p) for p in pairs[:3]], SUPERVISED, PPO, 0)

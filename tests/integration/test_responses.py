@@ -235,6 +235,8 @@ def test_a_response_not_stored_cannot_be_fetched(server: ServerHandle, client: O
         ({"tools": [{"type": "web_search"}]}, "tools.0.type"),
         ({"input": [{"type": "function_call", "call_id": "c", "name": "f", "arguments": "{oops"}]}, "input"),
         ({"previous_response_id": "resp_nope"}, "previous_response_id"),
+        ({"input": "hello " * 3000}, "input"),
+        ({"max_output_tokens": 2040}, "max_output_tokens"),
     ],
 )
 def test_what_is_not_offered_is_refused_clearly(server: ServerHandle, body: dict, param: str) -> None:

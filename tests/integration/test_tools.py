@@ -1,6 +1,7 @@
 """Tool calling on ``/v1/chat/completions`` through the official OpenAI SDK, on the real engine: forced calls
 (a named function, ``required``) in any model, streamed and not, through the SDK's stream helper; a conversation
-that sends the calls' results back; recorded, rateable, and kept out of training data."""
+that sends the calls' results back; recorded and rateable; a forced call kept out of training data, a free answer a
+side of a pair that keeps the tools."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 from openai import OpenAI
 
 from core import keys
-from feedback.eligibility import CONSTRAINED, TOOLS
+from feedback.eligibility import CONSTRAINED
+from feedback.pairs import read_all
 from tests.factories import WEATHER_TOOL
 from tests.helpers import ServerHandle
 
@@ -43,7 +45,7 @@ def test_a_named_function_is_called_with_arguments_its_schema_allows(server: Ser
     assert isinstance(arguments["city"], str) and set(arguments) <= {"city", "unit"}
     stored = record(server, answer.id)
     assert stored["tools"][0]["function"]["name"] == "get_weather"
-    assert {CONSTRAINED, TOOLS} <= set(stored["ineligible"]), "a forced call must never become training data"
+    assert CONSTRAINED in stored["ineligible"], "a forced call must never become training data"
 
 
 def test_required_calls_stream_through_the_sdks_helper(client: OpenAI) -> None:
@@ -72,9 +74,11 @@ def test_a_streamed_named_call_arrives_in_pieces(server: ServerHandle, client: O
     assert "city" in json.loads(arguments)
 
 
-def test_results_sent_back_get_an_answer_and_an_auto_choice_is_answered(server: ServerHandle, client: OpenAI) -> None:
+def test_results_sent_back_get_an_answer_that_teaches_with_its_tools(server: ServerHandle, client: OpenAI) -> None:
     """The small default model is not trained to call tools: with ``auto`` it may answer in text or call, and
-    either is a well-formed answer (the parser's reading is ``tests/unit/test_tool_calls.py``'s)."""
+    either is a well-formed answer (the parser's reading is ``tests/unit/test_tool_calls.py``'s). Written freely,
+    it is training data: a pair keeps the conversation's calls and the tools, which the trainer renders as the
+    server did (``tests/unit/test_trainer_prompts.py``)."""
     called = client.chat.completions.create(
         model="chatloop", messages=ASK, tools=[WEATHER_TOOL], tool_choice=NAMED, max_tokens=60, temperature=0
     )
@@ -98,7 +102,19 @@ def test_results_sent_back_get_an_answer_and_an_auto_choice_is_answered(server: 
         "arguments": json.loads(call.function.arguments),
     }
     assert stored["conversation"][2]["tool_call_id"] == call.id
-    assert TOOLS in stored["ineligible"] and CONSTRAINED not in stored["ineligible"]
+    assert stored["ineligible"] == []
+    again = client.chat.completions.create(
+        model="chatloop",
+        messages=conversation,
+        tools=[WEATHER_TOOL],
+        max_tokens=30,
+        metadata={"regenerate_of": answer.id},
+    )
+    choice = {"chosen": {"completion_id": again.id}, "rejected": {"completion_id": answer.id}}
     with server.http() as http:
         rated = http.post("/v1/feedback", json={"completion_id": answer.id, "choice_index": 0, "rating": "down"})
+        compared = http.post("/v1/feedback", json=choice)
     assert rated.status_code == 200, rated.text
+    assert compared.status_code == 200 and compared.json()["pairs"], compared.text
+    (pair,) = [p for _, p in read_all(server.redis.client()) if p.pair_id in compared.json()["pairs"]]
+    assert pair.tools == stored["tools"] and pair.prompt[1].tool_calls == stored["conversation"][1]["tool_calls"]

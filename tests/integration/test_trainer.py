@@ -16,13 +16,21 @@ import redis
 import torch
 
 from core import keys
-from core.config import PPOSettings, PreferenceSettings, RewardSettings, Settings, TrainerLoopSettings
+from core.config import (
+    PPOSettings,
+    PreferenceSettings,
+    RewardSettings,
+    Settings,
+    ToolSettings,
+    TrainerLoopSettings,
+)
 from core.registry import Registry, Version
 from core.routing import Routing
 from feedback.pairs import PairAnswer, PairConsumer
 from tests.factories import TOPICS, seed_pairs, short_over_long_pair
 from tests.helpers import REPO, SMALL_ROUND, RedisHandle, free_port
 from trainer.best_of import best_of_n
+from trainer.chat_text import Prompt
 from trainer.context import CONSUMER, RedisSide, TrainerContext
 from trainer.data import split_held_out
 from trainer.dpo import References, pair_batch, preference_stage
@@ -43,17 +51,19 @@ def test_reward_model_learns_a_synthetic_preference_and_the_next_round_keeps_it(
 ) -> None:
     train, held_out = split_held_out([short_over_long_pair(i) for i in range(40)], 0.25)
     settings = RewardSettings(epochs=2, top_layers=2, max_length=96, held_out_share=0.25, batch_size=6)
-    model, metrics = train_reward_model(model_path, train[:24], held_out, settings, seed=0)
+    model, metrics = train_reward_model(model_path, train[:24], held_out, settings, ToolSettings(), seed=0)
     assert metrics.held_out_pairs == len(held_out) > 3 and not metrics.warm_started
     assert metrics.held_out_accuracy is not None and metrics.held_out_accuracy >= 0.8
     assert metrics.held_out_margin > 0 and metrics.held_out_log_loss < math.log(2)
     model.scale = ScoreScale(mean=1.0, deviation=2.0)
     model.save(tmp_path)
-    warm, again = train_reward_model(model_path, train[24:28], held_out, settings, seed=1, previous=tmp_path)
+    warm, again = train_reward_model(
+        model_path, train[24:28], held_out, settings, ToolSettings(), seed=1, previous=tmp_path
+    )
     assert again.warm_started and again.train_pairs == 4
     assert warm.scale == ScoreScale(), "the previous round's scale fits the previous scores: the round fits its own"
     assert again.held_out_accuracy >= 0.8, "four more pairs, one epoch: what the first round learnt is kept"
-    fresh = RewardModel.load(model_path, tmp_path, settings.max_length)
+    fresh = RewardModel.load(model_path, tmp_path, settings.max_length, ToolSettings())
     assert fresh.scale == ScoreScale(mean=1.0, deviation=2.0), "the scale is saved with the model"
 
 
@@ -65,8 +75,8 @@ def test_ppo_step_moves_the_adapter_from_zero_kl(model_path: Path) -> None:
     policy = load_policy(model_path, None, settings)
     before = {n: p.detach().clone() for n, p in policy.named_parameters() if p.requires_grad}
     reward = lambda prompts, answers, ended: torch.tensor([-len(a) / 10 for a in answers])  # noqa: E731
-    trainer = PPOTrainer(policy, load_tokenizer(model_path), reward, settings, seed=0)
-    prompts = [[{"role": "user", "content": f"Tell me about {t}."}] for t in TOPICS[:2]]
+    trainer = PPOTrainer(policy, load_tokenizer(model_path, ToolSettings()), reward, settings, seed=0)
+    prompts = [Prompt.asking(f"Tell me about {t}.") for t in TOPICS[:2]]
     rollout = trainer.rollout(prompts, samples=2)
     assert rollout.groups.tolist() == [0, 0, 1, 1] and rollout.prompts[0] == rollout.prompts[1]
     assert trainer.kl_to_base(rollout).abs().max().item() == 0, "a fresh adapter is the base model"
@@ -84,7 +94,7 @@ def test_ppo_step_moves_the_adapter_from_zero_kl(model_path: Path) -> None:
 
 def test_best_of_n_keeps_the_answer_the_reward_ranks_first(model_path: Path) -> None:
     settings = PPOSettings(max_new_tokens=12)
-    tokenizer = load_tokenizer(model_path)
+    tokenizer = load_tokenizer(model_path, ToolSettings())
     seen: list[str] = []
 
     def shortest_first(prompts: list, answers: list[str], ended: list[bool]) -> torch.Tensor:
@@ -92,7 +102,7 @@ def test_best_of_n_keeps_the_answer_the_reward_ranks_first(model_path: Path) -> 
         return torch.tensor([-float(len(a)) for a in answers])
 
     trainer = PPOTrainer(load_policy(model_path, None, settings), tokenizer, shortest_first, settings, seed=0)
-    prompts = [[{"role": "user", "content": f"Tell me about {t}."}] for t in TOPICS[:3]]
+    prompts = [Prompt.asking(f"Tell me about {t}.") for t in TOPICS[:3]]
     examples, stats = best_of_n(trainer, prompts, n=4, seed=0)
     assert len(examples) == 3 and len(seen) == 12
     for (ids, labels), group in zip(examples, [seen[i : i + 4] for i in range(0, 12, 4)], strict=True):
@@ -109,19 +119,19 @@ def test_without_a_server_the_trainer_samples_its_rollouts_itself(
     nobody = EngineSampler(f"http://127.0.0.1:{free_port()}", "key", tmp_path, max_answers=32)
     reward = lambda prompts, answers, ended: torch.zeros(len(answers))  # noqa: E731
     policy = load_policy(model_path, None, settings)
-    trainer = PPOTrainer(policy, load_tokenizer(model_path), reward, settings, 0, engine=nobody)
-    rollout = trainer.rollout([[{"role": "user", "content": "Hello"}]], samples=2)
+    trainer = PPOTrainer(policy, load_tokenizer(model_path, ToolSettings()), reward, settings, 0, engine=nobody)
+    rollout = trainer.rollout([Prompt.asking("Hello")], samples=2)
     assert len(rollout.answers) == 2 and rollout.mask.sum() > 0
     assert trainer.engine is None, "the rest of the round samples in the trainer, without asking again"
     assert "the serving engine cannot sample" in caplog.text and not any(tmp_path.iterdir())
 
 
 def test_an_answer_cut_off_at_its_limit_is_learnt_without_an_end_of_turn(model_path: Path) -> None:
-    tokenizer = load_tokenizer(model_path)
+    tokenizer = load_tokenizer(model_path, ToolSettings())
     pair = short_over_long_pair(0)
     answer = lambda finish: PairAnswer(**{**pair.chosen.model_dump(), "finish_reason": finish})  # noqa: E731
-    ended_ids, ended_labels = answer_example(tokenizer, pair.prompt, answer("stop"))
-    cut_ids, cut_labels = answer_example(tokenizer, pair.prompt, answer("length"))
+    ended_ids, ended_labels = answer_example(tokenizer, Prompt.of_pair(pair), answer("stop"))
+    cut_ids, cut_labels = answer_example(tokenizer, Prompt.of_pair(pair), answer("length"))
     assert tokenizer.eos_token_id in ended_labels[0].tolist()
     assert tokenizer.eos_token_id not in cut_labels[0].tolist()
     assert torch.equal(cut_ids[0], ended_ids[0, : cut_ids.shape[1]]), "the same tokens, up to where the answer ends"
@@ -130,8 +140,8 @@ def test_an_answer_cut_off_at_its_limit_is_learnt_without_an_end_of_turn(model_p
 
 
 def test_the_reward_model_sees_an_answer_cut_off_at_its_limit(model_path: Path) -> None:
-    model = RewardModel.create(model_path, RewardSettings())
-    prompt = [{"role": "user", "content": "Tell me about rivers."}]
+    model = RewardModel.create(model_path, RewardSettings(), ToolSettings())
+    prompt = Prompt.asking("Tell me about rivers.")
     ended, cut = model.score([prompt, prompt], ["Rivers run to the sea"] * 2, [True, False]).tolist()
     assert ended != pytest.approx(cut), "the same words, once finished and once broken off, are two answers"
 
@@ -147,7 +157,7 @@ def margins(policy, tokenizer, pairs) -> list[float]:
 def test_the_preference_stage_moves_the_policy_towards_the_chosen_answers(model_path: Path) -> None:
     updates = PPOSettings(minibatch_size=4)
     settings = PreferenceSettings(epochs=2, beta=0.1, learning_rate=1e-4)
-    tokenizer = load_tokenizer(model_path)
+    tokenizer = load_tokenizer(model_path, ToolSettings())
     policy = load_policy(model_path, None, updates)
     pairs = [short_over_long_pair(i) for i in range(8)]
     assert margins(policy, tokenizer, pairs) == pytest.approx([0.0] * 8, abs=1e-3), "a fresh adapter is the base"
@@ -159,7 +169,7 @@ def test_the_preference_stage_moves_the_policy_towards_the_chosen_answers(model_
 def test_the_references_kept_from_round_to_round_are_the_base_models(model_path: Path) -> None:
     updates = PPOSettings(minibatch_size=3)
     settings = PreferenceSettings(epochs=1, learning_rate=1e-3)
-    tokenizer = load_tokenizer(model_path)
+    tokenizer = load_tokenizer(model_path, ToolSettings())
     policy = load_policy(model_path, None, updates)
     pairs = [short_over_long_pair(i) for i in range(5)]
     references = References()

@@ -22,13 +22,14 @@ import torch
 from playwright.sync_api import Browser, expect
 
 from core import keys
-from core.config import LOCAL_ADMIN_KEY, LOCAL_API_KEY, PPOSettings
+from core.config import LOCAL_ADMIN_KEY, LOCAL_API_KEY, PPOSettings, ToolSettings
 from core.policy import ADAPTER_DIRNAME, TRAINEES_DIRNAME
 from core.registry import Registry
 from core.routing import Routing, routed_version
 from server.auth import key_id
 from tests.factories import random_version
 from tests.helpers import IDS, REPO, RedisHandle, engine_loaded, start_server, stop_server
+from trainer.chat_text import Prompt
 from trainer.engine_rollouts import EngineSampler
 from trainer.models import load_policy, load_tokenizer
 from trainer.ppo import PPOTrainer
@@ -258,8 +259,10 @@ def test_a_trainer_samples_rollouts_with_its_adapter_from_the_engine(cluster: Cl
     policy = load_policy(cluster.model_path, cluster.versions_dir / v1 / ADAPTER_DIRNAME, PPOSettings())
     sampler = EngineSampler(cluster.urls[0], LOCAL_ADMIN_KEY, trainees, max_answers=1)  # a request per prompt
     greedy = Sampling(temperature=1e-6, max_new_tokens=12)  # below vLLM's 1e-5: greedy
-    ppo = PPOTrainer(policy, load_tokenizer(cluster.model_path), lambda *_: None, PPOSettings(), 0, greedy, sampler)
-    sequences, attention, prompt_length = ppo.generate([question, question], "rollout")
+    ppo = PPOTrainer(
+        policy, load_tokenizer(cluster.model_path, ToolSettings()), lambda *_: None, PPOSettings(), 0, greedy, sampler
+    )
+    sequences, attention, prompt_length = ppo.generate([Prompt(question)] * 2, "rollout")
     assert ppo.engine is sampler, "the engine answered: no fall back to the trainer's own sampling"
     assert ppo.decode(sequences, prompt_length) == [pinned.choices[0].message.content] * 2
     assert ppo.ended(sequences, prompt_length) == [pinned.choices[0].finish_reason == "stop"] * 2

@@ -9,6 +9,7 @@ import pytest
 
 from core.config import PPOSettings
 from tests.factories import short_over_long_pair
+from trainer.chat_text import Prompt
 from trainer.data import capped, is_held_out, round_pairs, split_held_out
 from trainer.sampling import MAX_TEMPERATURE, MIN_TEMPERATURE, Sampling, Served
 
@@ -84,7 +85,7 @@ def test_a_prompt_is_held_out_by_its_text_whoever_asks_and_in_every_round() -> N
     _, held_again = split_held_out(asked_again, 0.2)
     assert [p.prompt for p in held_again] == [p.prompt for p in held], "the same prompts, whoever asked them"
     assert not set(ids(train)) & set(ids(held))
-    assert is_held_out([m.model_dump() for m in held[0].prompt], 0.2)
+    assert is_held_out(Prompt.of_pair(held[0]), 0.2)
     assert split_held_out(pairs, 0.0) == (pairs, [])
 
 
