@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from client.connections import limits
 from client.simulation.preferences import satisfies
 
 log = logging.getLogger(__name__)
@@ -133,7 +134,7 @@ async def simulate(
     A failed request is logged and the user goes on: the experiment measures learning, not uptime."""
     deadline = time.monotonic() + seconds
     headers = {"Authorization": f"Bearer {key}"}
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=300) as http:
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=300, limits=limits()) as http:
 
         async def live(name: str) -> None:
             user = SimulatedUser(name, http, preference, prompts, behaviour)

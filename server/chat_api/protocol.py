@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from server.errors import UNSUPPORTED_PARAMETER
@@ -210,6 +210,14 @@ class SampledRequest(BaseModel):
     """Also chatloop's: ``regenerate_of`` links a regeneration."""
     ignore_eos: bool = False
     """vLLM's extension, which its benchmark client sends: generate to the token limit, past end-of-sequence."""
+
+    @field_validator("stream_options")
+    @classmethod
+    def _only_when_streamed(cls, value: StreamOptions | None, info: ValidationInfo) -> StreamOptions | None:
+        """As OpenAI and vLLM refuse it: options of a stream that will not be."""
+        if value is not None and not info.data.get("stream"):
+            raise ValueError("stream_options is only allowed when stream is true.")
+        return value
 
     @field_validator("stop")
     @classmethod

@@ -43,9 +43,11 @@ class PreparedCompletion(PreparedAnswer):
     """The prompt as text: what ``echo`` puts before each answer."""
 
 
-def completion_logprobs(entries: list[TokenLogprob], start: int) -> CompletionLogprobs:
-    """Chat's per-token logprobs in the completions shape; offsets count from ``start`` (the echoed prompt's
-    length)."""
+def completion_logprobs(entries: list[TokenLogprob], start: int = 0) -> CompletionLogprobs:
+    """Chat's per-token logprobs in the completions shape: each position's alternatives hold the sampled token too,
+    as OpenAI's do ("up to logprobs+1 elements"); offsets count the answer's tokens from ``start`` (where a streamed
+    chunk's tokens begin). Offsets follow the tokens, not the text sent: a stop string holds text back while its
+    tokens have been generated."""
     offsets, at = [], start
     for entry in entries:
         offsets.append(at)
@@ -53,7 +55,9 @@ def completion_logprobs(entries: list[TokenLogprob], start: int) -> CompletionLo
     return CompletionLogprobs(
         tokens=[entry.token for entry in entries],
         token_logprobs=[entry.logprob for entry in entries],
-        top_logprobs=[{top.token: top.logprob for top in entry.top_logprobs} for entry in entries],
+        top_logprobs=[
+            {entry.token: entry.logprob} | {top.token: top.logprob for top in entry.top_logprobs} for entry in entries
+        ],
         text_offset=offsets,
     )
 
@@ -128,8 +132,8 @@ class CompletionService:
     def _choice(self, completion: PreparedCompletion, index: int, state: ChoiceState) -> CompletionChoice:
         echoed = completion.prompt_text if completion.request.echo else ""
         logprobs = None
-        if completion.request.logprobs is not None:
-            logprobs = completion_logprobs(state.logprobs, len(echoed))
+        if completion.request.logprobs is not None:  # never with echo: refused (`_check_limits`)
+            logprobs = completion_logprobs(state.logprobs)
         return CompletionChoice(
             index=index, text=echoed + "".join(state.text), logprobs=logprobs, finish_reason=state.finish_reason
         )
@@ -145,7 +149,7 @@ class CompletionService:
         echo_pending = set(range(request.n)) if request.echo else set()
         # As chat: `"usage": null` on every chunk when usage was asked for, no `usage` otherwise.
         exclude = None if request.include_usage_in_stream else {"usage"}
-        sent = [0] * request.n
+        token_chars = [0] * request.n  # per choice, where the next chunk's offsets start
         try:
             async for out in outputs:
                 for output in out.outputs:
@@ -154,11 +158,13 @@ class CompletionService:
                     echo_pending.discard(output.index)
                     logprobs = None
                     if step is not None:
-                        logprobs = completion_logprobs(step, sent[output.index] + len(echoed))
-                    text = echoed + output.text
-                    sent[output.index] += len(text)
+                        logprobs = completion_logprobs(step, token_chars[output.index])
+                        token_chars[output.index] += sum(len(entry.token) for entry in step)
                     choice = CompletionChoice(
-                        index=output.index, text=text, logprobs=logprobs, finish_reason=output.finish_reason
+                        index=output.index,
+                        text=echoed + output.text,
+                        logprobs=logprobs,
+                        finish_reason=output.finish_reason,
                     )
                     yield self._body(completion, [choice]).model_dump_json(exclude=exclude)
         except asyncio.CancelledError:
