@@ -30,14 +30,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
+import httpx2
 import psutil
 import redis
 import redis.asyncio as aioredis
 from harness import ENGINE_PROCESSES, Server, running, up_command
 from report import default_out, figure_table, write_results
 
-from client.connections import limits
 from client.simulation.prompt_set import load_prompts
 from core import keys
 from core.config import LOCAL_ADMIN_KEY, LOCAL_API_KEY, Settings
@@ -57,6 +56,8 @@ SOAK = {
 }
 """Short rounds that a candidate passes, and limits the load stays under."""
 USERS = 8
+LIMITS = httpx2.Limits(max_connections=USERS + 4)
+"""The clients are httpx2's, as the simulated users' (``client/simulation/users.py`` says why)."""
 MAX_TOKENS = 64
 FSYNC_WINDOW_S = 2.0
 """AOF ``everysec``: what was acknowledged in the last second or two before a kill may be lost (docs/faults.md)."""
@@ -108,7 +109,7 @@ TCP_COUNTERS = {
     "/proc/net/snmp": ("OutRsts", "EstabResets"),
 }
 """The kernel's counts of connections reset on this host: ``TCPAbortOnData`` is a socket closed with data unread,
-whose peer gets a reset (httpx's ``ReadError('')``)."""
+whose peer gets a reset (``ReadError('')`` in httpx)."""
 
 
 def tcp_counters() -> dict[str, int]:
@@ -121,7 +122,7 @@ def tcp_counters() -> dict[str, int]:
     return counts
 
 
-def error_code(response: httpx.Response) -> str | None:
+def error_code(response: httpx2.Response) -> str | None:
     try:
         return response.json()["error"]["code"]
     except (ValueError, KeyError, TypeError):
@@ -145,10 +146,10 @@ class Soak:
     def saw(self, kind: str, status: object, code: str | None = None, detail: str | None = None) -> None:
         self.outcomes.append(Outcome(time.monotonic(), kind, str(status), code, detail))
 
-    def failed(self, kind: str, exc: httpx.HTTPError, trace: RequestTrace) -> None:
+    def failed(self, kind: str, exc: httpx2.HTTPError, trace: RequestTrace) -> None:
         self.saw(kind, type(exc).__name__, detail=f"{time.strftime('%H:%M:%S')}, {trace.describe(exc)}")
 
-    def answered(self, kind: str, response: httpx.Response) -> None:
+    def answered(self, kind: str, response: httpx2.Response) -> None:
         self.saw(kind, response.status_code, None if response.is_success else error_code(response))
 
     def minute(self, at: float) -> float:
@@ -165,7 +166,7 @@ class Soak:
 
 
 async def stream_answer(
-    http: httpx.AsyncClient, soak: Soak, messages: list[dict], user: str, regenerate_of: str | None = None
+    http: httpx2.AsyncClient, soak: Soak, messages: list[dict], user: str, regenerate_of: str | None = None
 ) -> str | None:
     """A streamed answer's completion id, or None when it failed (counted either way)."""
     body = {"model": "chatloop", "messages": messages, "user": user, "stream": True, "max_tokens": MAX_TOKENS}
@@ -191,16 +192,16 @@ async def stream_answer(
                     completion_id = chunk["id"]
             soak.saw("chat", 200 if done else "stream cut short")
             return completion_id if done else None
-    except httpx.HTTPError as exc:
+    except httpx2.HTTPError as exc:
         soak.failed("chat", exc, trace)
         return None
 
 
-async def give_feedback(http: httpx.AsyncClient, soak: Soak, body: dict) -> None:
+async def give_feedback(http: httpx2.AsyncClient, soak: Soak, body: dict) -> None:
     trace = RequestTrace()
     try:
         response = await http.post("/v1/feedback", json=body, extensions={"trace": trace})
-    except httpx.HTTPError as exc:
+    except httpx2.HTTPError as exc:
         soak.failed("feedback", exc, trace)
         return
     soak.answered("feedback", response)
@@ -208,7 +209,7 @@ async def give_feedback(http: httpx.AsyncClient, soak: Soak, body: dict) -> None
         soak.acknowledged.append((time.monotonic(), response.json()["id"]))
 
 
-async def user_turns(http: httpx.AsyncClient, soak: Soak, user: str, prompts: list[str], deadline: float) -> None:
+async def user_turns(http: httpx2.AsyncClient, soak: Soak, user: str, prompts: list[str], deadline: float) -> None:
     """Back-to-back turns: an answer and its rating; half the time a regeneration, its rating and a choice."""
     rng = random.Random(user)
     while time.monotonic() < deadline:
@@ -232,7 +233,7 @@ async def user_turns(http: httpx.AsyncClient, soak: Soak, user: str, prompts: li
 class Operator:
     """Promotes candidates as they come and rolls back once, through the admin API, as a person on /admin would."""
 
-    def __init__(self, http: httpx.AsyncClient, soak: Soak, deadline: float):
+    def __init__(self, http: httpx2.AsyncClient, soak: Soak, deadline: float):
         self.http = http
         self.soak = soak
         self.deadline = deadline
@@ -243,7 +244,7 @@ class Operator:
     async def call(self, method: str, path: str, body: dict | None = None) -> dict | None:
         try:
             response = await self.http.request(method, f"/v1/admin{path}", json=body)
-        except httpx.HTTPError as exc:
+        except httpx2.HTTPError as exc:
             self.soak.saw("admin", type(exc).__name__)
             return None
         self.soak.answered("admin", response)
@@ -340,8 +341,8 @@ async def soak_for(server: Server, minutes: float, soak: Soak) -> None:
     user_headers = {"Authorization": f"Bearer {LOCAL_API_KEY}"}
     admin_headers = {"Authorization": f"Bearer {LOCAL_ADMIN_KEY}"}
     async with (
-        httpx.AsyncClient(base_url=server.url, headers=user_headers, timeout=120, limits=limits(USERS + 4)) as http,
-        httpx.AsyncClient(base_url=server.url, headers=admin_headers, timeout=120, limits=limits()) as admin,
+        httpx2.AsyncClient(base_url=server.url, headers=user_headers, timeout=120, limits=LIMITS) as http,
+        httpx2.AsyncClient(base_url=server.url, headers=admin_headers, timeout=120) as admin,
     ):
         operator = Operator(admin, soak, deadline)
         work = [user_turns(http, soak, f"soak-{i}", prompts, deadline) for i in range(USERS)]
@@ -462,7 +463,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     configure_logging("INFO")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
     settings = Settings()
     args.out.mkdir(parents=True, exist_ok=True)
     soak = Soak()

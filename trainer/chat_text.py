@@ -12,7 +12,7 @@ answer as finished could not see what its user saw, that the answer broke off.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from transformers import PreTrainedTokenizerBase
@@ -25,7 +25,7 @@ from feedback.pairs import Pair
 class Prompt:
     messages: list[dict[str, Any]]
     """In the chat template's shape (``feedback/records.py: RecordedMessage``)."""
-    tools: list[dict[str, Any]] | None = field(default=None)
+    tools: list[dict[str, Any]] | None = None
 
     @classmethod
     def asking(cls, question: str) -> Prompt:

@@ -15,9 +15,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import httpx
+import httpx2
 
-from client.connections import limits
 from client.simulation.preferences import satisfies
 
 log = logging.getLogger(__name__)
@@ -60,7 +59,7 @@ class Turn:
 
 class SimulatedUser:
     def __init__(
-        self, name: str, http: httpx.AsyncClient, preference: Preference, prompts: list[str], behaviour: Behaviour
+        self, name: str, http: httpx2.AsyncClient, preference: Preference, prompts: list[str], behaviour: Behaviour
     ):
         self.name = name
         self.http = http
@@ -134,7 +133,11 @@ async def simulate(
     A failed request is logged and the user goes on: the experiment measures learning, not uptime."""
     deadline = time.monotonic() + seconds
     headers = {"Authorization": f"Bearer {key}"}
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=300, limits=limits()) as http:
+    # httpx2 (pydantic's maintained fork, which the OpenAI SDK uses) rather than httpx: httpx's pool can close an
+    # idle connection it has already handed to a request whose task has not run yet, once its keep-alive (5 s)
+    # runs out meanwhile. A client starved of CPU for a few seconds (a round loading its models on the same cores)
+    # then fails with ReadError, the server having done nothing (docs/benchmarks.md, "Soak", runs 4 and 5).
+    async with httpx2.AsyncClient(base_url=url, headers=headers, timeout=300) as http:
 
         async def live(name: str) -> None:
             user = SimulatedUser(name, http, preference, prompts, behaviour)
@@ -142,7 +145,7 @@ async def simulate(
                 await asyncio.sleep(user.rng.uniform(0, 2 * behaviour.think_seconds))
                 try:
                     on_turns(await user.turn())
-                except httpx.HTTPError as exc:
+                except httpx2.HTTPError as exc:
                     log.warning("simulated turn failed", extra={"user": name, "error": repr(exc)})
                     await asyncio.sleep(1)
 

@@ -114,7 +114,8 @@ def test_results_sent_back_get_an_answer_that_teaches_with_its_tools(server: Ser
     with server.http() as http:
         rated = http.post("/v1/feedback", json={"completion_id": answer.id, "choice_index": 0, "rating": "down"})
         compared = http.post("/v1/feedback", json=choice)
-    assert rated.status_code == 200, rated.text
-    assert compared.status_code == 200 and compared.json()["pairs"], compared.text
-    (pair,) = [p for _, p in read_all(server.redis.client()) if p.pair_id in compared.json()["pairs"]]
+    assert rated.status_code == 200 and compared.status_code == 200, (rated.text, compared.text)
+    # The rating makes the pair if the regeneration's link is already written, the comparison otherwise.
+    (made,) = rated.json()["pairs"] + compared.json()["pairs"]
+    (pair,) = [p for _, p in read_all(server.redis.client()) if p.pair_id == made["pair_id"]]
     assert pair.tools == stored["tools"] and pair.prompt[1].tool_calls == stored["conversation"][1]["tool_calls"]
