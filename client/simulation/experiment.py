@@ -11,10 +11,11 @@ from pathlib import Path
 
 import httpx
 
+from client.errors import ClientError
 from client.simulation.preferences import SHIPPED, resolve
 from client.simulation.prompt_set import load_prompts
 from client.simulation.report import share, write
-from client.simulation.users import Behaviour, Turn, simulate
+from client.simulation.users import MODES, Behaviour, Turn, simulate
 
 log = logging.getLogger(__name__)
 
@@ -63,21 +64,33 @@ def add_simulation_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--minutes", type=float, default=60.0, help="how long the users chat (default: 60)")
     parser.add_argument("--users", type=int, default=6, help="simulated users (default: 6)")
     parser.add_argument("--think-seconds", type=float, default=5.0, help="mean pause between turns (default: 5)")
-    parser.add_argument("--random-share", type=float, default=0.1, help="turns rated at random (default: 0.1)")
-    parser.add_argument("--silent-share", type=float, default=0.1, help="turns with no feedback (default: 0.1)")
+    parser.add_argument(
+        "--mode",
+        choices=sorted(MODES),
+        default="attentive",
+        help="how the users give feedback, the shares below unless given (default: attentive)",
+    )
+    parser.add_argument("--random-share", type=float, help="turns rated at random (attentive: 0.1)")
+    parser.add_argument("--silent-share", type=float, help="turns with no feedback (attentive: 0.1; casual: 0.6)")
+    parser.add_argument(
+        "--thumb-only-share", type=float, help="turns with one honest thumb, no regeneration (casual: 0.3)"
+    )
     parser.add_argument("--max-tokens", type=int, default=96, help="longest answer (default: 96)")
     parser.add_argument("--seed", type=int, default=0, help="of the users' prompts, pauses and choices (default: 0)")
 
 
 def behaviour_from(args: argparse.Namespace) -> Behaviour:
-    return Behaviour(
-        users=args.users,
-        think_seconds=args.think_seconds,
-        random_share=args.random_share,
-        silent_share=args.silent_share,
-        max_tokens=args.max_tokens,
-        seed=args.seed,
-    )
+    """The users the options describe: each share given, or else the mode's. ClientError for shares that do not
+    add up, before any user starts."""
+    shares = {
+        name: mode if (given := getattr(args, name)) is None else given for name, mode in MODES[args.mode].items()
+    }
+    try:
+        return Behaviour(
+            users=args.users, think_seconds=args.think_seconds, max_tokens=args.max_tokens, seed=args.seed, **shares
+        )
+    except ValueError as exc:
+        raise ClientError(str(exc)) from exc
 
 
 def admin_get(url: str, admin_key: str, path: str) -> list[dict]:

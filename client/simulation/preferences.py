@@ -4,9 +4,11 @@ A preference is a callable ``(conversation, answer) -> score``: ``conversation``
 messages (``{"role": ..., "content": ...}``) the answer replies to, ``answer`` the assistant's text. The score lies
 in [0, 1]; a score of at least ``SATISFIED`` (0.5) means the user is satisfied with the answer (a thumbs up),
 below it not. Scores below the line still rank answers, which is what a user choosing between an answer and its
-regeneration goes by, so the functions give partial credit where an answer is closer to the taste without
-meeting it. The conversation is part of the signature so that a preference may depend on context; the ones here
-judge the answer alone.
+regeneration goes by, so the graded functions give partial credit where an answer is closer to the taste without
+meeting it. The binary ones (``complete_answer``, ``bold_key_terms``, ``polite_greeting``) score 0 or 1 only, as
+many real tastes are: the answer has what the user wanted or it does not, and two answers that both miss tie.
+The conversation is part of the signature so that a preference may depend on context; the ones here judge the
+answer alone.
 
 The simulation names one on the command line (``resolve``) by its name here, e.g. ``concise``, or any other as
 ``package.module:function``, e.g. ``client.simulation.preferences:concise``.
@@ -51,6 +53,13 @@ SHORT_ZERO_WORDS = 16
 # What a reader takes as one sentence: text up to a sentence's final mark and the space after it, or up to a line
 # break (a list item, a heading, a line of a poem).
 SENTENCE_BREAK = re.compile(r"(?<=[.!?…])\s+|\n+")
+
+# complete_answer: at least this many sentences (as short_sentences counts them), and not cut off. 19% of
+# SmolLM2-135M-Instruct's answers at the users' temperature and max_tokens satisfy it (bench/base_rates.py).
+COMPLETE_MIN_SENTENCES = 3
+# bold_key_terms: a span of markdown bold on one line with no space just inside its stars, "**like this**" (as
+# markdown reads it: "2 ** 3" is no bold). 6% of the base model's answers have one.
+BOLD_SPAN = re.compile(r"\*\*(?=\S)[^*\n]+(?<=\S)\*\*")
 
 GREETING = re.compile(
     r"^\W*(?:hello|hi|hey|greetings|good (?:morning|afternoon|evening|day)|thanks|thank you)\b", re.IGNORECASE
@@ -102,6 +111,20 @@ def short_sentences(conversation: Conversation, answer: str) -> float:
     return min(1.0, max(0.0, (SHORT_ZERO_WORDS - mean) / (SHORT_ZERO_WORDS - SHORT_FULL_WORDS)))
 
 
+def complete_answer(conversation: Conversation, answer: str) -> float:
+    """A user who wants a whole answer, all or nothing: 1.0 when it has three sentences or more (a line break ends
+    one too) and is not cut off (``is_cut_off``), else 0.0. A one-liner is not enough and neither is an answer
+    that stops mid-sentence, however good its start."""
+    sentences = [sentence for sentence in SENTENCE_BREAK.split(answer.strip()) if sentence.split()]
+    return float(len(sentences) >= COMPLETE_MIN_SENTENCES and not is_cut_off(answer))
+
+
+def bold_key_terms(conversation: Conversation, answer: str) -> float:
+    """A user who skims and wants the key terms in bold: 1.0 when the answer has a span of markdown bold
+    (``**term**`` on one line), else 0.0, however well it reads otherwise."""
+    return float(bool(BOLD_SPAN.search(answer)))
+
+
 def follow_up_question(conversation: Conversation, answer: str) -> float:
     """A user who likes to be asked something back: 1.0 when the answer's last sentence is a question (it ends
     with "?", before any closing quotes or brackets), 0.25 when a question appears only earlier in the answer,
@@ -124,7 +147,15 @@ def satisfies(score: float) -> bool:
 
 SHIPPED: dict[str, Preference] = {
     preference.__name__: preference
-    for preference in (concise, bulleted, short_sentences, follow_up_question, polite_greeting)
+    for preference in (
+        concise,
+        bulleted,
+        short_sentences,
+        follow_up_question,
+        polite_greeting,
+        complete_answer,
+        bold_key_terms,
+    )
 }
 
 

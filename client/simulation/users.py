@@ -3,7 +3,8 @@ each answer with a hidden preference, through the public API only (``/v1/chat/co
 
 A user asks a prompt from the shipped set. A satisfying answer gets a thumbs up. Any other gets a thumbs down and
 a regeneration; the user then picks the better of the two (a comparison, when their scores differ) and rates the
-new answer as well. Noise: a share of turns gets a random rating instead, and a share gets no feedback at all.
+new answer as well. Noise: a share of turns gets a random rating instead, and a share gets no feedback at all. A
+share of turns gets an honest thumb and nothing more, as most people rate when they rate at all (``MODES``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import httpx2
 
@@ -22,6 +24,8 @@ from client.simulation.preferences import satisfies
 log = logging.getLogger(__name__)
 
 Preference = Callable[[list[dict[str, str]], str], float]
+Reaction = Literal["silent", "random", "thumb", "full"]
+"""No feedback; a random thumb; an honest thumb; an honest thumb and, if unsatisfied, a regeneration and a choice."""
 
 
 @dataclass
@@ -31,11 +35,42 @@ class Behaviour:
     """Turns whose rating is a coin toss, as from a careless user."""
     silent_share: float = 0.1
     """Turns that get no feedback at all."""
+    thumb_only_share: float = 0.0
+    """Turns whose answer gets an honest thumb and no regeneration, however it scored."""
     think_seconds: float = 5.0
     """Mean pause between a user's turns (reading, typing): people do not chat back to back."""
     max_tokens: int = 96
     temperature: float = 0.7
     seed: int = 0
+
+    def reaction(self, roll: float) -> Reaction:
+        """What a turn gets, from a uniform draw in [0, 1)."""
+        shares: list[tuple[Reaction, float]] = [
+            ("silent", self.silent_share),
+            ("random", self.random_share),
+            ("thumb", self.thumb_only_share),
+        ]
+        for reaction, share in shares:
+            if roll < share:
+                return reaction
+            roll -= share
+        return "full"
+
+    def __post_init__(self) -> None:
+        shares = (self.random_share, self.silent_share, self.thumb_only_share)
+        if min(shares) < 0 or sum(shares) > 1:
+            raise ValueError(
+                f"the random, silent and thumb-only shares must be at least 0 and add up to 1 at most: {shares}"
+            )
+
+
+MODES = {
+    "attentive": {"silent_share": 0.1, "random_share": 0.1, "thumb_only_share": 0.0},
+    "casual": {"silent_share": 0.6, "random_share": 0.0, "thumb_only_share": 0.3},
+}
+"""How the users give feedback. ``attentive``: nearly every answer is rated, and every unsatisfying one
+regenerated and compared, which makes a pair of almost every turn. ``casual`` is closer to people in a chat UI:
+60% of answers get no feedback, 30% a single thumb, 10% a regeneration and a choice."""
 
 
 @dataclass
@@ -99,11 +134,11 @@ class SimulatedUser:
         conversation = [{"role": "user", "content": self.rng.choice(self.prompts)}]
         first = await self.chat(conversation)
         judged = [self.judge(conversation, first, regeneration=False)]
-        roll = self.rng.random()
-        if roll < self.behaviour.silent_share:
+        reaction = self.behaviour.reaction(self.rng.random())
+        if reaction == "silent":
             return judged
-        if roll < self.behaviour.silent_share + self.behaviour.random_share:
-            await self.rate(first, up=self.rng.random() < 0.5)
+        if reaction in ("random", "thumb"):
+            await self.rate(first, up=self.rng.random() < 0.5 if reaction == "random" else judged[0].satisfied)
             return judged
         if judged[0].satisfied:
             await self.rate(first, up=True)

@@ -95,7 +95,15 @@ def test_train_without_once_prints_its_help() -> None:
 
 
 def test_shipped_preferences_resolve_by_name() -> None:
-    assert set(SHIPPED) == {"concise", "bulleted", "short_sentences", "follow_up_question", "polite_greeting"}
+    assert set(SHIPPED) == {
+        "concise",
+        "bulleted",
+        "short_sentences",
+        "follow_up_question",
+        "polite_greeting",
+        "complete_answer",
+        "bold_key_terms",
+    }
     for name, preference in SHIPPED.items():
         assert resolve(name) is preference
         assert build_parser().parse_args(["simulate", "--preference", name]).preference == name

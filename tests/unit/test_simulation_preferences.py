@@ -6,7 +6,10 @@ import pytest
 
 from client.simulation.preferences import (
     SATISFIED,
+    SHIPPED,
+    bold_key_terms,
     bulleted,
+    complete_answer,
     concise,
     follow_up_question,
     is_cut_off,
@@ -18,7 +21,8 @@ from client.simulation.preferences import (
 from client.simulation.prompt_set import load_prompts
 
 CONVERSATION = [{"role": "user", "content": "How do I boil an egg?"}]
-PREFERENCES = [concise, bulleted, short_sentences, follow_up_question, polite_greeting]
+PREFERENCES = list(SHIPPED.values())
+BINARY = [complete_answer, bold_key_terms, polite_greeting]
 
 
 def words(count: int, end: str = ".") -> str:
@@ -127,6 +131,27 @@ def test_polite_greeting() -> None:
     assert polite_greeting(CONVERSATION, "Boil it. Hello to your family!") == 0.0
     assert polite_greeting(CONVERSATION, "History says eggs were boiled.") == 0.0
     assert polite_greeting(CONVERSATION, "Thanksgiving eggs are boiled.") == 0.0
+
+
+def test_complete_answer_needs_three_sentences_and_an_ending() -> None:
+    assert complete_answer(CONVERSATION, "Boil water. Add the egg. Wait nine minutes.") == 1.0
+    assert complete_answer(CONVERSATION, "Steps:\n- boil water\n- add the egg.") == 1.0, "lines count as sentences"
+    assert complete_answer(CONVERSATION, "Boil water. Add the egg.") == 0.0, "two sentences are not enough"
+    assert complete_answer(CONVERSATION, "Boil water. Add the egg. Wait nine minutes and then") == 0.0, "cut off"
+    assert complete_answer(CONVERSATION, "Boil water.  \n\n  Add the egg.\n\n") == 0.0, "blank lines are nothing"
+
+
+def test_bold_key_terms_needs_a_bold_span() -> None:
+    assert bold_key_terms(CONVERSATION, "Boil it for **nine minutes**.") == 1.0
+    assert bold_key_terms(CONVERSATION, "**Tip:** cool it in water") == 1.0
+    assert bold_key_terms(CONVERSATION, "Boil it for *nine* minutes.") == 0.0, "italics are not bold"
+    assert bold_key_terms(CONVERSATION, "A ** b ** c? No: 2 ** 3 is a power, **not bold\nhere**.") == 0.0
+
+
+@pytest.mark.parametrize("preference", BINARY)
+def test_binary_preferences_give_no_partial_credit(preference) -> None:
+    answers = ["", "ok", words(40), words(100, end=""), "- a\n- b?", "Hello! **Boil** it. Then cool it. Eat it."]
+    assert {preference(CONVERSATION, answer) for answer in answers} == {0.0, 1.0}
 
 
 @pytest.mark.parametrize("preference", PREFERENCES)
