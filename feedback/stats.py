@@ -106,22 +106,3 @@ async def read_history(client: aioredis.Redis, since: float) -> list[dict]:
     """Snapshots taken after ``since`` (unix seconds), oldest first."""
     entries = await client.xrange(keys.STATS_HISTORY, min=str(int(since * 1000)))
     return [json.loads(fields[b"snapshot"]) for _, fields in entries]
-
-
-class Comparison(BaseModel):
-    """A one-sided pooled two-proportion z-test that ``a``'s rate is higher than ``b``'s."""
-
-    a: Rate
-    b: Rate
-    z: float
-    p_value: float
-
-
-def compare_rates(successes_a: int, trials_a: int, successes_b: int, trials_b: int) -> Comparison:
-    pooled = (successes_a + successes_b) / max(trials_a + trials_b, 1)
-    spread = math.sqrt(pooled * (1 - pooled) * (1 / max(trials_a, 1) + 1 / max(trials_b, 1)))
-    difference = successes_a / max(trials_a, 1) - successes_b / max(trials_b, 1)
-    z = difference / spread if spread > 0 else 0.0
-    return Comparison(
-        a=rate(successes_a, trials_a), b=rate(successes_b, trials_b), z=z, p_value=0.5 * math.erfc(z / math.sqrt(2))
-    )

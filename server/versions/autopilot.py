@@ -1,12 +1,13 @@
-"""The rollout steps the server takes on its own: roll back a canary that users like less, and (when configured)
-canary each new candidate and promote a canary that did well enough.
+"""The rollout steps the server takes on its own: roll back a canary that users like less, and (when configured) canary
+each new candidate and promote a canary that did well enough.
 
-A canary is rolled back when its thumbs-down rate (per answer served) is higher than the active version's with
-the configured confidence, by a one-sided two-proportion z-test, once both have served enough answers to enough
-distinct users. The counts are those of the canary's own period, routed answers that may be training data only
-(``feedback/canary.py``): nobody can steer the decision by pinning the canary, choosing a side of the split, or
-answers from before the canary ran. Every replica runs this; the registry's transactions make each step happen
-once, and the audit trail records it with the counts it used.
+A canary is rolled back when its thumbs-down rate (per answer served) is higher than the active version's with the
+configured confidence, by a one-sided sequential test that stays valid although it is read every reconcile period
+(``feedback/sequential_test.py``), once both have served enough answers to enough distinct users. The counts are
+those of the canary's own period, routed answers that may be training data only (``feedback/canary.py``): nobody can
+steer the decision by pinning the canary, choosing a side of the split, or answers from before the canary ran. Every
+replica runs this; the registry's transactions make each step happen once, and the audit trail records it with the
+counts it used.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from core.policy import version_order
 from core.registry import Registry
 from core.routing import Routing, Transition, promote, rollback
 from feedback.canary import PeriodCounts, read_period
-from feedback.stats import compare_rates
+from feedback.sequential_test import worse_rate
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +64,13 @@ def decide(
         canary, active = period.get(routing.canary, PeriodCounts()), period.get(routing.active, PeriodCounts())
         minimum = settings.rollback_min_answers
         if _enough(canary, minimum, settings) and _enough(active, minimum, settings):
-            test = compare_rates(canary.down, canary.served, active.down, active.served)
+            test = worse_rate(canary.down, canary.served, active.down, active.served)
             counts = f"{_described('canary', canary)}, {_described('active', active)}"
             if test.p_value < 1 - settings.rollback_confidence:
-                return Step(
-                    _rollback, f"thumbs-down rate higher: {counts}; z={test.z:.2f}, one-sided p={test.p_value:.4f}"
-                )
+                why = f"thumbs-down rate higher: {counts}; mSPRT likelihood ratio {test.likelihood_ratio:.3g}"
+                return Step(_rollback, f"{why}, always-valid p={test.p_value:.4f}")
             if settings.auto_promote and _enough(canary, settings.promote_min_answers, settings):
-                why = f"thumbs-down rate not worse: {counts}; one-sided p={test.p_value:.3f}"
+                why = f"thumbs-down rate not shown worse: {counts}; always-valid p={test.p_value:.3f}"
                 return Step(partial(_promote, version=routing.canary, percent=None), why)
         return None
     if settings.auto_canary:
