@@ -38,13 +38,8 @@ async def answers(url: str, prompts: list[str], behaviour: Behaviour) -> list[tu
     async with httpx2.AsyncClient(base_url=url, headers=headers, timeout=300) as http:
 
         async def ask(prompt: str) -> tuple[str, str]:
-            body = {
-                "model": "chatloop",
-                "messages": [{"role": "user", "content": prompt}],
-                "max_tokens": behaviour.max_tokens,
-                "temperature": behaviour.temperature,
-            }
             async with slots:
+                body = behaviour.chat_body([{"role": "user", "content": prompt}])
                 response = await http.post("/v1/chat/completions", json=body)
             response.raise_for_status()
             return prompt, response.json()["choices"][0]["message"]["content"]

@@ -24,6 +24,8 @@ from pathlib import Path
 from harness import running, up_command
 from report import default_out
 
+from client.cli import CHATTY_LOGGERS
+from client.errors import ClientError
 from client.simulation.experiment import add_simulation_args, behaviour_from, run_experiment
 from core.config import LOCAL_ADMIN_KEY, LOCAL_API_KEY, Settings
 from core.logs import configure_logging
@@ -53,8 +55,13 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    try:
+        behaviour = behaviour_from(args)  # before the system starts
+    except ClientError as exc:
+        sys.exit(str(exc))
     configure_logging("INFO")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    for chatty in CHATTY_LOGGERS:
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     settings = Settings()
     args.out.mkdir(parents=True, exist_ok=True)
     experiment = {**EXPERIMENT, **{k: v for k, v in os.environ.items() if k.startswith("CHATLOOP_")}}
@@ -72,7 +79,7 @@ def main() -> None:
             LOCAL_ADMIN_KEY,
             args.preference,
             args.minutes,
-            behaviour_from(args),
+            behaviour,
             args.out,
             command,
         )

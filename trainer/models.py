@@ -36,7 +36,9 @@ def load_tokenizer(base: Path, tools: ToolSettings) -> PreTrainedTokenizerBase:
     reads its score and generation continues), and truncation keeps the answer, the part being judged. The tool
     template the server renders tools with is the tokenizer's ``tool_use`` template (``trainer/chat_text.py``)."""
     tokenizer = AutoTokenizer.from_pretrained(base)
-    tokenizer.chat_template = {"default": tokenizer.chat_template, "tool_use": tool_template(tools.chat_template)}
+    own = tokenizer.chat_template
+    templates = own if isinstance(own, dict) else {"default": own}
+    tokenizer.chat_template = templates | {"tool_use": tool_template(tools.chat_template)}
     tokenizer.padding_side = "left"
     tokenizer.truncation_side = "left"
     if tokenizer.pad_token is None:

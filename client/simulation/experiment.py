@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -68,13 +69,12 @@ def add_simulation_args(parser: argparse.ArgumentParser) -> None:
         "--mode",
         choices=sorted(MODES),
         default="attentive",
-        help="how the users give feedback, the shares below unless given (default: attentive)",
+        help="how the users give feedback, the shares below unless given: "
+        + "; ".join(f"{name} {shares}" for name, shares in MODES.items()),
     )
-    parser.add_argument("--random-share", type=float, help="turns rated at random (attentive: 0.1)")
-    parser.add_argument("--silent-share", type=float, help="turns with no feedback (attentive: 0.1; casual: 0.6)")
-    parser.add_argument(
-        "--thumb-only-share", type=float, help="turns with one honest thumb, no regeneration (casual: 0.3)"
-    )
+    parser.add_argument("--silent-share", type=float, help="turns with no feedback")
+    parser.add_argument("--random-share", type=float, help="turns rated at random")
+    parser.add_argument("--thumb-only-share", type=float, help="turns with one honest thumb, no regeneration")
     parser.add_argument("--max-tokens", type=int, default=96, help="longest answer (default: 96)")
     parser.add_argument("--seed", type=int, default=0, help="of the users' prompts, pauses and choices (default: 0)")
 
@@ -82,15 +82,14 @@ def add_simulation_args(parser: argparse.ArgumentParser) -> None:
 def behaviour_from(args: argparse.Namespace) -> Behaviour:
     """The users the options describe: each share given, or else the mode's. ClientError for shares that do not
     add up, before any user starts."""
-    shares = {
-        name: mode if (given := getattr(args, name)) is None else given for name, mode in MODES[args.mode].items()
-    }
+    given = {"silent": args.silent_share, "random": args.random_share, "thumb_only": args.thumb_only_share}
     try:
-        return Behaviour(
-            users=args.users, think_seconds=args.think_seconds, max_tokens=args.max_tokens, seed=args.seed, **shares
-        )
+        shares = replace(MODES[args.mode], **{name: share for name, share in given.items() if share is not None})
     except ValueError as exc:
         raise ClientError(str(exc)) from exc
+    return Behaviour(
+        users=args.users, shares=shares, think_seconds=args.think_seconds, max_tokens=args.max_tokens, seed=args.seed
+    )
 
 
 def admin_get(url: str, admin_key: str, path: str) -> list[dict]:

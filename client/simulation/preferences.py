@@ -54,11 +54,15 @@ SHORT_ZERO_WORDS = 16
 # break (a list item, a heading, a line of a poem).
 SENTENCE_BREAK = re.compile(r"(?<=[.!?…])\s+|\n+")
 
-# complete_answer: at least this many sentences (as short_sentences counts them), and not cut off. 19% of
-# SmolLM2-135M-Instruct's answers at the users' temperature and max_tokens satisfy it (bench/base_rates.py).
+# complete_answer: at least this many sentences of two words or more (a list's "1." or an abbreviation's "Dr." is
+# none), and not cut off. 17-19% of SmolLM2-135M-Instruct's answers at the users' temperature and max_tokens
+# satisfy it (bench/base_rates.py).
 COMPLETE_MIN_SENTENCES = 3
+COMPLETE_MIN_WORDS = 2
+WORD = re.compile(r"[^\W\d_]+")
+"""A run of letters: what a sentence's words are counted by."""
 # bold_key_terms: a span of markdown bold on one line with no space just inside its stars, "**like this**" (as
-# markdown reads it: "2 ** 3" is no bold). 6% of the base model's answers have one.
+# markdown reads it: "2 ** 3" is no bold; code is not told apart). 5-6% of the base model's answers have one.
 BOLD_SPAN = re.compile(r"\*\*(?=\S)[^*\n]+(?<=\S)\*\*")
 
 GREETING = re.compile(
@@ -112,10 +116,11 @@ def short_sentences(conversation: Conversation, answer: str) -> float:
 
 
 def complete_answer(conversation: Conversation, answer: str) -> float:
-    """A user who wants a whole answer, all or nothing: 1.0 when it has three sentences or more (a line break ends
-    one too) and is not cut off (``is_cut_off``), else 0.0. A one-liner is not enough and neither is an answer
-    that stops mid-sentence, however good its start."""
-    sentences = [sentence for sentence in SENTENCE_BREAK.split(answer.strip()) if sentence.split()]
+    """A user who wants a whole answer, all or nothing: 1.0 when it has three sentences of two words or more (a
+    line break ends one too) and is not cut off (``is_cut_off``), else 0.0. A one-liner is not enough and neither
+    is an answer that stops mid-sentence, however good its start."""
+    pieces = SENTENCE_BREAK.split(answer.strip())
+    sentences = [piece for piece in pieces if len(WORD.findall(piece)) >= COMPLETE_MIN_WORDS]
     return float(len(sentences) >= COMPLETE_MIN_SENTENCES and not is_cut_off(answer))
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from collections.abc import Callable
@@ -28,27 +29,28 @@ Reaction = Literal["silent", "random", "thumb", "full"]
 """No feedback; a random thumb; an honest thumb; an honest thumb and, if unsatisfied, a regeneration and a choice."""
 
 
-@dataclass
-class Behaviour:
-    users: int = 6
-    random_share: float = 0.1
-    """Turns whose rating is a coin toss, as from a careless user."""
-    silent_share: float = 0.1
+@dataclass(frozen=True)
+class Shares:
+    """How a user reacts to an answer, as shares of turns; the rest get the full treatment (``Reaction``)."""
+
+    silent: float
     """Turns that get no feedback at all."""
-    thumb_only_share: float = 0.0
+    random: float
+    """Turns whose rating is a coin toss, as from a careless user."""
+    thumb_only: float
     """Turns whose answer gets an honest thumb and no regeneration, however it scored."""
-    think_seconds: float = 5.0
-    """Mean pause between a user's turns (reading, typing): people do not chat back to back."""
-    max_tokens: int = 96
-    temperature: float = 0.7
-    seed: int = 0
+
+    def __post_init__(self) -> None:
+        shares = (self.silent, self.random, self.thumb_only)
+        if not all(0 <= share <= 1 for share in shares) or math.fsum(shares) > 1 + 1e-9:
+            raise ValueError(f"the shares of turns must lie in [0, 1] and add up to 1 at most: {self}")
 
     def reaction(self, roll: float) -> Reaction:
         """What a turn gets, from a uniform draw in [0, 1)."""
         shares: list[tuple[Reaction, float]] = [
-            ("silent", self.silent_share),
-            ("random", self.random_share),
-            ("thumb", self.thumb_only_share),
+            ("silent", self.silent),
+            ("random", self.random),
+            ("thumb", self.thumb_only),
         ]
         for reaction, share in shares:
             if roll < share:
@@ -56,21 +58,36 @@ class Behaviour:
             roll -= share
         return "full"
 
-    def __post_init__(self) -> None:
-        shares = (self.random_share, self.silent_share, self.thumb_only_share)
-        if min(shares) < 0 or sum(shares) > 1:
-            raise ValueError(
-                f"the random, silent and thumb-only shares must be at least 0 and add up to 1 at most: {shares}"
-            )
-
 
 MODES = {
-    "attentive": {"silent_share": 0.1, "random_share": 0.1, "thumb_only_share": 0.0},
-    "casual": {"silent_share": 0.6, "random_share": 0.0, "thumb_only_share": 0.3},
+    "attentive": Shares(silent=0.1, random=0.1, thumb_only=0.0),
+    "casual": Shares(silent=0.6, random=0.0, thumb_only=0.3),
 }
-"""How the users give feedback. ``attentive``: nearly every answer is rated, and every unsatisfying one
-regenerated and compared, which makes a pair of almost every turn. ``casual`` is closer to people in a chat UI:
-60% of answers get no feedback, 30% a single thumb, 10% a regeneration and a choice."""
+"""How the users give feedback. ``attentive``: 80% of answers get an honest thumb and, when unsatisfying, a
+regeneration and a choice (a pair, when the two scores differ), 10% a random thumb, 10% nothing. ``casual`` is
+closer to people in a chat UI: 60% nothing, 30% an honest thumb alone, 10% as attentive users' 80%. A pair needs an
+unsatisfying answer whose regeneration scores differently: with a graded preference most regenerations do, with a
+binary one only those that satisfy, so a taste the base model rarely meets makes few pairs in either mode."""
+
+
+@dataclass
+class Behaviour:
+    users: int = 6
+    shares: Shares = MODES["attentive"]
+    think_seconds: float = 5.0
+    """Mean pause between a user's turns (reading, typing): people do not chat back to back."""
+    max_tokens: int = 96
+    temperature: float = 0.7
+    seed: int = 0
+
+    def chat_body(self, conversation: list[dict[str, str]]) -> dict:
+        """A chat request as these users send it."""
+        return {
+            "model": "chatloop",
+            "messages": conversation,
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+        }
 
 
 @dataclass
@@ -104,13 +121,7 @@ class SimulatedUser:
         self.rng = random.Random(f"{behaviour.seed}:{name}")
 
     async def chat(self, conversation: list[dict[str, str]], regenerate_of: str | None = None) -> Answer:
-        body = {
-            "model": "chatloop",
-            "messages": conversation,
-            "user": self.name,
-            "max_tokens": self.behaviour.max_tokens,
-            "temperature": self.behaviour.temperature,
-        }
+        body = {**self.behaviour.chat_body(conversation), "user": self.name}
         if regenerate_of is not None:
             body["metadata"] = {"regenerate_of": regenerate_of}
         response = await self.http.post("/v1/chat/completions", json=body)
@@ -134,11 +145,14 @@ class SimulatedUser:
         conversation = [{"role": "user", "content": self.rng.choice(self.prompts)}]
         first = await self.chat(conversation)
         judged = [self.judge(conversation, first, regeneration=False)]
-        reaction = self.behaviour.reaction(self.rng.random())
+        reaction = self.behaviour.shares.reaction(self.rng.random())
         if reaction == "silent":
             return judged
-        if reaction in ("random", "thumb"):
-            await self.rate(first, up=self.rng.random() < 0.5 if reaction == "random" else judged[0].satisfied)
+        if reaction == "random":
+            await self.rate(first, up=self.rng.random() < 0.5)
+            return judged
+        if reaction == "thumb":
+            await self.rate(first, up=judged[0].satisfied)
             return judged
         if judged[0].satisfied:
             await self.rate(first, up=True)
@@ -171,7 +185,7 @@ async def simulate(
     # httpx2 (pydantic's maintained fork, which the OpenAI SDK uses) rather than httpx: httpx's pool can close an
     # idle connection it has already handed to a request whose task has not run yet, once its keep-alive (5 s)
     # runs out meanwhile. A client starved of CPU for a few seconds (a round loading its models on the same cores)
-    # then fails with ReadError, the server having done nothing (docs/benchmarks.md, "Soak", runs 4 and 5).
+    # then fails with ReadError, the server having done nothing (docs/benchmarks.md, "Soak runs 5 to 7").
     async with httpx2.AsyncClient(base_url=url, headers=headers, timeout=300) as http:
 
         async def live(name: str) -> None:

@@ -255,6 +255,11 @@ class ChatCompletionRequest(SampledRequest):
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
     @property
+    def token_limit_name(self) -> str:
+        """The parameter that set ``answer_token_limit``: the one a refusal names."""
+        return "max_completion_tokens" if self.max_completion_tokens is not None else "max_tokens"
+
+    @property
     def tool_mode(self) -> Literal["none", "auto", "required", "named"]:
         """What the answer may hold: text only, text or calls (the default with tools), calls, or one named call."""
         if not self.tools or self.tool_choice == "none":

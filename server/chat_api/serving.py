@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from vllm.outputs import RequestOutput
 from vllm.sampling_params import StructuredOutputsParams
@@ -144,7 +144,8 @@ class ChatService:
         routed = self.generation.route(request.model, caller, request.user)
         self._check_limits(request)
         prompt_ids = render_chat(self.tokenizer, request.messages, request.tools, self.settings.tools)
-        max_tokens = self.generation.answer_budget(len(prompt_ids), request.answer_token_limit, api)
+        names = replace(api, token_limit=request.token_limit_name) if api == CHAT else api
+        max_tokens = self.generation.answer_budget(len(prompt_ids), request.answer_token_limit, names)
         logprobs = (request.top_logprobs or 0) if request.logprobs else None
         constraint = forced_calls(request) or _structured_outputs(request)
         params = self.generation.sampling_params(request, max_tokens, logprobs, constraint)

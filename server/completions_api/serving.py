@@ -56,7 +56,9 @@ def completion_logprobs(entries: list[TokenLogprob], start: int = 0) -> Completi
         tokens=[entry.token for entry in entries],
         token_logprobs=[entry.logprob for entry in entries],
         top_logprobs=[
-            {entry.token: entry.logprob} | {top.token: top.logprob for top in entry.top_logprobs} for entry in entries
+            # The sampled token last: an alternative that decodes to the same text does not hide its logprob.
+            {top.token: top.logprob for top in entry.top_logprobs} | {entry.token: entry.logprob}
+            for entry in entries
         ],
         text_offset=offsets,
     )

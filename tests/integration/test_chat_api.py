@@ -250,6 +250,13 @@ def test_bad_input_gets_openai_error(client: OpenAI, case: str) -> None:
     assert "Traceback" not in error["message"]
 
 
+@pytest.mark.parametrize("limit", ["max_tokens", "max_completion_tokens"])
+def test_a_refusal_names_the_token_limit_the_caller_sent(client: OpenAI, limit: str) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="chatloop", messages=QUESTION, **{limit: 2040})
+    assert caught.value.body["code"] == "context_length_exceeded" and caught.value.body["param"] == limit
+
+
 def test_malformed_json_and_server_keeps_serving(server: ServerHandle, client: OpenAI) -> None:
     with server.http() as http:
         response = http.post(

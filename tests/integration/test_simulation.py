@@ -19,7 +19,7 @@ import pytest
 from client.simulation.experiment import run_experiment
 from client.simulation.preferences import resolve
 from client.simulation.prompt_set import load_prompts
-from client.simulation.users import Behaviour, Turn, simulate
+from client.simulation.users import Behaviour, Shares, Turn, simulate
 from core.config import LOCAL_ADMIN_KEY, LOCAL_API_KEY
 from core.registry import Registry
 from tests.helpers import REPO, SMALL_ROUND, RedisHandle, run_async, start_server, stop_server
@@ -42,7 +42,9 @@ OPEN_GATE = {
     "CHATLOOP_GATE__MAX_REPETITION": "1",
 }
 """A round this small proves nothing about quality: the gate is opened so that the mechanics are what is tested."""
-BEHAVIOUR = Behaviour(users=3, think_seconds=0.5, random_share=0.0, silent_share=0.0, max_tokens=32, seed=1)
+BEHAVIOUR = Behaviour(
+    users=3, shares=Shares(silent=0.0, random=0.0, thumb_only=0.0), think_seconds=0.5, max_tokens=32, seed=1
+)
 
 
 def decided(url: str, registry: Registry, timeout_s: float = 180) -> bool:

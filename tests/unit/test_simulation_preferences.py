@@ -135,10 +135,13 @@ def test_polite_greeting() -> None:
 
 def test_complete_answer_needs_three_sentences_and_an_ending() -> None:
     assert complete_answer(CONVERSATION, "Boil water. Add the egg. Wait nine minutes.") == 1.0
-    assert complete_answer(CONVERSATION, "Steps:\n- boil water\n- add the egg.") == 1.0, "lines count as sentences"
+    assert complete_answer(CONVERSATION, "The steps:\n- boil water\n- add the egg.") == 1.0, "lines count as sentences"
     assert complete_answer(CONVERSATION, "Boil water. Add the egg.") == 0.0, "two sentences are not enough"
     assert complete_answer(CONVERSATION, "Boil water. Add the egg. Wait nine minutes and then") == 0.0, "cut off"
-    assert complete_answer(CONVERSATION, "Boil water.  \n\n  Add the egg.\n\n") == 0.0, "blank lines are nothing"
+    assert complete_answer(CONVERSATION, "Boil water\n  \nAdd the egg.") == 0.0, "a blank line is no sentence"
+    assert complete_answer(CONVERSATION, "1. Boil\n2. Eat.") == 0.0, "a list's numbers are no sentences"
+    assert complete_answer(CONVERSATION, "Dr. Smith said so. Yes.") == 0.0, "one-word pieces are no sentences"
+    assert complete_answer(CONVERSATION, "1. Boil water\n2. Add the egg.\n3. Wait nine minutes.") == 1.0
 
 
 def test_bold_key_terms_needs_a_bold_span() -> None:
