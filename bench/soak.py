@@ -37,6 +37,7 @@ import redis.asyncio as aioredis
 from harness import ENGINE_PROCESSES, Server, running, up_command
 from report import default_out, figure_table, write_results
 
+from client.cli import CHATTY_LOGGERS
 from client.simulation.prompt_set import load_prompts
 from core import keys
 from core.config import LOCAL_ADMIN_KEY, LOCAL_API_KEY, Settings
@@ -463,7 +464,8 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     configure_logging("INFO")
-    logging.getLogger("httpx2").setLevel(logging.WARNING)
+    for chatty in CHATTY_LOGGERS:  # httpx2's, and httpx's (the harness's readiness probe)
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     settings = Settings()
     args.out.mkdir(parents=True, exist_ok=True)
     soak = Soak()

@@ -20,11 +20,10 @@ from typing import Literal
 
 import httpx2
 
-from client.simulation.preferences import satisfies
+from client.simulation.preferences import Preference, satisfies
 
 log = logging.getLogger(__name__)
 
-Preference = Callable[[list[dict[str, str]], str], float]
 Reaction = Literal["silent", "random", "thumb", "full"]
 """No feedback; a random thumb; an honest thumb; an honest thumb and, if unsatisfied, a regeneration and a choice."""
 
